@@ -1,0 +1,197 @@
+//! Typed device buffers.
+//!
+//! A [`Buffer<T>`] is one allocation on one device, freed when dropped. Copies in
+//! and out check lengths before touching the device and are recorded as the
+//! host → device and device → host stages of the profile. Uploads only read the
+//! caller's slice; a failed download may leave the destination slice partly
+//! written, never any other host memory.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Instant;
+
+use crate::backend::DeviceMemory;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::kernel::ElemType;
+use crate::profile::Stage;
+
+/// A borrowed view of a buffer's device memory and owner (crate-internal use).
+pub struct BufferRef<'a> {
+    pub(crate) mem: &'a dyn DeviceMemory,
+    pub(crate) device: &'a Device,
+}
+
+/// Object-safe view of any [`Buffer<T>`], used for launch arguments.
+pub trait AnyBuffer: Send + Sync {
+    /// Element type.
+    fn elem_type(&self) -> ElemType;
+    /// Length in elements.
+    fn len(&self) -> usize;
+    /// Whether the buffer has no elements.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Owning device.
+    fn device(&self) -> &Device;
+    #[doc(hidden)]
+    fn raw(&self) -> BufferRef<'_>;
+}
+
+impl dyn AnyBuffer + '_ {
+    /// The device memory, if this buffer belongs to `device`.
+    pub(crate) fn check_owner(&self, device: &Device, what: &str) -> Result<&dyn DeviceMemory> {
+        let r = self.raw();
+        if r.device != device {
+            return Err(Error::ForeignBuffer {
+                what: what.to_string(),
+                owner: r.device.label().to_string(),
+                device: device.label().to_string(),
+            });
+        }
+        Ok(r.mem)
+    }
+}
+
+/// A typed allocation of `len` elements of `T` on one device.
+pub struct Buffer<T: bytemuck::Pod> {
+    device: Device,
+    mem: Box<dyn DeviceMemory>,
+    len: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: bytemuck::Pod> fmt::Debug for Buffer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Buffer<{}>[{}] on {}", std::any::type_name::<T>(), self.len, self.device.label())
+    }
+}
+
+impl<T: bytemuck::Pod> Buffer<T> {
+    /// Allocate `len` elements on `device`.
+    pub fn new(device: &Device, len: usize) -> Result<Self> {
+        device.check_open("alloc")?;
+        let info = device.info();
+        let bytes = (len as u64).checked_mul(std::mem::size_of::<T>() as u64);
+        let limit = info.max_alloc_bytes;
+        match bytes {
+            Some(b) if b <= limit => {}
+            _ => {
+                return Err(Error::OutOfMemory {
+                    device: device.label().to_string(),
+                    requested: bytes.unwrap_or(u64::MAX),
+                    limit_name: "the device's max allocation",
+                    limit,
+                });
+            }
+        }
+        let bytes = len * std::mem::size_of::<T>();
+        let mem = device.backend_impl().alloc(bytes)?;
+        Ok(Buffer { device: device.clone(), mem, len, _t: PhantomData })
+    }
+
+    /// Allocate and upload.
+    pub fn from_slice(device: &Device, data: &[T]) -> Result<Self> {
+        device.upload(data)
+    }
+
+    /// Length in elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Owning device.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Host → device: copy all of `data` (length must equal the buffer's).
+    pub fn write(&mut self, data: &[T]) -> Result<()> {
+        if data.len() != self.len {
+            return Err(Error::LengthMismatch { what: "Buffer::write".into(), host: data.len(), buffer: self.len });
+        }
+        self.write_at(0, data, "write")
+    }
+
+    /// Host → device: copy `data` into elements `offset..offset + data.len()`.
+    pub fn write_at(&mut self, offset: usize, data: &[T], label: &str) -> Result<()> {
+        self.check_range("Buffer::write_at", offset, data.len())?;
+        self.device.check_open("write")?;
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let _span = tracing::debug_span!("h2d", device = %self.device.label(), bytes = bytes.len()).entered();
+        let t0 = Instant::now();
+        let timing = self.device.backend_impl().write(&*self.mem, offset * std::mem::size_of::<T>(), bytes)?;
+        self.device.profiler().record(
+            self.device.label(),
+            Stage::HostToDevice,
+            label,
+            bytes.len() as u64,
+            0,
+            t0,
+            Instant::now(),
+            timing.device_ns,
+        );
+        Ok(())
+    }
+
+    /// Device → host: copy the whole buffer into `out` (length must equal the buffer's).
+    pub fn read(&self, out: &mut [T]) -> Result<()> {
+        if out.len() != self.len {
+            return Err(Error::LengthMismatch { what: "Buffer::read".into(), host: out.len(), buffer: self.len });
+        }
+        self.read_at(0, out, "read")
+    }
+
+    /// Device → host: copy elements `offset..offset + out.len()` into `out`.
+    pub fn read_at(&self, offset: usize, out: &mut [T], label: &str) -> Result<()> {
+        self.check_range("Buffer::read_at", offset, out.len())?;
+        self.device.check_open("read")?;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
+        let n = bytes.len() as u64;
+        let _span = tracing::debug_span!("d2h", device = %self.device.label(), bytes = n).entered();
+        let t0 = Instant::now();
+        let timing = self.device.backend_impl().read(&*self.mem, offset * std::mem::size_of::<T>(), bytes)?;
+        self.device
+            .profiler()
+            .record(self.device.label(), Stage::DeviceToHost, label, n, 0, t0, Instant::now(), timing.device_ns);
+        Ok(())
+    }
+
+    /// Device → host into a new vector.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        let mut v = vec![T::zeroed(); self.len];
+        self.read(&mut v)?;
+        Ok(v)
+    }
+
+    fn check_range(&self, what: &str, offset: usize, n: usize) -> Result<()> {
+        match offset.checked_add(n) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::LengthMismatch {
+                what: format!("{what} at offset {offset}"),
+                host: n,
+                buffer: self.len.saturating_sub(offset),
+            }),
+        }
+    }
+}
+
+impl<T: bytemuck::Pod> AnyBuffer for Buffer<T> {
+    fn elem_type(&self) -> ElemType {
+        ElemType::of::<T>()
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn raw(&self) -> BufferRef<'_> {
+        BufferRef { mem: &*self.mem, device: &self.device }
+    }
+}

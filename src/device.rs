@@ -1,0 +1,268 @@
+//! Devices: a cheap, clonable handle over one backend device, and its static facts.
+//!
+//! A [`Device`] is where the five stages become explicit calls: [`Device::build`]
+//! (init of a kernel), [`Device::alloc`]/[`crate::Buffer::write`] (host → device),
+//! [`Device::launch`], [`crate::Buffer::read`] (device → host) and
+//! [`Device::close`] (teardown; also done on drop of the last handle). Every call
+//! is validated here, timed here (device clock from the backend where it has one)
+//! and recorded into the runtime's [`crate::profile::Profiler`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::backend::{Backend, RawArg};
+use crate::buffer::{AnyBuffer, Buffer};
+use crate::error::{BackendKind, Error, Result};
+use crate::kernel::{Kernel, Param};
+use crate::launch::{Arg, LaunchConfig};
+use crate::profile::{Profiler, Stage};
+
+/// Static facts about a device, read from its driver.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct DeviceInfo {
+    /// Backend.
+    pub backend: BackendKind,
+    /// Index among the devices of this backend (`opencl:1` has index 1).
+    pub index: usize,
+    /// Device name.
+    pub name: String,
+    /// Vendor.
+    pub vendor: String,
+    /// Driver / platform version string.
+    pub driver_version: String,
+    /// Streaming multiprocessors, OpenCL compute units, or CPU worker threads.
+    pub compute_units: u32,
+    /// CUDA warp size; OpenCL preferred work-group size multiple; CPU f32 SIMD lanes.
+    pub warp_size: u32,
+    /// Maximum threads (work-items) per block.
+    pub max_threads_per_block: u32,
+    /// Maximum block extent per axis.
+    pub max_block_dims: [u32; 3],
+    /// Maximum grid extent (blocks) per axis.
+    pub max_grid_dims: [u32; 3],
+    /// Maximum grid × block per axis (OpenCL global size limit).
+    pub max_global_size: u64,
+    /// Global memory in bytes.
+    pub global_mem_bytes: u64,
+    /// Shared / local memory per block in bytes.
+    pub local_mem_bytes: u64,
+    /// Largest single allocation in bytes.
+    pub max_alloc_bytes: u64,
+    /// CUDA compute capability (major, minor).
+    pub compute_capability: Option<(u32, u32)>,
+    /// Whether the block size must divide the global size per axis (OpenCL < 2.0).
+    pub requires_uniform_blocks: bool,
+}
+
+impl DeviceInfo {
+    /// Short label used in messages and reports: `cpu:0`, `opencl:1`, `cuda:0`.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.backend, self.index)
+    }
+}
+
+pub(crate) struct DeviceInner {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) uid: u64,
+    pub(crate) label: Arc<str>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) profiler: Arc<Profiler>,
+}
+
+impl Drop for DeviceInner {
+    fn drop(&mut self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let t0 = Instant::now();
+            // Drop never panics and has nowhere to return an error: log it.
+            if let Err(e) = self.backend.close() {
+                tracing::warn!(device = %self.label, error = %e, "teardown failed");
+            }
+            self.profiler.record(&self.label, Stage::Teardown, "close", 0, 0, t0, Instant::now(), None);
+        }
+    }
+}
+
+/// A device: a cheap clonable handle. The device is torn down when the last
+/// handle (and every buffer on it) is dropped, or explicitly with [`Device::close`].
+#[derive(Clone)]
+pub struct Device {
+    pub(crate) inner: Arc<DeviceInner>,
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Device({} {:?})", self.inner.label, self.info().name)
+    }
+}
+
+impl PartialEq for Device {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner.uid == other.inner.uid
+    }
+}
+impl Eq for Device {}
+
+impl Device {
+    pub(crate) fn new(backend: Arc<dyn Backend>, uid: u64, profiler: Arc<Profiler>) -> Device {
+        let label: Arc<str> = backend.info().label().into();
+        Device { inner: Arc::new(DeviceInner { backend, uid, label, closed: AtomicBool::new(false), profiler }) }
+    }
+
+    /// Static facts.
+    pub fn info(&self) -> &DeviceInfo {
+        self.inner.backend.info()
+    }
+
+    /// Backend of this device.
+    pub fn backend(&self) -> BackendKind {
+        self.info().backend
+    }
+
+    /// `cpu:0`, `opencl:1`, ...
+    pub fn label(&self) -> &str {
+        &self.inner.label
+    }
+
+    /// The profiler this device records into (shared by the runtime's devices).
+    pub fn profiler(&self) -> &Arc<Profiler> {
+        &self.inner.profiler
+    }
+
+    pub(crate) fn backend_impl(&self) -> &dyn Backend {
+        &*self.inner.backend
+    }
+
+    pub(crate) fn check_open(&self, operation: &str) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed { device: self.label().to_string(), operation: operation.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel can run here.
+    pub fn supports(&self, kernel: &Kernel) -> bool {
+        kernel.supports(self.backend())
+    }
+
+    fn check_impl(&self, kernel: &Kernel) -> Result<()> {
+        if !self.supports(kernel) {
+            return Err(Error::NoImplementation {
+                kernel: kernel.name().to_string(),
+                backend: self.backend(),
+                device: self.label().to_string(),
+                has: kernel.backends().iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
+            });
+        }
+        Ok(())
+    }
+
+    /// Stage 1 (init) for a kernel: build it for this device (cached after the first call).
+    pub fn build(&self, kernel: &Kernel) -> Result<()> {
+        self.check_open("build")?;
+        self.check_impl(kernel)?;
+        let _span = tracing::debug_span!("init", device = %self.label(), kernel = kernel.name()).entered();
+        let t0 = Instant::now();
+        let timing = self.backend_impl().build(kernel)?;
+        self.inner.profiler.record(self.label(), Stage::Init, kernel.name(), 0, 0, t0, Instant::now(), timing.device_ns);
+        Ok(())
+    }
+
+    /// Allocate a buffer of `len` elements (stage 2 begins here).
+    pub fn alloc<T: bytemuck::Pod>(&self, len: usize) -> Result<Buffer<T>> {
+        Buffer::new(self, len)
+    }
+
+    /// Allocate a buffer and copy `data` into it (stage 2, host → device).
+    pub fn upload<T: bytemuck::Pod>(&self, data: &[T]) -> Result<Buffer<T>> {
+        let mut b = Buffer::new(self, data.len())?;
+        b.write(data)?;
+        Ok(b)
+    }
+
+    /// Stage 3: launch `kernel` with `cfg` and `args`, checked against the signature
+    /// and the device limits before anything is enqueued. Returns when done.
+    pub fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[Arg<'_>]) -> Result<()> {
+        self.launch_labeled(kernel, cfg, args, cfg.total_threads().unwrap_or(0))
+    }
+
+    pub(crate) fn launch_labeled(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[Arg<'_>], items: u64) -> Result<()> {
+        self.check_open("launch")?;
+        self.check_impl(kernel)?;
+        // Up to 16 arguments live in a fixed array: no heap allocation on the launch path.
+        let mut fixed: [RawArg<'_>; 16] = std::array::from_fn(|_| RawArg::Local(0));
+        let mut heap = Vec::new();
+        let many = args.len() > fixed.len();
+        let local_bytes = check_args(self, kernel, args, |i, r| if many { heap.push(r) } else { fixed[i] = r })?;
+        cfg.validate(self.info(), kernel.name(), local_bytes)?;
+        let raw: &[RawArg<'_>] = if many { &heap } else { &fixed[..args.len()] };
+        let _span = tracing::debug_span!("launch", device = %self.label(), kernel = kernel.name()).entered();
+        let t0 = Instant::now();
+        let timing = self.backend_impl().launch(kernel, cfg, raw)?;
+        self.inner.profiler.record(self.label(), Stage::Kernel, kernel.name(), 0, items, t0, Instant::now(), timing.device_ns);
+        Ok(())
+    }
+
+    /// Stage 5: tear the device down now and report failures. Later calls on this
+    /// device (or its buffers) return [`Error::Closed`]. Dropping the last handle
+    /// does the same silently.
+    pub fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let r = self.backend_impl().close();
+        self.inner.profiler.record(self.label(), Stage::Teardown, "close", 0, 0, t0, Instant::now(), None);
+        r
+    }
+}
+
+/// Check `args` against `kernel`'s signature on `device`, handing each converted
+/// argument to `push`. Returns the local-memory bytes requested.
+fn check_args<'s>(
+    device: &Device,
+    kernel: &Kernel,
+    args: &'s [Arg<'_>],
+    mut push: impl FnMut(usize, RawArg<'s>),
+) -> Result<u64> {
+    let params = kernel.params();
+    if params.len() != args.len() {
+        return Err(Error::ArgCount { kernel: kernel.name().to_string(), expected: params.len(), got: args.len() });
+    }
+    let mut local = 0u64;
+    for (i, (p, a)) in params.iter().zip(args).enumerate() {
+        let mismatch = || Error::ArgType {
+            kernel: kernel.name().to_string(),
+            index: i,
+            param: p.name().to_string(),
+            expected: p.describe(),
+            got: a.describe(),
+        };
+        let raw = match (p, a) {
+            (Param::Buffer { ty, access, .. }, Arg::In(b)) if !access.writes() => {
+                if b.elem_type() != *ty {
+                    return Err(mismatch());
+                }
+                RawArg::Buffer { mem: b.check_owner(device, p.name())?, writable: false }
+            }
+            (Param::Buffer { ty, .. }, Arg::Out(b)) => {
+                let b: &'s dyn AnyBuffer = &**b;
+                if b.elem_type() != *ty {
+                    return Err(mismatch());
+                }
+                RawArg::Buffer { mem: b.check_owner(device, p.name())?, writable: true }
+            }
+            (Param::Scalar { ty, .. }, Arg::Scalar(s)) if s.ty() == *ty => RawArg::Scalar(*s),
+            (Param::Offset | Param::Count, Arg::Scalar(s @ crate::kernel::Scalar::U32(_))) => RawArg::Scalar(*s),
+            (Param::Local { ty, .. }, Arg::Local { len }) => {
+                let bytes = (*len as u64).saturating_mul(ty.size as u64);
+                local = local.saturating_add(bytes);
+                RawArg::Local(bytes.min(usize::MAX as u64) as usize)
+            }
+            _ => return Err(mismatch()),
+        };
+        push(i, raw);
+    }
+    Ok(local)
+}

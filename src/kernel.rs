@@ -1,0 +1,444 @@
+//! Backend-neutral kernels: a name, a signature, and one implementation per backend.
+//!
+//! A [`Kernel`] owns its CUDA C source, its OpenCL C source and its CPU Rust
+//! function (each optional). A device runs a kernel iff the kernel has an
+//! implementation for that device's backend. The signature ([`Param`]s) is what
+//! launch arguments are checked against before anything is enqueued, and what the
+//! scheduler reads to know how buffers follow a split index space.
+//!
+//! This module touches no driver: backends read [`Source`] and [`CpuKernelFn`]
+//! through the accessors below and keep their own per-device build caches keyed by
+//! [`Kernel::id`].
+
+use std::any::TypeId;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::cpu_ctx::CpuCtx;
+use crate::error::{BackendKind, Error, Result};
+
+/// Scalar types a kernel parameter may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScalarType {
+    /// `int` / `i32`
+    I32,
+    /// `unsigned int` / `uint` / `u32`
+    U32,
+    /// `long long` / `long` / `i64`
+    I64,
+    /// `unsigned long long` / `ulong` / `u64`
+    U64,
+    /// `float` / `f32`
+    F32,
+    /// `double` / `f64`
+    F64,
+}
+
+impl ScalarType {
+    /// Size in bytes.
+    pub fn size(self) -> usize {
+        match self {
+            ScalarType::I32 | ScalarType::U32 | ScalarType::F32 => 4,
+            ScalarType::I64 | ScalarType::U64 | ScalarType::F64 => 8,
+        }
+    }
+    /// Rust spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScalarType::I32 => "i32",
+            ScalarType::U32 => "u32",
+            ScalarType::I64 => "i64",
+            ScalarType::U64 => "u64",
+            ScalarType::F32 => "f32",
+            ScalarType::F64 => "f64",
+        }
+    }
+}
+
+/// A scalar argument value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar {
+    /// i32
+    I32(i32),
+    /// u32
+    U32(u32),
+    /// i64
+    I64(i64),
+    /// u64
+    U64(u64),
+    /// f32
+    F32(f32),
+    /// f64
+    F64(f64),
+}
+
+impl Scalar {
+    /// The value's type.
+    pub fn ty(&self) -> ScalarType {
+        match self {
+            Scalar::I32(_) => ScalarType::I32,
+            Scalar::U32(_) => ScalarType::U32,
+            Scalar::I64(_) => ScalarType::I64,
+            Scalar::U64(_) => ScalarType::U64,
+            Scalar::F32(_) => ScalarType::F32,
+            Scalar::F64(_) => ScalarType::F64,
+        }
+    }
+    /// Little-endian bytes as a driver wants them (`clSetKernelArg`, `cuLaunchKernel`).
+    pub fn to_ne_bytes(&self) -> ([u8; 8], usize) {
+        let mut out = [0u8; 8];
+        let n = self.ty().size();
+        match *self {
+            Scalar::I32(v) => out[..4].copy_from_slice(&v.to_ne_bytes()),
+            Scalar::U32(v) => out[..4].copy_from_slice(&v.to_ne_bytes()),
+            Scalar::F32(v) => out[..4].copy_from_slice(&v.to_ne_bytes()),
+            Scalar::I64(v) => out.copy_from_slice(&v.to_ne_bytes()),
+            Scalar::U64(v) => out.copy_from_slice(&v.to_ne_bytes()),
+            Scalar::F64(v) => out.copy_from_slice(&v.to_ne_bytes()),
+        }
+        (out, n)
+    }
+}
+
+/// Rust types usable as scalar kernel arguments.
+pub trait ScalarValue: Copy + Send + Sync + 'static {
+    /// Its [`ScalarType`].
+    const TYPE: ScalarType;
+    /// Wrap a value.
+    fn into_scalar(self) -> Scalar;
+    /// Unwrap a value of exactly this type.
+    fn from_scalar(s: Scalar) -> Option<Self>;
+}
+
+macro_rules! scalar_value {
+    ($t:ty, $v:ident) => {
+        impl ScalarValue for $t {
+            const TYPE: ScalarType = ScalarType::$v;
+            fn into_scalar(self) -> Scalar {
+                Scalar::$v(self)
+            }
+            fn from_scalar(s: Scalar) -> Option<Self> {
+                match s {
+                    Scalar::$v(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+        impl From<$t> for Scalar {
+            fn from(v: $t) -> Scalar {
+                Scalar::$v(v)
+            }
+        }
+    };
+}
+scalar_value!(i32, I32);
+scalar_value!(u32, U32);
+scalar_value!(i64, I64);
+scalar_value!(u64, U64);
+scalar_value!(f32, F32);
+scalar_value!(f64, F64);
+
+/// How a kernel uses a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Only read.
+    Read,
+    /// Only written (every element the kernel owns is written).
+    Write,
+    /// Read and written.
+    ReadWrite,
+}
+
+impl Access {
+    /// Whether the kernel writes the buffer.
+    pub fn writes(self) -> bool {
+        !matches!(self, Access::Read)
+    }
+}
+
+/// How a buffer follows the index space when a launch is split across devices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Split {
+    /// Item `i` owns elements `i*per_item .. (i+1)*per_item`; each chunk gets its slice.
+    Elementwise {
+        /// Elements per item.
+        per_item: usize,
+    },
+    /// Read-only; every device gets the whole buffer.
+    Broadcast,
+}
+
+/// Element type of a buffer parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ElemType {
+    pub(crate) id: TypeId,
+    /// Rust type name.
+    pub name: &'static str,
+    /// Size in bytes.
+    pub size: usize,
+}
+
+impl ElemType {
+    /// The element type of `T`.
+    pub fn of<T: bytemuck::Pod>() -> Self {
+        ElemType { id: TypeId::of::<T>(), name: std::any::type_name::<T>(), size: std::mem::size_of::<T>() }
+    }
+}
+
+/// One parameter of a kernel signature.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Param {
+    /// A device buffer.
+    Buffer {
+        /// Name (for messages).
+        name: String,
+        /// Element type.
+        ty: ElemType,
+        /// Read / write.
+        access: Access,
+        /// How it follows a split.
+        split: Split,
+    },
+    /// A scalar passed by value.
+    Scalar {
+        /// Name.
+        name: String,
+        /// Type.
+        ty: ScalarType,
+    },
+    /// Work-group shared (local) memory of `len` elements of `ty`, given at launch.
+    Local {
+        /// Name.
+        name: String,
+        /// Element type.
+        ty: ElemType,
+    },
+    /// `u32` index of the first item of this chunk (filled by the scheduler; 0 otherwise).
+    Offset,
+    /// `u32` number of items in this chunk (filled by the scheduler).
+    Count,
+}
+
+impl Param {
+    /// A buffer parameter of element type `T`.
+    pub fn buffer<T: bytemuck::Pod>(name: &str, access: Access, split: Split) -> Param {
+        Param::Buffer { name: name.to_string(), ty: ElemType::of::<T>(), access, split }
+    }
+    /// A scalar parameter.
+    pub fn scalar<T: ScalarValue>(name: &str) -> Param {
+        Param::Scalar { name: name.to_string(), ty: T::TYPE }
+    }
+    /// A local (shared) memory parameter.
+    pub fn local<T: bytemuck::Pod>(name: &str) -> Param {
+        Param::Local { name: name.to_string(), ty: ElemType::of::<T>() }
+    }
+    /// Name of the parameter.
+    pub fn name(&self) -> &str {
+        match self {
+            Param::Buffer { name, .. } | Param::Scalar { name, .. } | Param::Local { name, .. } => name,
+            Param::Offset => "offset",
+            Param::Count => "count",
+        }
+    }
+    /// Short description of what the parameter expects.
+    pub fn describe(&self) -> String {
+        match self {
+            Param::Buffer { ty, access, .. } => format!("{access:?} buffer of {}", ty.name),
+            Param::Scalar { ty, .. } => format!("{} scalar", ty.name()),
+            Param::Local { ty, .. } => format!("local memory of {}", ty.name),
+            Param::Offset => "u32 offset scalar".into(),
+            Param::Count => "u32 count scalar".into(),
+        }
+    }
+}
+
+/// Device source code (CUDA C or OpenCL C) for one kernel.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The program text.
+    pub code: String,
+    /// Entry point (function) name inside the program.
+    pub entry: String,
+    /// Extra compiler options (NVRTC or `clBuildProgram`).
+    pub options: Vec<String>,
+}
+
+/// A CPU kernel implementation: called once per contiguous range of blocks.
+pub type CpuKernelFn = dyn Fn(&CpuCtx<'_>) + Send + Sync;
+
+struct KernelInner {
+    id: u64,
+    name: String,
+    params: Vec<Param>,
+    cuda: Option<Source>,
+    opencl: Option<Source>,
+    cpu: Option<Arc<CpuKernelFn>>,
+}
+
+/// A backend-neutral kernel. Cheap to clone.
+#[derive(Clone)]
+pub struct Kernel {
+    inner: Arc<KernelInner>,
+}
+
+impl fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kernel")
+            .field("name", &self.inner.name)
+            .field("params", &self.inner.params)
+            .field("backends", &self.backends())
+            .finish()
+    }
+}
+
+static NEXT_KERNEL_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Kernel {
+    /// Start describing a kernel.
+    pub fn builder(name: &str) -> KernelBuilder {
+        KernelBuilder {
+            name: name.to_string(),
+            params: Vec::new(),
+            cuda: None,
+            opencl: None,
+            cpu: None,
+        }
+    }
+    /// Unique id of this kernel within the process (backends key caches by it).
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+    /// Name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    /// Signature.
+    pub fn params(&self) -> &[Param] {
+        &self.inner.params
+    }
+    /// CUDA source, if any.
+    pub fn cuda_source(&self) -> Option<&Source> {
+        self.inner.cuda.as_ref()
+    }
+    /// OpenCL source, if any.
+    pub fn opencl_source(&self) -> Option<&Source> {
+        self.inner.opencl.as_ref()
+    }
+    /// CPU implementation, if any.
+    pub fn cpu_fn(&self) -> Option<&Arc<CpuKernelFn>> {
+        self.inner.cpu.as_ref()
+    }
+    /// Whether the kernel has an implementation for `backend`.
+    pub fn supports(&self, backend: BackendKind) -> bool {
+        match backend {
+            BackendKind::Cpu => self.inner.cpu.is_some(),
+            BackendKind::OpenCl => self.inner.opencl.is_some(),
+            BackendKind::Cuda => self.inner.cuda.is_some(),
+        }
+    }
+    /// Backends this kernel implements.
+    pub fn backends(&self) -> Vec<BackendKind> {
+        BackendKind::ALL.into_iter().filter(|b| self.supports(*b)).collect()
+    }
+    /// Whether the signature follows the splittable convention (has `Offset` and `Count`).
+    pub fn is_splittable(&self) -> bool {
+        self.params().iter().any(|p| matches!(p, Param::Offset))
+            && self.params().iter().any(|p| matches!(p, Param::Count))
+    }
+}
+
+/// Builder for [`Kernel`]; ends in a fallible [`KernelBuilder::build`].
+pub struct KernelBuilder {
+    name: String,
+    params: Vec<Param>,
+    cuda: Option<Source>,
+    opencl: Option<Source>,
+    cpu: Option<Arc<CpuKernelFn>>,
+}
+
+impl KernelBuilder {
+    /// Append a parameter.
+    pub fn param(mut self, p: Param) -> Self {
+        self.params.push(p);
+        self
+    }
+    /// CUDA C source whose `extern "C" __global__` entry is named `entry`.
+    pub fn cuda(mut self, code: impl Into<String>, entry: &str) -> Self {
+        self.cuda = Some(Source { code: code.into(), entry: entry.to_string(), options: Vec::new() });
+        self
+    }
+    /// OpenCL C source whose `__kernel` entry is named `entry`.
+    pub fn opencl(mut self, code: impl Into<String>, entry: &str) -> Self {
+        self.opencl = Some(Source { code: code.into(), entry: entry.to_string(), options: Vec::new() });
+        self
+    }
+    /// Extra NVRTC options (e.g. `--use_fast_math`).
+    pub fn cuda_options(mut self, opts: &[&str]) -> Self {
+        if let Some(s) = self.cuda.as_mut() {
+            s.options = opts.iter().map(|s| s.to_string()).collect();
+        }
+        self
+    }
+    /// Extra OpenCL build options (e.g. `-cl-fast-relaxed-math`).
+    pub fn opencl_options(mut self, opts: &[&str]) -> Self {
+        if let Some(s) = self.opencl.as_mut() {
+            s.options = opts.iter().map(|s| s.to_string()).collect();
+        }
+        self
+    }
+    /// Native CPU implementation.
+    pub fn cpu<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&CpuCtx<'_>) + Send + Sync + 'static,
+    {
+        self.cpu = Some(Arc::new(f));
+        self
+    }
+    /// Check and finish.
+    pub fn build(self) -> Result<Kernel> {
+        if self.name.is_empty() {
+            return Err(Error::InvalidInput("kernel name is empty".into()));
+        }
+        if self.cuda.is_none() && self.opencl.is_none() && self.cpu.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "kernel {:?} has no implementation for any backend",
+                self.name
+            )));
+        }
+        let offsets = self.params.iter().filter(|p| matches!(p, Param::Offset)).count();
+        let counts = self.params.iter().filter(|p| matches!(p, Param::Count)).count();
+        if offsets > 1 || counts > 1 {
+            return Err(Error::InvalidInput(format!(
+                "kernel {:?} declares {offsets} Offset and {counts} Count parameters; at most one each",
+                self.name
+            )));
+        }
+        for p in &self.params {
+            if let Param::Buffer { split: Split::Broadcast, access, name, .. } = p
+                && access.writes()
+            {
+                return Err(Error::InvalidInput(format!(
+                    "kernel {:?} parameter {name:?}: a Broadcast buffer must be read-only",
+                    self.name
+                )));
+            }
+            if let Param::Buffer { split: Split::Elementwise { per_item: 0 }, name, .. } = p {
+                return Err(Error::InvalidInput(format!(
+                    "kernel {:?} parameter {name:?}: per_item must be at least 1",
+                    self.name
+                )));
+            }
+        }
+        Ok(Kernel {
+            inner: Arc::new(KernelInner {
+                id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
+                name: self.name,
+                params: self.params,
+                cuda: self.cuda,
+                opencl: self.opencl,
+                cpu: self.cpu,
+            }),
+        })
+    }
+}

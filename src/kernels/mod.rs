@@ -1,0 +1,29 @@
+//! The built-in kernels: device sources from `kernels/` plus their Rust CPU versions.
+//!
+//! Each function returns a ready [`Kernel`] whose CUDA and OpenCL sources come from
+//! the catalogue that `build.rs` checked and embedded, and whose CPU version is in
+//! the submodule of the same name. All follow the splittable convention
+//! (`Offset`/`Count` last).
+
+mod catalogue {
+    include!(concat!(env!("OUT_DIR"), "/catalogue.rs"));
+}
+mod nbody;
+mod noop;
+mod vector_add;
+
+pub use catalogue::{CATALOGUE, KernelSources};
+pub use noop::noop;
+pub use vector_add::vector_add;
+
+use crate::error::{Error, Result};
+
+/// The embedded device sources of a kernel in `kernels/`.
+pub fn sources(name: &str) -> Result<&'static KernelSources> {
+    CATALOGUE.iter().find(|k| k.name == name).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "no kernel {name:?} in kernels/ (have: {})",
+            CATALOGUE.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+        ))
+    })
+}

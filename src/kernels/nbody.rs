@@ -1,0 +1,1 @@
+//! All-pairs N-body accelerations (not implemented yet).

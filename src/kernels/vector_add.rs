@@ -1,0 +1,35 @@
+//! `c = a + b` over f32, the transfer-bound example.
+
+use crate::cpu_ctx::CpuCtx;
+use crate::error::Result;
+use crate::kernel::{Access, Kernel, Param, Split};
+
+/// `vector_add(a, b, c, offset, count)`: `c[i] = a[i] + b[i]` for `i < count`.
+///
+/// Launch with at least `count` threads in total (e.g. [`crate::LaunchConfig::for_items`]);
+/// the GPU versions also accept fewer threads (grid-stride loop).
+pub fn vector_add() -> Result<Kernel> {
+    let src = super::sources("vector_add")?;
+    let each = Split::Elementwise { per_item: 1 };
+    Kernel::builder("vector_add")
+        .param(Param::buffer::<f32>("a", Access::Read, each))
+        .param(Param::buffer::<f32>("b", Access::Read, each))
+        .param(Param::buffer::<f32>("c", Access::Write, each))
+        .param(Param::Offset)
+        .param(Param::Count)
+        .cuda(src.cuda, "vector_add")
+        .opencl(src.opencl, "vector_add")
+        .cpu(cpu)
+        .build()
+}
+
+fn cpu(ctx: &CpuCtx<'_>) {
+    let items = ctx.items_below(ctx.count());
+    let c = ctx.output::<f32>(2, 1);
+    let n = items.len().min(c.len());
+    let a = &ctx.input::<f32>(0)[items.start..items.start + n];
+    let b = &ctx.input::<f32>(1)[items.start..items.start + n];
+    for ((c, a), b) in c[..n].iter_mut().zip(a).zip(b) {
+        *c = a + b;
+    }
+}

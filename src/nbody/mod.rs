@@ -1,0 +1,1 @@
+//! N-body simulation (not implemented yet).

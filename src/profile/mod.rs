@@ -1,0 +1,219 @@
+//! Stage records and the profile built from them.
+//!
+//! Every stage of every device produces a [`StageRecord`]: which device, which
+//! stage, a label (kernel name or chunk), bytes moved, items computed, start and
+//! end on one shared timeline (nanoseconds since the [`Profiler`]'s epoch), and
+//! which clock measured it. Backends with device clocks (CUDA events, OpenCL
+//! profiling info) report a device duration; it is placed on the host timeline so
+//! that it ends when the host saw the operation complete. Records from the host
+//! clock span the whole call.
+//!
+//! This module only collects and presents; it never calls a backend. Exports live
+//! beside it: [`report`] (text table with the Amdahl bound).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+pub mod report;
+pub mod svg;
+pub mod trace;
+
+/// The five stages of the offload model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Stage {
+    /// Device discovery, contexts, kernel builds.
+    Init,
+    /// Host → device copy.
+    HostToDevice,
+    /// Kernel execution.
+    Kernel,
+    /// Device → host copy.
+    DeviceToHost,
+    /// Freeing device resources.
+    Teardown,
+}
+
+impl Stage {
+    /// Short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Init => "init",
+            Stage::HostToDevice => "h2d",
+            Stage::Kernel => "kernel",
+            Stage::DeviceToHost => "d2h",
+            Stage::Teardown => "teardown",
+        }
+    }
+    /// All stages in pipeline order.
+    pub const ALL: [Stage; 5] = [Stage::Init, Stage::HostToDevice, Stage::Kernel, Stage::DeviceToHost, Stage::Teardown];
+}
+
+/// Which clock measured a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Clock {
+    /// The host's monotonic clock around the call.
+    Host,
+    /// The device's own clock (CUDA events, OpenCL profiling info).
+    Device,
+}
+
+/// One timed stage on one device.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct StageRecord {
+    /// Device label (`cpu:0`, `opencl:0`, ...).
+    pub device: String,
+    /// Stage.
+    pub stage: Stage,
+    /// Kernel name, chunk, or operation.
+    pub label: String,
+    /// Bytes moved (transfers).
+    pub bytes: u64,
+    /// Items computed (launches).
+    pub items: u64,
+    /// Start, ns since the profiler epoch.
+    pub start_ns: u64,
+    /// End, ns since the profiler epoch.
+    pub end_ns: u64,
+    /// Which clock measured the duration.
+    pub clock: Clock,
+}
+
+impl StageRecord {
+    /// Duration in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+}
+
+/// Collects stage records for every device of a runtime. Cheap to record into;
+/// can be disabled (then `record` is one atomic load).
+#[derive(Debug)]
+pub struct Profiler {
+    epoch: Instant,
+    enabled: AtomicBool,
+    records: Mutex<Vec<StageRecord>>,
+}
+
+impl Default for Profiler {
+    fn default() -> Self {
+        Profiler::new()
+    }
+}
+
+impl Profiler {
+    /// A new, enabled profiler whose epoch is now.
+    pub fn new() -> Self {
+        Profiler { epoch: Instant::now(), enabled: AtomicBool::new(true), records: Mutex::new(Vec::with_capacity(1024)) }
+    }
+
+    /// Turn recording on or off.
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether recording is on.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Nanoseconds since the epoch.
+    pub fn now_ns(&self) -> u64 {
+        self.ns(Instant::now())
+    }
+
+    fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_nanos().min(u64::MAX as u128) as u64
+    }
+
+    /// Record one stage measured on the host from `t0` to `t1`; if the backend
+    /// measured `device_ns` on the device clock, the record spans that duration
+    /// ending at `t1` and says so.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &self,
+        device: &str,
+        stage: Stage,
+        label: &str,
+        bytes: u64,
+        items: u64,
+        t0: Instant,
+        t1: Instant,
+        device_ns: Option<u64>,
+    ) {
+        if !self.is_enabled() {
+            return;
+        }
+        let (s, e) = (self.ns(t0), self.ns(t1));
+        let (start_ns, clock) = match device_ns {
+            Some(d) if d <= e - s => (e - d, Clock::Device),
+            // A device duration longer than the host saw (clock skew) is clamped to the host span.
+            Some(_) => (s, Clock::Device),
+            None => (s, Clock::Host),
+        };
+        let rec = StageRecord {
+            device: device.to_string(),
+            stage,
+            label: label.to_string(),
+            bytes,
+            items,
+            start_ns,
+            end_ns: e,
+            clock,
+        };
+        self.records.lock().push(rec);
+    }
+
+    /// Add a record built elsewhere (the scheduler's idle spans, tests).
+    pub fn push(&self, rec: StageRecord) {
+        if self.is_enabled() {
+            self.records.lock().push(rec);
+        }
+    }
+
+    /// A copy of everything recorded so far.
+    pub fn snapshot(&self) -> Profile {
+        Profile { records: self.records.lock().clone() }
+    }
+
+    /// Take everything recorded so far, leaving the profiler empty.
+    pub fn take(&self) -> Profile {
+        Profile { records: std::mem::take(&mut *self.records.lock()) }
+    }
+}
+
+/// A set of stage records, ready to report or export.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Profile {
+    /// Records in completion order.
+    pub records: Vec<StageRecord>,
+}
+
+impl Profile {
+    /// Records of one device.
+    pub fn device_records<'a>(&'a self, device: &'a str) -> impl Iterator<Item = &'a StageRecord> + 'a {
+        self.records.iter().filter(move |r| r.device == device)
+    }
+
+    /// Device labels in first-seen order.
+    pub fn devices(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.records {
+            if !out.contains(&r.device) {
+                out.push(r.device.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The text report (see [`report`]).
+    pub fn report(&self) -> report::Report {
+        report::Report::from_profile(self)
+    }
+}

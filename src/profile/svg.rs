@@ -1,0 +1,1 @@
+//! SVG timeline export (not implemented yet).

@@ -1,0 +1,1 @@
+//! The scheduler: split one launch across devices (not implemented yet).
