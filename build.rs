@@ -11,14 +11,18 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 fn main() {
-    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("kernels");
+    let dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("kernels");
     println!("cargo:rerun-if-changed={}", dir.display());
     let mut kernels: BTreeMap<String, (Option<PathBuf>, Option<PathBuf>)> = BTreeMap::new();
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
     for entry in entries {
         let path = entry.expect("directory entry").path();
         println!("cargo:rerun-if-changed={}", path.display());
-        let (Some(stem), Some(ext)) = (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str())) else {
+        let (Some(stem), Some(ext)) = (
+            path.file_stem().and_then(|s| s.to_str()),
+            path.extension().and_then(|s| s.to_str()),
+        ) else {
             continue;
         };
         let slot = kernels.entry(stem.to_string()).or_default();
@@ -61,6 +65,9 @@ fn check_entry(path: &Path, name: &str, needle: &str, errors: &mut Vec<String>) 
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let squashed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if !squashed.contains(needle) {
-        errors.push(format!("{} does not define entry point `{name}` (looked for `{needle}`)", path.display()));
+        errors.push(format!(
+            "{} does not define entry point `{name}` (looked for `{needle}`)",
+            path.display()
+        ));
     }
 }

@@ -63,7 +63,13 @@ pub struct Buffer<T: bytemuck::Pod> {
 
 impl<T: bytemuck::Pod> fmt::Debug for Buffer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Buffer<{}>[{}] on {}", std::any::type_name::<T>(), self.len, self.device.label())
+        write!(
+            f,
+            "Buffer<{}>[{}] on {}",
+            std::any::type_name::<T>(),
+            self.len,
+            self.device.label()
+        )
     }
 }
 
@@ -87,7 +93,12 @@ impl<T: bytemuck::Pod> Buffer<T> {
         }
         let bytes = len * std::mem::size_of::<T>();
         let mem = device.backend_impl().alloc(bytes)?;
-        Ok(Buffer { device: device.clone(), mem, len, _t: PhantomData })
+        Ok(Buffer {
+            device: device.clone(),
+            mem,
+            len,
+            _t: PhantomData,
+        })
     }
 
     /// Allocate and upload.
@@ -113,7 +124,11 @@ impl<T: bytemuck::Pod> Buffer<T> {
     /// Host → device: copy all of `data` (length must equal the buffer's).
     pub fn write(&mut self, data: &[T]) -> Result<()> {
         if data.len() != self.len {
-            return Err(Error::LengthMismatch { what: "Buffer::write".into(), host: data.len(), buffer: self.len });
+            return Err(Error::LengthMismatch {
+                what: "Buffer::write".into(),
+                host: data.len(),
+                buffer: self.len,
+            });
         }
         self.write_at(0, data, "write")
     }
@@ -125,7 +140,10 @@ impl<T: bytemuck::Pod> Buffer<T> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         let _span = tracing::debug_span!("h2d", device = %self.device.label(), bytes = bytes.len()).entered();
         let t0 = Instant::now();
-        let timing = self.device.backend_impl().write(&*self.mem, offset * std::mem::size_of::<T>(), bytes)?;
+        let timing = self
+            .device
+            .backend_impl()
+            .write(&*self.mem, offset * std::mem::size_of::<T>(), bytes)?;
         self.device.profiler().record(
             self.device.label(),
             Stage::HostToDevice,
@@ -142,7 +160,11 @@ impl<T: bytemuck::Pod> Buffer<T> {
     /// Device → host: copy the whole buffer into `out` (length must equal the buffer's).
     pub fn read(&self, out: &mut [T]) -> Result<()> {
         if out.len() != self.len {
-            return Err(Error::LengthMismatch { what: "Buffer::read".into(), host: out.len(), buffer: self.len });
+            return Err(Error::LengthMismatch {
+                what: "Buffer::read".into(),
+                host: out.len(),
+                buffer: self.len,
+            });
         }
         self.read_at(0, out, "read")
     }
@@ -155,10 +177,20 @@ impl<T: bytemuck::Pod> Buffer<T> {
         let n = bytes.len() as u64;
         let _span = tracing::debug_span!("d2h", device = %self.device.label(), bytes = n).entered();
         let t0 = Instant::now();
-        let timing = self.device.backend_impl().read(&*self.mem, offset * std::mem::size_of::<T>(), bytes)?;
-        self.device
-            .profiler()
-            .record(self.device.label(), Stage::DeviceToHost, label, n, 0, t0, Instant::now(), timing.device_ns);
+        let timing = self
+            .device
+            .backend_impl()
+            .read(&*self.mem, offset * std::mem::size_of::<T>(), bytes)?;
+        self.device.profiler().record(
+            self.device.label(),
+            Stage::DeviceToHost,
+            label,
+            n,
+            0,
+            t0,
+            Instant::now(),
+            timing.device_ns,
+        );
         Ok(())
     }
 
@@ -192,6 +224,9 @@ impl<T: bytemuck::Pod> AnyBuffer for Buffer<T> {
         &self.device
     }
     fn raw(&self) -> BufferRef<'_> {
-        BufferRef { mem: &*self.mem, device: &self.device }
+        BufferRef {
+            mem: &*self.mem,
+            device: &self.device,
+        }
     }
 }

@@ -19,7 +19,9 @@ pub fn cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("offload"));
     }
-    std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| PathBuf::from(h).join(".cache").join("offload"))
+    std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(|h| PathBuf::from(h).join(".cache").join("offload"))
 }
 
 /// Stable hex key of the given parts (length-prefixed so parts cannot run together).
@@ -53,7 +55,9 @@ pub fn read(kind: &str, key: &str) -> Option<Vec<u8>> {
 pub fn write(kind: &str, key: &str, bytes: &[u8]) {
     let Some(path) = entry_path(kind, key) else { return };
     let res = (|| -> std::io::Result<()> {
-        let dir = path.parent().ok_or_else(|| std::io::Error::other("cache path has no parent"))?;
+        let dir = path
+            .parent()
+            .ok_or_else(|| std::io::Error::other("cache path has no parent"))?;
         std::fs::create_dir_all(dir)?;
         let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
         std::fs::write(&tmp, bytes)?;

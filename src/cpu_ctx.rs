@@ -21,7 +21,11 @@ use crate::launch::LaunchConfig;
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum CpuArg {
     /// Host memory owned by a CPU buffer.
-    Buf { ptr: *mut u8, bytes: usize, writable: bool },
+    Buf {
+        ptr: *mut u8,
+        bytes: usize,
+        writable: bool,
+    },
     Scalar(Scalar),
     Local,
 }
@@ -55,7 +59,14 @@ impl<'a> CpuCtx<'a> {
         blocks: Range<u64>,
         cfg: &'a LaunchConfig,
     ) -> Self {
-        CpuCtx { kernel, params, args: args.0, blocks, cfg, borrowed: Cell::new(0) }
+        CpuCtx {
+            kernel,
+            params,
+            args: args.0,
+            blocks,
+            cfg,
+            borrowed: Cell::new(0),
+        }
     }
 
     /// Kernel name.
@@ -95,14 +106,24 @@ impl<'a> CpuCtx<'a> {
     /// A read-only buffer parameter, whole.
     pub fn input<T: bytemuck::Pod>(&self, i: usize) -> &'a [T] {
         match (self.param_kind(i), self.args[i]) {
-            (Param::Buffer { access: crate::kernel::Access::Read, .. }, CpuArg::Buf { ptr, bytes, .. }) => {
+            (
+                Param::Buffer {
+                    access: crate::kernel::Access::Read,
+                    ..
+                },
+                CpuArg::Buf { ptr, bytes, .. },
+            ) => {
                 // SAFETY: `ptr` is a live, 64-byte aligned allocation of `bytes` bytes
                 // borrowed shared for the launch; nobody writes it meanwhile (the
                 // public API holds `&Buffer`). Pod types accept any bit pattern.
                 let raw = unsafe { std::slice::from_raw_parts(ptr as *const u8, bytes) };
                 bytemuck::cast_slice(raw)
             }
-            (p, _) => panic!("kernel {:?}: parameter {i} ({}) is not a read-only buffer", self.kernel, p.describe()),
+            (p, _) => panic!(
+                "kernel {:?}: parameter {i} ({}) is not a read-only buffer",
+                self.kernel,
+                p.describe()
+            ),
         }
     }
 
@@ -113,10 +134,20 @@ impl<'a> CpuCtx<'a> {
     #[allow(clippy::mut_from_ref)]
     pub fn output<T: bytemuck::Pod>(&self, i: usize, per_item: usize) -> &'a mut [T] {
         match (self.param_kind(i), self.args[i]) {
-            (Param::Buffer { .. }, CpuArg::Buf { ptr, bytes, writable: true }) => {
+            (
+                Param::Buffer { .. },
+                CpuArg::Buf {
+                    ptr,
+                    bytes,
+                    writable: true,
+                },
+            ) => {
                 let bit = 1u64 << (i % 64);
                 if self.borrowed.get() & bit != 0 || i >= 64 {
-                    panic!("kernel {:?}: output {i} taken twice in one call (or index ≥ 64)", self.kernel);
+                    panic!(
+                        "kernel {:?}: output {i} taken twice in one call (or index ≥ 64)",
+                        self.kernel
+                    );
                 }
                 self.borrowed.set(self.borrowed.get() | bit);
                 let size = std::mem::size_of::<T>();
@@ -131,7 +162,11 @@ impl<'a> CpuCtx<'a> {
                 // 64-byte aligned and `start * size` keeps `T`'s alignment.
                 unsafe { std::slice::from_raw_parts_mut((ptr as *mut T).add(start), end - start) }
             }
-            (p, _) => panic!("kernel {:?}: parameter {i} ({}) is not a written buffer", self.kernel, p.describe()),
+            (p, _) => panic!(
+                "kernel {:?}: parameter {i} ({}) is not a written buffer",
+                self.kernel,
+                p.describe()
+            ),
         }
     }
 
@@ -140,7 +175,12 @@ impl<'a> CpuCtx<'a> {
         match self.args.get(i) {
             Some(CpuArg::Scalar(s)) => match T::from_scalar(*s) {
                 Some(v) => v,
-                None => panic!("kernel {:?}: scalar {i} is {}, asked as {}", self.kernel, s.ty().name(), T::TYPE.name()),
+                None => panic!(
+                    "kernel {:?}: scalar {i} is {}, asked as {}",
+                    self.kernel,
+                    s.ty().name(),
+                    T::TYPE.name()
+                ),
             },
             _ => panic!("kernel {:?}: parameter {i} is not a scalar", self.kernel),
         }
@@ -161,6 +201,7 @@ impl<'a> CpuCtx<'a> {
 
     /// The `Count` argument (`usize::MAX` when the kernel has none).
     pub fn count(&self) -> usize {
-        self.find(|p| matches!(p, Param::Count)).map_or(usize::MAX, |c| c as usize)
+        self.find(|p| matches!(p, Param::Count))
+            .map_or(usize::MAX, |c| c as usize)
     }
 }

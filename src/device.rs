@@ -79,7 +79,8 @@ impl Drop for DeviceInner {
             if let Err(e) = self.backend.close() {
                 tracing::warn!(device = %self.label, error = %e, "teardown failed");
             }
-            self.profiler.record(&self.label, Stage::Teardown, "close", 0, 0, t0, Instant::now(), None);
+            self.profiler
+                .record(&self.label, Stage::Teardown, "close", 0, 0, t0, Instant::now(), None);
         }
     }
 }
@@ -107,7 +108,15 @@ impl Eq for Device {}
 impl Device {
     pub(crate) fn new(backend: Arc<dyn Backend>, uid: u64, profiler: Arc<Profiler>) -> Device {
         let label: Arc<str> = backend.info().label().into();
-        Device { inner: Arc::new(DeviceInner { backend, uid, label, closed: AtomicBool::new(false), profiler }) }
+        Device {
+            inner: Arc::new(DeviceInner {
+                backend,
+                uid,
+                label,
+                closed: AtomicBool::new(false),
+                profiler,
+            }),
+        }
     }
 
     /// Static facts.
@@ -136,7 +145,10 @@ impl Device {
 
     pub(crate) fn check_open(&self, operation: &str) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed { device: self.label().to_string(), operation: operation.to_string() });
+            return Err(Error::Closed {
+                device: self.label().to_string(),
+                operation: operation.to_string(),
+            });
         }
         Ok(())
     }
@@ -152,7 +164,12 @@ impl Device {
                 kernel: kernel.name().to_string(),
                 backend: self.backend(),
                 device: self.label().to_string(),
-                has: kernel.backends().iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
+                has: kernel
+                    .backends()
+                    .iter()
+                    .map(|b| b.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         Ok(())
@@ -165,7 +182,16 @@ impl Device {
         let _span = tracing::debug_span!("init", device = %self.label(), kernel = kernel.name()).entered();
         let t0 = Instant::now();
         let timing = self.backend_impl().build(kernel)?;
-        self.inner.profiler.record(self.label(), Stage::Init, kernel.name(), 0, 0, t0, Instant::now(), timing.device_ns);
+        self.inner.profiler.record(
+            self.label(),
+            Stage::Init,
+            kernel.name(),
+            0,
+            0,
+            t0,
+            Instant::now(),
+            timing.device_ns,
+        );
         Ok(())
     }
 
@@ -187,20 +213,40 @@ impl Device {
         self.launch_labeled(kernel, cfg, args, cfg.total_threads().unwrap_or(0))
     }
 
-    pub(crate) fn launch_labeled(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[Arg<'_>], items: u64) -> Result<()> {
+    pub(crate) fn launch_labeled(
+        &self,
+        kernel: &Kernel,
+        cfg: &LaunchConfig,
+        args: &[Arg<'_>],
+        items: u64,
+    ) -> Result<()> {
         self.check_open("launch")?;
         self.check_impl(kernel)?;
         // Up to 16 arguments live in a fixed array: no heap allocation on the launch path.
         let mut fixed: [RawArg<'_>; 16] = std::array::from_fn(|_| RawArg::Local(0));
         let mut heap = Vec::new();
         let many = args.len() > fixed.len();
-        let local_bytes = check_args(self, kernel, args, |i, r| if many { heap.push(r) } else { fixed[i] = r })?;
+        let local_bytes = check_args(
+            self,
+            kernel,
+            args,
+            |i, r| if many { heap.push(r) } else { fixed[i] = r },
+        )?;
         cfg.validate(self.info(), kernel.name(), local_bytes)?;
         let raw: &[RawArg<'_>] = if many { &heap } else { &fixed[..args.len()] };
         let _span = tracing::debug_span!("launch", device = %self.label(), kernel = kernel.name()).entered();
         let t0 = Instant::now();
         let timing = self.backend_impl().launch(kernel, cfg, raw)?;
-        self.inner.profiler.record(self.label(), Stage::Kernel, kernel.name(), 0, items, t0, Instant::now(), timing.device_ns);
+        self.inner.profiler.record(
+            self.label(),
+            Stage::Kernel,
+            kernel.name(),
+            0,
+            items,
+            t0,
+            Instant::now(),
+            timing.device_ns,
+        );
         Ok(())
     }
 
@@ -213,7 +259,9 @@ impl Device {
         }
         let t0 = Instant::now();
         let r = self.backend_impl().close();
-        self.inner.profiler.record(self.label(), Stage::Teardown, "close", 0, 0, t0, Instant::now(), None);
+        self.inner
+            .profiler
+            .record(self.label(), Stage::Teardown, "close", 0, 0, t0, Instant::now(), None);
         r
     }
 }
@@ -228,7 +276,11 @@ fn check_args<'s>(
 ) -> Result<u64> {
     let params = kernel.params();
     if params.len() != args.len() {
-        return Err(Error::ArgCount { kernel: kernel.name().to_string(), expected: params.len(), got: args.len() });
+        return Err(Error::ArgCount {
+            kernel: kernel.name().to_string(),
+            expected: params.len(),
+            got: args.len(),
+        });
     }
     let mut local = 0u64;
     for (i, (p, a)) in params.iter().zip(args).enumerate() {
@@ -244,14 +296,20 @@ fn check_args<'s>(
                 if b.elem_type() != *ty {
                     return Err(mismatch());
                 }
-                RawArg::Buffer { mem: b.check_owner(device, p.name())?, writable: false }
+                RawArg::Buffer {
+                    mem: b.check_owner(device, p.name())?,
+                    writable: false,
+                }
             }
             (Param::Buffer { ty, .. }, Arg::Out(b)) => {
                 let b: &'s dyn AnyBuffer = &**b;
                 if b.elem_type() != *ty {
                     return Err(mismatch());
                 }
-                RawArg::Buffer { mem: b.check_owner(device, p.name())?, writable: true }
+                RawArg::Buffer {
+                    mem: b.check_owner(device, p.name())?,
+                    writable: true,
+                }
             }
             (Param::Scalar { ty, .. }, Arg::Scalar(s)) if s.ty() == *ty => RawArg::Scalar(*s),
             (Param::Offset | Param::Count, Arg::Scalar(s @ crate::kernel::Scalar::U32(_))) => RawArg::Scalar(*s),

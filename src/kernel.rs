@@ -182,7 +182,11 @@ pub struct ElemType {
 impl ElemType {
     /// The element type of `T`.
     pub fn of<T: bytemuck::Pod>() -> Self {
-        ElemType { id: TypeId::of::<T>(), name: std::any::type_name::<T>(), size: std::mem::size_of::<T>() }
+        ElemType {
+            id: TypeId::of::<T>(),
+            name: std::any::type_name::<T>(),
+            size: std::mem::size_of::<T>(),
+        }
     }
 }
 
@@ -223,15 +227,26 @@ pub enum Param {
 impl Param {
     /// A buffer parameter of element type `T`.
     pub fn buffer<T: bytemuck::Pod>(name: &str, access: Access, split: Split) -> Param {
-        Param::Buffer { name: name.to_string(), ty: ElemType::of::<T>(), access, split }
+        Param::Buffer {
+            name: name.to_string(),
+            ty: ElemType::of::<T>(),
+            access,
+            split,
+        }
     }
     /// A scalar parameter.
     pub fn scalar<T: ScalarValue>(name: &str) -> Param {
-        Param::Scalar { name: name.to_string(), ty: T::TYPE }
+        Param::Scalar {
+            name: name.to_string(),
+            ty: T::TYPE,
+        }
     }
     /// A local (shared) memory parameter.
     pub fn local<T: bytemuck::Pod>(name: &str) -> Param {
-        Param::Local { name: name.to_string(), ty: ElemType::of::<T>() }
+        Param::Local {
+            name: name.to_string(),
+            ty: ElemType::of::<T>(),
+        }
     }
     /// Name of the parameter.
     pub fn name(&self) -> &str {
@@ -365,12 +380,20 @@ impl KernelBuilder {
     }
     /// CUDA C source whose `extern "C" __global__` entry is named `entry`.
     pub fn cuda(mut self, code: impl Into<String>, entry: &str) -> Self {
-        self.cuda = Some(Source { code: code.into(), entry: entry.to_string(), options: Vec::new() });
+        self.cuda = Some(Source {
+            code: code.into(),
+            entry: entry.to_string(),
+            options: Vec::new(),
+        });
         self
     }
     /// OpenCL C source whose `__kernel` entry is named `entry`.
     pub fn opencl(mut self, code: impl Into<String>, entry: &str) -> Self {
-        self.opencl = Some(Source { code: code.into(), entry: entry.to_string(), options: Vec::new() });
+        self.opencl = Some(Source {
+            code: code.into(),
+            entry: entry.to_string(),
+            options: Vec::new(),
+        });
         self
     }
     /// Extra NVRTC options (e.g. `--use_fast_math`).
@@ -415,7 +438,12 @@ impl KernelBuilder {
             )));
         }
         for p in &self.params {
-            if let Param::Buffer { split: Split::Broadcast, access, name, .. } = p
+            if let Param::Buffer {
+                split: Split::Broadcast,
+                access,
+                name,
+                ..
+            } = p
                 && access.writes()
             {
                 return Err(Error::InvalidInput(format!(
@@ -423,7 +451,12 @@ impl KernelBuilder {
                     self.name
                 )));
             }
-            if let Param::Buffer { split: Split::Elementwise { per_item: 0 }, name, .. } = p {
+            if let Param::Buffer {
+                split: Split::Elementwise { per_item: 0 },
+                name,
+                ..
+            } = p
+            {
                 return Err(Error::InvalidInput(format!(
                     "kernel {:?} parameter {name:?}: per_item must be at least 1",
                     self.name

@@ -66,7 +66,11 @@ pub struct LaunchConfig {
 impl LaunchConfig {
     /// A config from grid and block extents, without dynamic shared memory.
     pub fn new(grid: impl Into<Dim3>, block: impl Into<Dim3>) -> Self {
-        LaunchConfig { grid: grid.into(), block: block.into(), shared_mem_bytes: 0 }
+        LaunchConfig {
+            grid: grid.into(),
+            block: block.into(),
+            shared_mem_bytes: 0,
+        }
     }
 
     /// 1-D config covering `n` items with a block that is a multiple of the device's
@@ -107,7 +111,11 @@ impl LaunchConfig {
 
     /// Check against a device's limits; the message names the limit.
     pub fn validate(&self, info: &DeviceInfo, kernel: &str, local_bytes: u64) -> Result<()> {
-        let err = |why: String| Error::LaunchConfig { kernel: kernel.to_string(), device: info.label(), why };
+        let err = |why: String| Error::LaunchConfig {
+            kernel: kernel.to_string(),
+            device: info.label(),
+            why,
+        };
         let tpb = self.threads_per_block();
         if tpb == 0 {
             return Err(err("block has 0 threads".into()));
@@ -121,12 +129,20 @@ impl LaunchConfig {
                 info.max_threads_per_block
             )));
         }
-        for (axis, (b, m)) in ["x", "y", "z"].iter().zip(self.block.to_array().iter().zip(info.max_block_dims)) {
+        for (axis, (b, m)) in ["x", "y", "z"]
+            .iter()
+            .zip(self.block.to_array().iter().zip(info.max_block_dims))
+        {
             if *b > m {
-                return Err(err(format!("block dimension {axis} = {b} exceeds the device limit {m}")));
+                return Err(err(format!(
+                    "block dimension {axis} = {b} exceeds the device limit {m}"
+                )));
             }
         }
-        for (axis, (g, m)) in ["x", "y", "z"].iter().zip(self.grid.to_array().iter().zip(info.max_grid_dims)) {
+        for (axis, (g, m)) in ["x", "y", "z"]
+            .iter()
+            .zip(self.grid.to_array().iter().zip(info.max_grid_dims))
+        {
             if *g > m {
                 return Err(err(format!("grid dimension {axis} = {g} exceeds the device limit {m}")));
             }
@@ -141,7 +157,13 @@ impl LaunchConfig {
         match self.total_threads() {
             None => return Err(err("grid × block overflows 64 bits".into())),
             Some(_) => {
-                for ((g, b), axis) in self.grid.to_array().iter().zip(self.block.to_array()).zip(["x", "y", "z"]) {
+                for ((g, b), axis) in self
+                    .grid
+                    .to_array()
+                    .iter()
+                    .zip(self.block.to_array())
+                    .zip(["x", "y", "z"])
+                {
                     let global = *g as u64 * b as u64;
                     if global > info.max_global_size {
                         return Err(err(format!(

@@ -60,7 +60,9 @@ pub use buffer::{AnyBuffer, Buffer, BufferRef};
 pub use cpu_ctx::CpuCtx;
 pub use device::{Device, DeviceInfo};
 pub use error::{BackendKind, Error, Result};
-pub use kernel::{Access, CpuKernelFn, ElemType, Kernel, KernelBuilder, Param, Scalar, ScalarType, ScalarValue, Source, Split};
+pub use kernel::{
+    Access, CpuKernelFn, ElemType, Kernel, KernelBuilder, Param, Scalar, ScalarType, ScalarValue, Source, Split,
+};
 pub use launch::{Arg, Dim3, LaunchConfig};
 pub use runtime::{DEVICE_ENV, Runtime, RuntimeBuilder, Unavailable};
 pub use selector::Selector;

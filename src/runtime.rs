@@ -39,7 +39,10 @@ pub struct RuntimeBuilder {
 
 impl Default for RuntimeBuilder {
     fn default() -> Self {
-        RuntimeBuilder { cpu_threads: None, backends: BackendKind::ALL.to_vec() }
+        RuntimeBuilder {
+            cpu_threads: None,
+            backends: BackendKind::ALL.to_vec(),
+        }
     }
 }
 
@@ -80,9 +83,10 @@ impl RuntimeBuilder {
                 other => Err(format!("not compiled in (enable the cargo feature `{}`)", other.name())),
             };
             match found {
-                Ok(list) if list.is_empty() => {
-                    unavailable.push(Unavailable { backend: kind, reason: "no device found".into() })
-                }
+                Ok(list) if list.is_empty() => unavailable.push(Unavailable {
+                    backend: kind,
+                    reason: "no device found".into(),
+                }),
                 Ok(list) => {
                     for b in list {
                         let d = Device::new(b, NEXT_DEVICE_UID.fetch_add(1, Ordering::Relaxed), profiler.clone());
@@ -96,7 +100,11 @@ impl RuntimeBuilder {
                 }
             }
         }
-        Ok(Runtime { devices, unavailable, profiler })
+        Ok(Runtime {
+            devices,
+            unavailable,
+            profiler,
+        })
     }
 }
 
@@ -109,7 +117,10 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("devices", &self.devices).field("unavailable", &self.unavailable).finish()
+        f.debug_struct("Runtime")
+            .field("devices", &self.devices)
+            .field("unavailable", &self.unavailable)
+            .finish()
     }
 }
 
@@ -161,8 +172,12 @@ impl Runtime {
     }
 
     fn matching(&self, sel: Selector, text: &str) -> Result<Vec<Device>> {
-        let found: Vec<Device> =
-            self.devices.iter().filter(|d| sel.matches(d.backend(), d.info().index)).cloned().collect();
+        let found: Vec<Device> = self
+            .devices
+            .iter()
+            .filter(|d| sel.matches(d.backend(), d.info().index))
+            .cloned()
+            .collect();
         if found.is_empty() {
             let unavailable: String = self
                 .unavailable
@@ -171,7 +186,12 @@ impl Runtime {
                 .collect();
             return Err(Error::NoSuchDevice {
                 selector: text.to_string(),
-                available: self.devices.iter().map(|d| d.label().to_string()).collect::<Vec<_>>().join(", "),
+                available: self
+                    .devices
+                    .iter()
+                    .map(|d| d.label().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 unavailable,
             });
         }

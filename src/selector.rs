@@ -26,7 +26,9 @@ impl Selector {
         }
         let (name, idx) = match t.split_once(':') {
             Some((n, i)) => {
-                let i = i.parse::<usize>().map_err(|_| format!("index {i:?} is not a non-negative integer"))?;
+                let i = i
+                    .parse::<usize>()
+                    .map_err(|_| format!("index {i:?} is not a non-negative integer"))?;
                 (n.to_string(), Some(i))
             }
             None => (t.clone(), None),
@@ -69,8 +71,14 @@ mod tests {
     fn parses_every_form() {
         assert_eq!(Selector::parse("all"), Ok(Selector::All));
         assert_eq!(Selector::parse("CPU"), Ok(Selector::Backend(BackendKind::Cpu, None)));
-        assert_eq!(Selector::parse("opencl:1"), Ok(Selector::Backend(BackendKind::OpenCl, Some(1))));
-        assert_eq!(Selector::parse("cuda:0"), Ok(Selector::Backend(BackendKind::Cuda, Some(0))));
+        assert_eq!(
+            Selector::parse("opencl:1"),
+            Ok(Selector::Backend(BackendKind::OpenCl, Some(1)))
+        );
+        assert_eq!(
+            Selector::parse("cuda:0"),
+            Ok(Selector::Backend(BackendKind::Cuda, Some(0)))
+        );
         assert!(Selector::parse("tpu").unwrap_err().contains("tpu"));
         assert!(Selector::parse("cuda:x").is_err());
         assert!(Selector::parse("").is_err());

@@ -24,7 +24,10 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// Print one `BENCH` line. `reference` is measured in the same run.
 pub fn bench_line(name: &str, value: f64, unit: &str, reference: Option<f64>) {
     match reference {
-        Some(r) => println!("BENCH {name} value={value:.4} unit={unit} ref={r:.4} ratio={:.4}", value / r),
+        Some(r) => println!(
+            "BENCH {name} value={value:.4} unit={unit} ref={r:.4} ratio={:.4}",
+            value / r
+        ),
         None => println!("BENCH {name} value={value:.4} unit={unit}"),
     }
 }

@@ -27,7 +27,17 @@ pub fn run(args: &crate::Args) -> Result<(), Box<dyn std::error::Error>> {
     let bytes = 12.0 * n as f64;
 
     let t_lib = median_time(args.reps, || {
-        dev.launch(&k, &cfg, &[Arg::input(&da), Arg::input(&db), Arg::output(&mut dc), 0u32.into(), (n as u32).into()])
+        dev.launch(
+            &k,
+            &cfg,
+            &[
+                Arg::input(&da),
+                Arg::input(&db),
+                Arg::output(&mut dc),
+                0u32.into(),
+                (n as u32).into(),
+            ],
+        )
     })?;
     // Reference: plain Rust, the same number of threads, the same memory (host vectors).
     let mut c = vec![0f32; n];
@@ -70,7 +80,10 @@ pub fn run(args: &crate::Args) -> Result<(), Box<dyn std::error::Error>> {
         samples.push(s.elapsed().as_secs_f64() * 1e6);
     }
     let med = median(samples);
-    println!("empty-kernel launch round trip on the CPU backend: median {med:.3} us over {iters}; target <= 5 us: {}", verdict(med <= 5.0));
+    println!(
+        "empty-kernel launch round trip on the CPU backend: median {med:.3} us over {iters}; target <= 5 us: {}",
+        verdict(med <= 5.0)
+    );
     bench_line("cpu_empty_launch_us", med, "us", None);
     Ok(())
 }

@@ -47,7 +47,13 @@ impl Stage {
         }
     }
     /// All stages in pipeline order.
-    pub const ALL: [Stage; 5] = [Stage::Init, Stage::HostToDevice, Stage::Kernel, Stage::DeviceToHost, Stage::Teardown];
+    pub const ALL: [Stage; 5] = [
+        Stage::Init,
+        Stage::HostToDevice,
+        Stage::Kernel,
+        Stage::DeviceToHost,
+        Stage::Teardown,
+    ];
 }
 
 /// Which clock measured a record.
@@ -105,7 +111,11 @@ impl Default for Profiler {
 impl Profiler {
     /// A new, enabled profiler whose epoch is now.
     pub fn new() -> Self {
-        Profiler { epoch: Instant::now(), enabled: AtomicBool::new(true), records: Mutex::new(Vec::with_capacity(1024)) }
+        Profiler {
+            epoch: Instant::now(),
+            enabled: AtomicBool::new(true),
+            records: Mutex::new(Vec::with_capacity(1024)),
+        }
     }
 
     /// Turn recording on or off.
@@ -174,12 +184,16 @@ impl Profiler {
 
     /// A copy of everything recorded so far.
     pub fn snapshot(&self) -> Profile {
-        Profile { records: self.records.lock().clone() }
+        Profile {
+            records: self.records.lock().clone(),
+        }
     }
 
     /// Take everything recorded so far, leaving the profiler empty.
     pub fn take(&self) -> Profile {
-        Profile { records: std::mem::take(&mut *self.records.lock()) }
+        Profile {
+            records: std::mem::take(&mut *self.records.lock()),
+        }
     }
 }
 

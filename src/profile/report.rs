@@ -36,7 +36,10 @@ pub struct DeviceSummary {
 
 impl DeviceSummary {
     fn of(device: &str, recs: &[&StageRecord]) -> Self {
-        let mut s = DeviceSummary { device: device.to_string(), ..Default::default() };
+        let mut s = DeviceSummary {
+            device: device.to_string(),
+            ..Default::default()
+        };
         for r in recs {
             let i = Stage::ALL.iter().position(|x| *x == r.stage).unwrap_or(0);
             s.stage_ns[i] += r.duration_ns();
@@ -70,7 +73,11 @@ impl DeviceSummary {
     /// Transfer : compute ratio (`inf` when no kernel time).
     pub fn transfer_compute_ratio(&self) -> f64 {
         let k = self.ns(Stage::Kernel);
-        if k == 0 { f64::INFINITY } else { self.transfer_ns() as f64 / k as f64 }
+        if k == 0 {
+            f64::INFINITY
+        } else {
+            self.transfer_ns() as f64 / k as f64
+        }
     }
 }
 
@@ -102,7 +109,11 @@ pub fn amdahl(p: f64, k: f64) -> f64 {
     let p = p.clamp(0.0, 1.0);
     let rest = 1.0 - p;
     let sped = if k.is_infinite() { 0.0 } else { p / k };
-    if rest + sped == 0.0 { f64::INFINITY } else { 1.0 / (rest + sped) }
+    if rest + sped == 0.0 {
+        f64::INFINITY
+    } else {
+        1.0 / (rest + sped)
+    }
 }
 
 /// The whole report.
@@ -138,8 +149,17 @@ impl Report {
             .collect();
         let (wall, _) = span_and_busy(pipeline.iter().copied());
         let (_, kernel_busy) = span_and_busy(pipeline.iter().copied().filter(|r| r.stage == Stage::Kernel));
-        let kernel_fraction = if wall == 0 { 0.0 } else { kernel_busy as f64 / wall as f64 };
-        Report { devices, total, wall_ns: wall, kernel_fraction }
+        let kernel_fraction = if wall == 0 {
+            0.0
+        } else {
+            kernel_busy as f64 / wall as f64
+        };
+        Report {
+            devices,
+            total,
+            wall_ns: wall,
+            kernel_fraction,
+        }
     }
 
     /// Whether transfers take longer than kernels overall.
@@ -153,7 +173,11 @@ fn ms(ns: u64) -> String {
 }
 
 fn gbps(bytes: u64, ns: u64) -> String {
-    if ns == 0 || bytes == 0 { "-".into() } else { format!("{:.2}", bytes as f64 / ns as f64) }
+    if ns == 0 || bytes == 0 {
+        "-".into()
+    } else {
+        format!("{:.2}", bytes as f64 / ns as f64)
+    }
 }
 
 fn mib(bytes: u64) -> String {
@@ -179,7 +203,10 @@ impl fmt::Display for Report {
             "xfer:cmp",
             "clock"
         )?;
-        let rows = self.devices.iter().chain(std::iter::once(&self.total).filter(|_| self.devices.len() > 1));
+        let rows = self
+            .devices
+            .iter()
+            .chain(std::iter::once(&self.total).filter(|_| self.devices.len() > 1));
         for d in rows {
             let ratio = d.transfer_compute_ratio();
             writeln!(
@@ -196,7 +223,11 @@ impl fmt::Display for Report {
                 gbps(d.d2h_bytes, d.ns(Stage::DeviceToHost)),
                 ms(d.ns(Stage::Teardown)),
                 ms(d.idle_ns),
-                if ratio.is_finite() { format!("{ratio:.2}") } else { "-".into() },
+                if ratio.is_finite() {
+                    format!("{ratio:.2}")
+                } else {
+                    "-".into()
+                },
                 if d.device_clock { "device" } else { "host" },
             )?;
         }

@@ -26,7 +26,10 @@ impl CpuMemory {
     pub(crate) fn zeroed(bytes: usize) -> Option<Self> {
         if bytes == 0 {
             // A dangling but aligned pointer: never dereferenced for 0 bytes.
-            return Some(CpuMemory { ptr: NonNull::<[u8; ALIGN]>::dangling().cast(), bytes: 0 });
+            return Some(CpuMemory {
+                ptr: NonNull::<[u8; ALIGN]>::dangling().cast(),
+                bytes: 0,
+            });
         }
         let layout = Layout::from_size_align(bytes, ALIGN).ok()?;
         // SAFETY: `layout` has non-zero size.

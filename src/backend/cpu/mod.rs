@@ -60,7 +60,9 @@ pub(crate) fn discover(threads: Option<usize>) -> Discovery {
 
 impl CpuBackend {
     fn mem<'a>(&self, m: &'a dyn DeviceMemory) -> Result<&'a CpuMemory> {
-        m.as_any().downcast_ref::<CpuMemory>().ok_or_else(|| crate::backend::foreign_memory(&self.info))
+        m.as_any()
+            .downcast_ref::<CpuMemory>()
+            .ok_or_else(|| crate::backend::foreign_memory(&self.info))
     }
 
     /// Copy `len` bytes from `src` to `dst`, in parallel when large.
@@ -138,7 +140,11 @@ impl Backend for CpuBackend {
             let c = match a {
                 RawArg::Buffer { mem, writable } => {
                     let m = self.mem(*mem)?;
-                    CpuArg::Buf { ptr: m.ptr(), bytes: m.byte_len(), writable: *writable }
+                    CpuArg::Buf {
+                        ptr: m.ptr(),
+                        bytes: m.byte_len(),
+                        writable: *writable,
+                    }
                 }
                 RawArg::Scalar(s) => CpuArg::Scalar(*s),
                 RawArg::Local(_) => CpuArg::Local,
@@ -164,7 +170,10 @@ impl Backend for CpuBackend {
         };
         self.pool
             .run(blocks, grain, &body)
-            .map_err(|message| Error::KernelPanic { kernel: name.to_string(), message })?;
+            .map_err(|message| Error::KernelPanic {
+                kernel: name.to_string(),
+                message,
+            })?;
         Ok(Timing::HOST)
     }
 

@@ -99,16 +99,30 @@ impl Pool {
     pub(crate) fn new(threads: usize) -> std::io::Result<Pool> {
         let threads = threads.max(1);
         let shared = Arc::new(Shared {
-            slot: Mutex::new(Slot { job: None, generation: 0, active: 0, shutdown: false }),
+            slot: Mutex::new(Slot {
+                job: None,
+                generation: 0,
+                active: 0,
+                shutdown: false,
+            }),
             work: Condvar::new(),
             done: Condvar::new(),
         });
         let mut handles = Vec::with_capacity(threads - 1);
         for i in 1..threads {
             let sh = shared.clone();
-            handles.push(std::thread::Builder::new().name(format!("offload-cpu-{i}")).spawn(move || worker(sh))?);
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("offload-cpu-{i}"))
+                    .spawn(move || worker(sh))?,
+            );
         }
-        Ok(Pool { shared, handles: Mutex::new(handles), threads, closed: AtomicBool::new(false) })
+        Ok(Pool {
+            shared,
+            handles: Mutex::new(handles),
+            threads,
+            closed: AtomicBool::new(false),
+        })
     }
 
     /// Threads that run a job (caller included).
@@ -120,7 +134,13 @@ impl Pool {
     /// Returns the first panic message if any chunk panicked.
     pub(crate) fn run(&self, total: u64, grain: u64, f: &(dyn Fn(Range<u64>) + Sync)) -> Result<(), String> {
         let grain = grain.max(1);
-        let job = RangeJob { next: AtomicU64::new(0), end: total, grain, f, panic: Mutex::new(None) };
+        let job = RangeJob {
+            next: AtomicU64::new(0),
+            end: total,
+            grain,
+            f,
+            panic: Mutex::new(None),
+        };
         let wanted = total.div_ceil(grain).min(self.threads as u64) as usize;
         if wanted > 1 && !self.closed.load(Ordering::Relaxed) {
             let published = {
@@ -130,7 +150,8 @@ impl Pool {
                     // SAFETY: only the lifetime is erased. The pointer is removed from
                     // the slot below before this function returns, and we wait until
                     // every worker that copied it (`active`) has finished with it.
-                    let ptr: *const (dyn Job + 'static) = unsafe { std::mem::transmute(dynjob as *const (dyn Job + '_)) };
+                    let ptr: *const (dyn Job + 'static) =
+                        unsafe { std::mem::transmute(dynjob as *const (dyn Job + '_)) };
                     slot.job = Some(JobPtr(ptr));
                     slot.generation += 1;
                     true
