@@ -51,6 +51,8 @@ mod kernel;
 pub mod kernels;
 mod launch;
 pub mod nbody;
+#[cfg(feature = "cuda")]
+pub mod nvrtc;
 pub mod profile;
 mod runtime;
 pub mod schedule;

@@ -7,7 +7,7 @@
 //! record is host-timed.
 
 mod memory;
-mod pool;
+pub(crate) mod pool;
 mod sysinfo;
 
 use std::sync::Arc;

@@ -1,0 +1,160 @@
+//! Kernel launches: parameter marshalling, per-function limit checks, the
+//! shared-memory opt-in, and the timed `cuLaunchKernel`.
+//!
+//! Parameters are passed to `cuLaunchKernel` as an array of pointers to their
+//! values: a buffer as its 64-bit device address, a scalar by value at its own
+//! width (the driver reads as many bytes as the kernel's parameter has).
+//! [`RawArg::Local`] parameters are **not** kernel parameters on CUDA: CUDA C
+//! kernels reach dynamic shared memory through one `extern __shared__` array, so
+//! each `Local` adds its bytes to the launch's dynamic shared memory (after
+//! `LaunchConfig::shared_mem_bytes`) and the CUDA source must omit it from its
+//! parameter list.
+//!
+//! Above the public checks (done against [`crate::DeviceInfo`]), a launch is also
+//! checked against the entry function itself: its register-limited maximum
+//! block size, and static plus dynamic shared memory against the device's opt-in
+//! limit. Dynamic shared memory above what the function allows by default (48 KiB
+//! less its static part) is allowed by setting
+//! `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` on the function first.
+
+use std::ffi::c_void;
+use std::sync::atomic::Ordering;
+
+use cudarc::driver::result;
+use cudarc::driver::sys::CUfunction_attribute;
+
+use super::CudaBackend;
+use super::error::map_driver_err;
+use super::module::Built;
+use super::staging::elapsed_ns;
+use crate::backend::{RawArg, Timing};
+use crate::error::{Error, Result};
+use crate::kernel::Kernel;
+use crate::launch::LaunchConfig;
+
+/// Arguments up to this count are marshalled without a heap allocation.
+const FIXED_ARGS: usize = 16;
+
+impl CudaBackend {
+    /// Run `kernel` to completion; returns the device-clock kernel time.
+    pub(crate) fn launch_kernel(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing> {
+        let label = self.info.label();
+        let (built, _) = self.modules.get_or_build(&self.ctx, kernel, &label)?;
+
+        // Marshal: one 8-byte value cell per kernel parameter.
+        let mut fixed_vals = [0u64; FIXED_ARGS];
+        let mut heap_vals: Vec<u64> = Vec::new();
+        let many = args.len() > FIXED_ARGS;
+        let mut n = 0usize;
+        let mut dyn_smem = cfg.shared_mem_bytes as u64;
+        for a in args {
+            let v = match a {
+                RawArg::Buffer { mem, .. } => self.cuda_mem(*mem)?.device_ptr(),
+                RawArg::Scalar(s) => u64::from_ne_bytes(s.to_ne_bytes().0),
+                RawArg::Local(bytes) => {
+                    dyn_smem = dyn_smem.saturating_add(*bytes as u64);
+                    continue;
+                }
+            };
+            if many {
+                heap_vals.push(v);
+            } else {
+                fixed_vals[n] = v;
+            }
+            n += 1;
+        }
+        let vals: &mut [u64] = if many { &mut heap_vals } else { &mut fixed_vals[..n] };
+        let mut fixed_ptrs = [std::ptr::null_mut::<c_void>(); FIXED_ARGS];
+        let mut heap_ptrs: Vec<*mut c_void> = Vec::new();
+        let ptrs: &mut [*mut c_void] = if many {
+            heap_ptrs.extend(vals.iter_mut().map(|v| v as *mut u64 as *mut c_void));
+            &mut heap_ptrs
+        } else {
+            for (p, v) in fixed_ptrs.iter_mut().zip(vals.iter_mut()) {
+                *p = v as *mut u64 as *mut c_void;
+            }
+            &mut fixed_ptrs[..n]
+        };
+
+        let dyn_smem = self.check_function(kernel, cfg, &built, dyn_smem)?;
+
+        let lane = self.lanes.acquire();
+        let fail = |e, op: &str| map_driver_err(e, &label, op, kernel.name());
+        lane.start.record(&lane.stream).map_err(|e| fail(e, "cuEventRecord"))?;
+        // SAFETY: `built.func` is a live function of a loaded module of this context
+        // (the module is kept alive by `built`); `ptrs` holds one pointer per kernel
+        // parameter, each to an 8-byte cell holding the value in the parameter's
+        // width (buffers: device addresses of live allocations of this device that
+        // the caller borrows for the whole call; scalars: their bytes); the cells
+        // outlive the call, which completes (synchronised below) before they drop.
+        // Grid, block and shared memory were checked against the device and function.
+        let launched = unsafe {
+            result::launch_kernel(
+                built.func.cu_function(),
+                cfg.grid.to_array().into(),
+                cfg.block.to_array().into(),
+                dyn_smem,
+                lane.stream.cu_stream(),
+                ptrs,
+            )
+        };
+        if let Err(e) = launched {
+            return Err(fail(e, "cuLaunchKernel"));
+        }
+        let done = lane
+            .end
+            .record(&lane.stream)
+            .and_then(|()| lane.end.synchronize())
+            .and_then(|()| elapsed_ns(&lane.start, &lane.end));
+        match done {
+            Ok(ns) => Ok(Timing::device(ns)),
+            Err(e) => {
+                // Make sure nothing still runs with these arguments before returning.
+                let _ = lane.stream.synchronize();
+                Err(fail(e, "kernel execution"))
+            }
+        }
+    }
+
+    /// Check the launch against the entry function's own limits and opt in to
+    /// large dynamic shared memory; returns the dynamic shared bytes.
+    fn check_function(&self, kernel: &Kernel, cfg: &LaunchConfig, built: &Built, dyn_smem: u64) -> Result<u32> {
+        let err = |why: String| Error::LaunchConfig {
+            kernel: kernel.name().to_string(),
+            device: self.info.label(),
+            why,
+        };
+        let tpb = cfg.threads_per_block();
+        if tpb > built.max_threads as u64 {
+            return Err(err(format!(
+                "block of {tpb} threads exceeds this kernel's limit of {} threads per block on this device \
+                 (set by its register use)",
+                built.max_threads
+            )));
+        }
+        let limit = self.info.local_mem_bytes;
+        let total = dyn_smem.saturating_add(built.static_smem as u64);
+        if total > limit {
+            return Err(err(format!(
+                "{dyn_smem} bytes of dynamic shared memory plus {} bytes of static shared memory exceed the \
+                 device limit of {limit} bytes per block",
+                built.static_smem
+            )));
+        }
+        let dyn_smem = u32::try_from(dyn_smem).map_err(|_| err(format!("{dyn_smem} bytes of shared memory")))?;
+        if dyn_smem > built.dyn_smem_allowed.load(Ordering::Acquire) {
+            // Allow as much as the device permits next to the static part, once.
+            let allow = (limit - built.static_smem as u64).min(i32::MAX as u64) as i32;
+            self.ctx
+                .bind_to_thread()
+                .and_then(|()| {
+                    built
+                        .func
+                        .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, allow)
+                })
+                .map_err(|e| map_driver_err(e, &self.info.label(), "cuFuncSetAttribute", kernel.name()))?;
+            built.dyn_smem_allowed.fetch_max(allow as u32, Ordering::AcqRel);
+        }
+        Ok(dyn_smem)
+    }
+}

@@ -1,0 +1,180 @@
+//! Device allocations and the checked copies in and out of them.
+//!
+//! An allocation is a `cudarc` [`CudaSlice<u8>`], which owns the device pointer
+//! and frees it on drop (stream-ordered `cuMemFreeAsync` on the stream that
+//! allocated it where the device has memory pools, `cuMemFree` otherwise; errors
+//! are recorded in the context, never panicked on). Because every operation of
+//! this backend completes before it returns, a buffer is never in use on another
+//! stream when it is freed, so `cudarc`'s per-slice event tracking is switched off
+//! for the context (see `CudaBackend::open`).
+//!
+//! Before allocating, free device memory is read with `cuMemGetInfo`; a request
+//! above it is [`Error::OutOfMemory`] with limit "free device memory", and so is a
+//! `CUDA_ERROR_OUT_OF_MEMORY` from the driver. New memory is zero-filled.
+
+use std::any::Any;
+
+use cudarc::driver::CudaSlice;
+use cudarc::driver::sys::CUdeviceptr;
+
+use super::CudaBackend;
+use super::error::{map_driver_err, out_of_memory};
+use crate::backend::{DeviceMemory, Timing};
+use crate::error::{Error, Result};
+
+/// One device allocation (none for zero bytes).
+pub(crate) struct CudaMemory {
+    slice: Option<CudaSlice<u8>>,
+    ptr: CUdeviceptr,
+    bytes: usize,
+    ordinal: usize,
+}
+
+impl CudaMemory {
+    /// Device address of the first byte (0 for an empty allocation).
+    pub(crate) fn device_ptr(&self) -> CUdeviceptr {
+        self.ptr
+    }
+
+    /// Ordinal of the device that owns it.
+    pub(crate) fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+}
+
+impl DeviceMemory for CudaMemory {
+    fn byte_len(&self) -> usize {
+        self.bytes
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl std::fmt::Debug for CudaMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CudaMemory({} bytes at {:#x} on cuda:{}, live: {})",
+            self.bytes,
+            self.ptr,
+            self.ordinal,
+            self.slice.is_some()
+        )
+    }
+}
+
+impl CudaBackend {
+    /// Allocate `bytes` zero-filled bytes.
+    pub(crate) fn alloc_memory(&self, bytes: usize) -> Result<CudaMemory> {
+        let label = self.info.label();
+        if bytes == 0 {
+            return Ok(CudaMemory {
+                slice: None,
+                ptr: 0,
+                bytes: 0,
+                ordinal: self.ordinal,
+            });
+        }
+        let (free, _total) = self
+            .ctx
+            .mem_get_info()
+            .map_err(|e| map_driver_err(e, &label, "cuMemGetInfo", ""))?;
+        if bytes > free {
+            return Err(out_of_memory(&label, bytes as u64, free as u64));
+        }
+        let lane = self.lanes.acquire();
+        let stream = &lane.stream;
+        // SAFETY: the memory is uninitialised, and is zero-filled below before any use.
+        let slice = unsafe { stream.alloc::<u8>(bytes) }.map_err(|e| match e.0 {
+            cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
+                let free = self.ctx.mem_get_info().map_or(free, |(f, _)| f);
+                out_of_memory(&label, bytes as u64, free as u64)
+            }
+            _ => map_driver_err(e, &label, "cuMemAlloc", ""),
+        })?;
+        let mut slice = slice;
+        let zeroed = stream
+            .memset_zeros(&mut slice)
+            .and_then(|()| stream.synchronize());
+        if let Err(e) = zeroed {
+            // `slice` is dropped here (freed), after the stream was synchronised or failed.
+            let _ = stream.synchronize();
+            return Err(map_driver_err(e, &label, "cuMemsetD8Async (zero fill)", ""));
+        }
+        let ptr = {
+            use cudarc::driver::DevicePtr;
+            let (p, _no_event) = slice.device_ptr(stream);
+            p
+        };
+        Ok(CudaMemory {
+            slice: Some(slice),
+            ptr,
+            bytes,
+            ordinal: self.ordinal,
+        })
+    }
+
+    /// The allocation behind `mem`, if it is this device's.
+    pub(crate) fn cuda_mem<'a>(&self, mem: &'a dyn DeviceMemory) -> Result<&'a CudaMemory> {
+        match mem.as_any().downcast_ref::<CudaMemory>() {
+            Some(m) if m.ordinal() == self.ordinal => Ok(m),
+            _ => Err(crate::backend::foreign_memory(&self.info)),
+        }
+    }
+
+    fn check_range(&self, what: &str, m: &CudaMemory, offset: usize, len: usize) -> Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= m.bytes => Ok(()),
+            _ => Err(Error::LengthMismatch {
+                what: format!("{what} at byte offset {offset} on {}", self.info.label()),
+                host: len,
+                buffer: m.bytes.saturating_sub(offset),
+            }),
+        }
+    }
+
+    /// Host → device copy of `src` to byte `offset` of `mem`.
+    pub(crate) fn write_memory(&self, mem: &dyn DeviceMemory, offset: usize, src: &[u8]) -> Result<Timing> {
+        let m = self.cuda_mem(mem)?;
+        self.check_range("CUDA write", m, offset, src.len())?;
+        if src.is_empty() {
+            return Ok(Timing::HOST);
+        }
+        let mut lane = self.lanes.acquire();
+        let lane = &mut *lane;
+        let ns = lane
+            .staging
+            .upload(
+                self.copy_pool(src.len()),
+                &lane.stream,
+                (&lane.start, &lane.end),
+                m.device_ptr() + offset as u64,
+                src,
+            )
+            .map_err(|e| map_driver_err(e, &self.info.label(), "host-to-device copy", ""))?;
+        Ok(Timing::device(ns))
+    }
+
+    /// Device → host copy from byte `offset` of `mem` into `dst`.
+    pub(crate) fn read_memory(&self, mem: &dyn DeviceMemory, offset: usize, dst: &mut [u8]) -> Result<Timing> {
+        let m = self.cuda_mem(mem)?;
+        self.check_range("CUDA read", m, offset, dst.len())?;
+        if dst.is_empty() {
+            return Ok(Timing::HOST);
+        }
+        let mut lane = self.lanes.acquire();
+        let lane = &mut *lane;
+        let ns = lane
+            .staging
+            .download(
+                self.copy_pool(dst.len()),
+                &lane.stream,
+                (&lane.start, &lane.end),
+                m.device_ptr() + offset as u64,
+                dst,
+            )
+            .map_err(|e| map_driver_err(e, &self.info.label(), "device-to-host copy", ""))?;
+        Ok(Timing::device(ns))
+    }
+}
