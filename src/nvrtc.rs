@@ -32,10 +32,10 @@ pub fn available() -> std::result::Result<(), String> {
     }
     let names = cudarc::get_lib_name_candidates("nvrtc");
     Err(format!(
-        "libnvrtc.so not found (NVRTC, the CUDA runtime compiler; tried {} names such as {}); install the CUDA \
+        "libnvrtc.so not found (NVRTC, the CUDA runtime compiler; tried {} names, among them {}); install the CUDA \
          toolkit or the PyPI wheel nvidia-cuda-nvrtc-cu12 and put the folder holding libnvrtc.so.12 on LD_LIBRARY_PATH",
         names.len(),
-        names.iter().take(2).cloned().collect::<Vec<_>>().join(", ")
+        crate::backend::cuda::error::plain_lib_names(&names, "nvrtc")
     ))
 }
 
@@ -52,8 +52,7 @@ pub fn version() -> Result<(u32, u32)> {
     let (mut major, mut minor) = (0i32, 0i32);
     // SAFETY: the library is present (checked above); both pointers are valid for writes.
     let r = unsafe { sys::nvrtcVersion(&mut major, &mut minor) };
-    r.result()
-        .map_err(|e| map_nvrtc_err(e, "nvrtcVersion", "NVRTC", ""))?;
+    r.result().map_err(|e| map_nvrtc_err(e, "nvrtcVersion", "NVRTC", ""))?;
     Ok((major.max(0) as u32, minor.max(0) as u32))
 }
 
@@ -132,7 +131,11 @@ pub(crate) fn compile_with(source: &Source, kernel: &str, device: &str, arch: &s
                 "NVRTC returned {} for options {:?}{}",
                 nvrtc_code_name(e),
                 options,
-                if log.trim().is_empty() { String::new() } else { format!(":\n{log}") }
+                if log.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(":\n{log}")
+                }
             ),
         };
         return Err(build_err(log));
@@ -143,7 +146,9 @@ pub(crate) fn compile_with(source: &Source, kernel: &str, device: &str, arch: &s
             let ptx = unsafe { nv::get_ptx(prog.raw) }.map_err(|e| map_nvrtc_err(e, "nvrtcGetPTX", device, kernel))?;
             Ok(c_chars_to_bytes(&ptx))
         }
-        Output::Cubin => prog.cubin().map_err(|e| map_nvrtc_err(e, "nvrtcGetCUBIN", device, kernel)),
+        Output::Cubin => prog
+            .cubin()
+            .map_err(|e| map_nvrtc_err(e, "nvrtcGetCUBIN", device, kernel)),
     }
 }
 

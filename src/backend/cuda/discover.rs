@@ -29,17 +29,18 @@ pub(crate) fn driver_library() -> Result<(), String> {
     }
     let names = cudarc::get_lib_name_candidates("cuda");
     Err(format!(
-        "libcuda.so not found (the NVIDIA driver library; tried {} names such as {}): no NVIDIA driver is \
+        "libcuda.so not found (the NVIDIA driver library; tried {} names, among them {}): no NVIDIA driver is \
          installed, or its folder is not on LD_LIBRARY_PATH",
         names.len(),
-        names.iter().take(2).cloned().collect::<Vec<_>>().join(", ")
+        crate::backend::cuda::error::plain_lib_names(&names, "cuda")
     ))
 }
 
 /// Every CUDA device, or why there is none.
 pub(crate) fn discover() -> Discovery {
     driver_library()?;
-    crate::nvrtc::available().map_err(|why| format!("the CUDA driver is present but kernels cannot be built: {why}"))?;
+    crate::nvrtc::available()
+        .map_err(|why| format!("the CUDA driver is present but kernels cannot be built: {why}"))?;
     match catch_unwind(AssertUnwindSafe(probe)) {
         Ok(r) => r,
         Err(p) => Err(format!(

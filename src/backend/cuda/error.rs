@@ -116,3 +116,16 @@ pub(crate) fn map_nvrtc_err(e: NvrtcError, operation: &str, device: &str, kernel
         log: format!("{operation} failed: {}", nvrtc_code_name(e)),
     }
 }
+
+/// The unversioned-stem candidates (`libcuda.so`, `libcuda.so.1`, ...) of a
+/// library name list, without duplicates, for messages.
+pub(crate) fn plain_lib_names(names: &[String], lib: &str) -> String {
+    let stem = format!("lib{lib}.so");
+    let mut out: Vec<&str> = Vec::new();
+    for n in names {
+        if n.starts_with(&stem) && !out.contains(&n.as_str()) {
+            out.push(n);
+        }
+    }
+    out.join(", ")
+}

@@ -148,9 +148,10 @@ impl CudaBackend {
             self.ctx
                 .bind_to_thread()
                 .and_then(|()| {
-                    built
-                        .func
-                        .set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, allow)
+                    built.func.set_attribute(
+                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        allow,
+                    )
                 })
                 .map_err(|e| map_driver_err(e, &self.info.label(), "cuFuncSetAttribute", kernel.name()))?;
             built.dyn_smem_allowed.fetch_max(allow as u32, Ordering::AcqRel);

@@ -94,9 +94,7 @@ impl CudaBackend {
             _ => map_driver_err(e, &label, "cuMemAlloc", ""),
         })?;
         let mut slice = slice;
-        let zeroed = stream
-            .memset_zeros(&mut slice)
-            .and_then(|()| stream.synchronize());
+        let zeroed = stream.memset_zeros(&mut slice).and_then(|()| stream.synchronize());
         if let Err(e) = zeroed {
             // `slice` is dropped here (freed), after the stream was synchronised or failed.
             let _ = stream.synchronize();

@@ -74,7 +74,12 @@ impl ModuleCache {
     }
 
     /// The built kernel, building it first if needed. Returns whether it was built now.
-    pub(crate) fn get_or_build(&self, ctx: &Arc<CudaContext>, kernel: &Kernel, device: &str) -> Result<(Arc<Built>, bool)> {
+    pub(crate) fn get_or_build(
+        &self,
+        ctx: &Arc<CudaContext>,
+        kernel: &Kernel,
+        device: &str,
+    ) -> Result<(Arc<Built>, bool)> {
         if let Some(b) = self.get(kernel.id()) {
             return Ok((b, false));
         }
@@ -144,7 +149,11 @@ impl ModuleCache {
             Err(e) => return Err(map_driver_err(e, device, "cuModuleLoadData (PTX)", name)),
         }
         // The driver is older than NVRTC: a CUBIN for the real architecture needs no PTX JIT.
-        tracing::info!(kernel = name, "driver rejects the PTX version; loading a CUBIN for sm_{}", self.arch);
+        tracing::info!(
+            kernel = name,
+            "driver rejects the PTX version; loading a CUBIN for sm_{}",
+            self.arch
+        );
         let real = format!("sm_{}", self.arch);
         let key = cache_key(source, &real, "cubin");
         let cubin = match crate::cache::read("cubin", &key).filter(|b| b.starts_with(b"\x7fELF")) {
@@ -224,17 +233,12 @@ pub(crate) fn choose_arch(cc: (u32, u32), supported: &[u32]) -> std::result::Res
     if supported.is_empty() || supported.contains(&want) {
         return Ok(want);
     }
-    supported
-        .iter()
-        .copied()
-        .filter(|a| *a <= want)
-        .max()
-        .ok_or_else(|| {
-            format!(
-                "NVRTC supports architectures {:?}, none at or below the device's compute capability {}.{}",
-                supported, cc.0, cc.1
-            )
-        })
+    supported.iter().copied().filter(|a| *a <= want).max().ok_or_else(|| {
+        format!(
+            "NVRTC supports architectures {:?}, none at or below the device's compute capability {}.{}",
+            supported, cc.0, cc.1
+        )
+    })
 }
 
 #[cfg(test)]
