@@ -132,8 +132,8 @@ fn vector_add_matches_the_f64_reference() {
         for n in [1usize, 1000, 2 << 20, 5_000_001, random] {
             vector_add_on(&dev, n, LaunchConfig::for_items(n, dev.info()), &mut rng);
         }
-        // Fewer threads than items: the grid-stride loop covers the rest.
-        vector_add_on(&dev, 1_000_003, LaunchConfig::new(40, 128), &mut rng);
+        // A grid that overshoots the items.
+        vector_add_on(&dev, 1_000_003, LaunchConfig::new(1_000_003u32.div_ceil(512) + 3, 512), &mut rng);
     }
 }
 

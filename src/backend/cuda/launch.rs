@@ -80,7 +80,13 @@ impl CudaBackend {
 
         let lane = self.lanes.acquire();
         let fail = |e, op: &str| map_driver_err(e, &label, op, kernel.name());
-        lane.start.record(&lane.stream).map_err(|e| fail(e, "cuEventRecord"))?;
+        // One bind for the whole launch; the calls below go to the driver directly.
+        self.ctx.bind_to_thread().map_err(|e| fail(e, "cuCtxSetCurrent"))?;
+        let stream = lane.stream.cu_stream();
+        let (start, end) = (lane.start.cu_event(), lane.end.cu_event());
+        // SAFETY: both events and the stream are live objects of this context (owned
+        // by the lane, which this thread holds locked).
+        unsafe { result::event::record(start, stream) }.map_err(|e| fail(e, "cuEventRecord"))?;
         // SAFETY: `built.func` is a live function of a loaded module of this context
         // (the module is kept alive by `built`); `ptrs` holds one pointer per kernel
         // parameter, each to an 8-byte cell holding the value in the parameter's
@@ -94,17 +100,17 @@ impl CudaBackend {
                 cfg.grid.to_array().into(),
                 cfg.block.to_array().into(),
                 dyn_smem,
-                lane.stream.cu_stream(),
+                stream,
                 ptrs,
             )
         };
         if let Err(e) = launched {
             return Err(fail(e, "cuLaunchKernel"));
         }
-        let done = lane
-            .end
-            .record(&lane.stream)
-            .and_then(|()| lane.end.synchronize())
+        // SAFETY: as for the first record; `end` then completes before `elapsed_ns`
+        // reads both events.
+        let done = unsafe { result::event::record(end, stream) }
+            .and_then(|()| unsafe { result::event::synchronize(end) })
             .and_then(|()| elapsed_ns(&lane.start, &lane.end));
         match done {
             Ok(ns) => Ok(Timing::device(ns)),
