@@ -185,7 +185,7 @@ run_example() {   # run_example STEP NAME LOG ARGS...
 
 # ---------------------------------------------------------------- tests
 if [ "$mode" = cargo ]; then
-  run_step "tests (OFFLOAD_REQUIRE=cuda)" 150 "$logs/tests.log" cargo test "${cargo_flags[@]}"
+  run_step "tests (OFFLOAD_REQUIRE=cuda)" 150 "$logs/tests.log" cargo test "${cargo_flags[@]}" --no-fail-fast
 else
   run_step "tests (OFFLOAD_REQUIRE=cuda)" 150 "$logs/tests.log" bash -c '
     rc=0

@@ -15,6 +15,7 @@
 //! never calls the CUDA driver.
 
 use std::ffi::{CString, c_char};
+use std::sync::OnceLock;
 
 use cudarc::nvrtc::result as nv;
 use cudarc::nvrtc::sys;
@@ -24,10 +25,13 @@ use crate::error::{BackendKind, Error, Result};
 use crate::kernel::Source;
 
 /// Whether `libnvrtc` can be loaded; the error says what was searched.
+///
+/// The probe runs once per process; its answer is kept.
 pub fn available() -> std::result::Result<(), String> {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
     // SAFETY: `is_culib_present` only tries to open the candidate library names
     // with `dlopen` and closes them again; it calls no NVRTC function.
-    if unsafe { sys::is_culib_present() } {
+    if *PRESENT.get_or_init(|| unsafe { sys::is_culib_present() }) {
         return Ok(());
     }
     let names = cudarc::get_lib_name_candidates("nvrtc");

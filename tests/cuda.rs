@@ -133,7 +133,12 @@ fn vector_add_matches_the_f64_reference() {
             vector_add_on(&dev, n, LaunchConfig::for_items(n, dev.info()), &mut rng);
         }
         // A grid that overshoots the items.
-        vector_add_on(&dev, 1_000_003, LaunchConfig::new(1_000_003u32.div_ceil(512) + 3, 512), &mut rng);
+        vector_add_on(
+            &dev,
+            1_000_003,
+            LaunchConfig::new(1_000_003u32.div_ceil(512) + 3, 512),
+            &mut rng,
+        );
     }
 }
 

@@ -56,7 +56,15 @@ fn probe() -> Discovery {
     if count <= 0 {
         return Err("the CUDA driver reports no devices".into());
     }
-    let driver = driver_version();
+    let (version, driver) = driver_version();
+    if version > 0 && version < MIN_DRIVER {
+        return Err(format!(
+            "{driver} is older than {}.{}, the oldest this build supports (stream-ordered allocation); \
+             update the NVIDIA driver",
+            MIN_DRIVER / 1000,
+            (MIN_DRIVER % 1000) / 10
+        ));
+    }
     let nvrtc = crate::nvrtc::version()
         .map(|(a, b)| format!("NVRTC {a}.{b}"))
         .unwrap_or_else(|e| format!("NVRTC version unknown ({e})"));
@@ -77,12 +85,16 @@ fn probe() -> Discovery {
     Ok(found)
 }
 
-fn driver_version() -> String {
+/// Oldest driver API version used (cuMemAllocAsync and friends): 11.4.
+const MIN_DRIVER: i32 = 11040;
+
+/// The driver API version (e.g. 12080; 0 if unknown) and its text.
+fn driver_version() -> (i32, String) {
     let mut v: i32 = 0;
     // SAFETY: the driver library is loaded and initialised; `v` is valid for writes.
     match unsafe { sys::cuDriverGetVersion(&mut v) }.result() {
-        Ok(()) => format!("CUDA driver {}.{}", v / 1000, (v % 1000) / 10),
-        Err(e) => format!("CUDA driver version unknown ({})", describe(e)),
+        Ok(()) => (v, format!("CUDA driver {}.{}", v / 1000, (v % 1000) / 10)),
+        Err(e) => (0, format!("CUDA driver version unknown ({})", describe(e))),
     }
 }
 
