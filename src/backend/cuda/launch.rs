@@ -38,8 +38,8 @@ const FIXED_ARGS: usize = 16;
 impl CudaBackend {
     /// Run `kernel` to completion; returns the device-clock kernel time.
     pub(crate) fn launch_kernel(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing> {
-        let label = self.info.label();
-        let (built, _) = self.modules.get_or_build(&self.ctx, kernel, &label)?;
+        let label = &self.label;
+        let (built, _) = self.modules.get_or_build(&self.ctx, kernel, label)?;
 
         // Marshal: one 8-byte value cell per kernel parameter.
         let mut fixed_vals = [0u64; FIXED_ARGS];
@@ -79,7 +79,7 @@ impl CudaBackend {
         let dyn_smem = self.check_function(kernel, cfg, &built, dyn_smem)?;
 
         let lane = self.lanes.acquire();
-        let fail = |e, op: &str| map_driver_err(e, &label, op, kernel.name());
+        let fail = |e, op: &str| map_driver_err(e, label, op, kernel.name());
         // One bind for the whole launch; the calls below go to the driver directly.
         self.ctx.bind_to_thread().map_err(|e| fail(e, "cuCtxSetCurrent"))?;
         let stream = lane.stream.cu_stream();
@@ -127,7 +127,7 @@ impl CudaBackend {
     fn check_function(&self, kernel: &Kernel, cfg: &LaunchConfig, built: &Built, dyn_smem: u64) -> Result<u32> {
         let err = |why: String| Error::LaunchConfig {
             kernel: kernel.name().to_string(),
-            device: self.info.label(),
+            device: self.label.clone(),
             why,
         };
         let tpb = cfg.threads_per_block();
@@ -159,7 +159,7 @@ impl CudaBackend {
                         allow,
                     )
                 })
-                .map_err(|e| map_driver_err(e, &self.info.label(), "cuFuncSetAttribute", kernel.name()))?;
+                .map_err(|e| map_driver_err(e, &self.label, "cuFuncSetAttribute", kernel.name()))?;
             built.dyn_smem_allowed.fetch_max(allow as u32, Ordering::AcqRel);
         }
         Ok(dyn_smem)

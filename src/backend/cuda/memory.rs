@@ -67,7 +67,7 @@ impl std::fmt::Debug for CudaMemory {
 impl CudaBackend {
     /// Allocate `bytes` zero-filled bytes.
     pub(crate) fn alloc_memory(&self, bytes: usize) -> Result<CudaMemory> {
-        let label = self.info.label();
+        let label = &self.label;
         if bytes == 0 {
             return Ok(CudaMemory {
                 slice: None,
@@ -79,9 +79,9 @@ impl CudaBackend {
         let (free, _total) = self
             .ctx
             .mem_get_info()
-            .map_err(|e| map_driver_err(e, &label, "cuMemGetInfo", ""))?;
+            .map_err(|e| map_driver_err(e, label, "cuMemGetInfo", ""))?;
         if bytes > free {
-            return Err(out_of_memory(&label, bytes as u64, free as u64));
+            return Err(out_of_memory(label, bytes as u64, free as u64));
         }
         let lane = self.lanes.acquire();
         let stream = &lane.stream;
@@ -89,16 +89,16 @@ impl CudaBackend {
         let slice = unsafe { stream.alloc::<u8>(bytes) }.map_err(|e| match e.0 {
             cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
                 let free = self.ctx.mem_get_info().map_or(free, |(f, _)| f);
-                out_of_memory(&label, bytes as u64, free as u64)
+                out_of_memory(label, bytes as u64, free as u64)
             }
-            _ => map_driver_err(e, &label, "cuMemAlloc", ""),
+            _ => map_driver_err(e, label, "cuMemAlloc", ""),
         })?;
         let mut slice = slice;
         let zeroed = stream.memset_zeros(&mut slice).and_then(|()| stream.synchronize());
         if let Err(e) = zeroed {
             // `slice` is dropped here (freed), after the stream was synchronised or failed.
             let _ = stream.synchronize();
-            return Err(map_driver_err(e, &label, "cuMemsetD8Async (zero fill)", ""));
+            return Err(map_driver_err(e, label, "cuMemsetD8Async (zero fill)", ""));
         }
         let ptr = {
             use cudarc::driver::DevicePtr;
@@ -118,6 +118,19 @@ impl CudaBackend {
         match mem.as_any().downcast_ref::<CudaMemory>() {
             Some(m) if m.ordinal() == self.ordinal => Ok(m),
             _ => Err(crate::backend::foreign_memory(&self.info)),
+        }
+    }
+
+    /// Pinned host memory could not be allocated (host memory, not device memory).
+    fn staging_err(&self, e: cudarc::driver::DriverError) -> Error {
+        Error::Driver {
+            backend: crate::BackendKind::Cuda,
+            device: self.label.clone(),
+            operation: format!(
+                "allocating {} MiB of page-locked host staging memory",
+                super::staging::CHUNK >> 20
+            ),
+            message: super::error::describe(e),
         }
     }
 
@@ -141,6 +154,7 @@ impl CudaBackend {
         }
         let mut lane = self.lanes.acquire();
         let lane = &mut *lane;
+        lane.staging.reserve(src.len()).map_err(|e| self.staging_err(e))?;
         let ns = lane
             .staging
             .upload(
@@ -150,7 +164,7 @@ impl CudaBackend {
                 m.device_ptr() + offset as u64,
                 src,
             )
-            .map_err(|e| map_driver_err(e, &self.info.label(), "host-to-device copy", ""))?;
+            .map_err(|e| map_driver_err(e, &self.label, "host-to-device copy", ""))?;
         Ok(Timing::device(ns))
     }
 
@@ -163,6 +177,7 @@ impl CudaBackend {
         }
         let mut lane = self.lanes.acquire();
         let lane = &mut *lane;
+        lane.staging.reserve(dst.len()).map_err(|e| self.staging_err(e))?;
         let ns = lane
             .staging
             .download(
@@ -172,7 +187,7 @@ impl CudaBackend {
                 m.device_ptr() + offset as u64,
                 dst,
             )
-            .map_err(|e| map_driver_err(e, &self.info.label(), "device-to-host copy", ""))?;
+            .map_err(|e| map_driver_err(e, &self.label, "device-to-host copy", ""))?;
         Ok(Timing::device(ns))
     }
 }

@@ -86,6 +86,8 @@ impl Lanes {
 /// One CUDA device.
 pub(crate) struct CudaBackend {
     info: DeviceInfo,
+    /// `cuda:N`, kept for messages (no formatting on the launch path).
+    label: String,
     ordinal: usize,
     ctx: Arc<CudaContext>,
     lanes: Lanes,
@@ -122,6 +124,7 @@ impl CudaBackend {
         }
         tracing::debug!(device = %info.label(), name = %info.name, arch, "CUDA device opened");
         Ok(CudaBackend {
+            label: info.label(),
             info,
             ordinal,
             ctx,
@@ -173,7 +176,7 @@ impl Backend for CudaBackend {
     }
 
     fn build(&self, kernel: &Kernel) -> Result<Timing> {
-        self.modules.get_or_build(&self.ctx, kernel, &self.info.label())?;
+        self.modules.get_or_build(&self.ctx, kernel, &self.label)?;
         Ok(Timing::HOST)
     }
 
@@ -182,7 +185,7 @@ impl Backend for CudaBackend {
     }
 
     fn close(&self) -> Result<()> {
-        let label = self.info.label();
+        let label = &self.label;
         let mut first: Option<DriverError> = None;
         for lane in &self.lanes.lanes {
             let mut l = lane.lock();
@@ -202,7 +205,7 @@ impl Backend for CudaBackend {
         }
         match first {
             None => Ok(()),
-            Some(e) => Err(map_driver_err(e, &label, "teardown", "")),
+            Some(e) => Err(map_driver_err(e, label, "teardown", "")),
         }
     }
 }

@@ -61,9 +61,10 @@ impl Staging {
         }
     }
 
-    /// Make sure `n` slots exist.
-    fn ensure(&mut self, n: usize) -> Result<(), DriverError> {
-        while self.slots.len() < n.min(SLOTS) {
+    /// Make sure the slots for a copy of `bytes` bytes exist (at most [`SLOTS`]).
+    pub(crate) fn reserve(&mut self, bytes: usize) -> Result<(), DriverError> {
+        let n = bytes.div_ceil(CHUNK).min(SLOTS);
+        while self.slots.len() < n {
             // SAFETY: the memory is uninitialised but only ever written by a host copy
             // or a DMA before it is read, and only `len` written bytes are read.
             let mut host = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(CHUNK, 0) }?;
@@ -84,8 +85,7 @@ impl Staging {
         dst: CUdeviceptr,
         src: &[u8],
     ) -> Result<u64, DriverError> {
-        let chunks = src.len().div_ceil(CHUNK);
-        self.ensure(chunks)?;
+        self.reserve(src.len())?;
         let r = (|| {
             start.record(stream)?;
             for (k, piece) in src.chunks(CHUNK).enumerate() {
@@ -123,7 +123,7 @@ impl Staging {
     ) -> Result<u64, DriverError> {
         let len = dst.len();
         let chunks = len.div_ceil(CHUNK);
-        self.ensure(chunks)?;
+        self.reserve(len)?;
         let r = (|| {
             let nslots = self.slots.len();
             let enqueue = |k: usize, slot: &Slot| -> Result<(), DriverError> {
