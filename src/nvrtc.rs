@@ -95,6 +95,14 @@ pub fn compile(source: &Source, arch: &str) -> Result<String> {
     Ok(bytes_to_text(out))
 }
 
+/// Compile `source` for a real architecture (`sm_90`) and return the CUBIN image,
+/// which the driver loads without JIT-compiling PTX (so it also loads on a driver
+/// older than this NVRTC, within the same CUDA major version). Errors as [`compile`].
+pub fn compile_cubin(source: &Source, arch: &str) -> Result<Vec<u8>> {
+    let target = format!("NVRTC --gpu-architecture={arch}");
+    compile_with(source, &source.entry, &target, arch, Output::Cubin)
+}
+
 /// What to take out of a compiled program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Output {
@@ -150,9 +158,18 @@ pub(crate) fn compile_with(source: &Source, kernel: &str, device: &str, arch: &s
             let ptx = unsafe { nv::get_ptx(prog.raw) }.map_err(|e| map_nvrtc_err(e, "nvrtcGetPTX", device, kernel))?;
             Ok(c_chars_to_bytes(&ptx))
         }
-        Output::Cubin => prog
-            .cubin()
-            .map_err(|e| map_nvrtc_err(e, "nvrtcGetCUBIN", device, kernel)),
+        Output::Cubin => {
+            let cubin = prog
+                .cubin()
+                .map_err(|e| map_nvrtc_err(e, "nvrtcGetCUBIN", device, kernel))?;
+            if cubin.is_empty() {
+                return Err(build_err(format!(
+                    "NVRTC produced no CUBIN for --gpu-architecture={arch}: a CUBIN needs a real architecture \
+                     (sm_XY), not a virtual one (compute_XY)"
+                )));
+            }
+            Ok(cubin)
+        }
     }
 }
 

@@ -139,6 +139,26 @@ fn bad_architecture_and_nul_bytes_are_build_errors() {
 }
 
 #[test]
+fn cubin_for_a_real_architecture_is_an_elf_image() {
+    if !nvrtc_present() {
+        return;
+    }
+    for k in kernels::CATALOGUE {
+        let cubin = nvrtc::compile_cubin(&source(k.cuda, k.name), "sm_90")
+            .unwrap_or_else(|e| panic!("kernels/{}.cu to CUBIN: {e}", k.name));
+        assert!(cubin.starts_with(b"\x7fELF"), "{}: not an ELF image", k.name);
+        let name = k.name.as_bytes();
+        assert!(
+            cubin.windows(name.len()).any(|w| w == name),
+            "{}: entry name missing from the CUBIN",
+            k.name
+        );
+    }
+    // A virtual architecture has no CUBIN.
+    assert!(nvrtc::compile_cubin(&source("extern \"C\" __global__ void k() {}", "k"), "compute_90").is_err());
+}
+
+#[test]
 fn supported_architectures_include_the_tested_ones() {
     if !nvrtc_present() {
         return;

@@ -291,7 +291,14 @@ mod imp {
         let (major, minor) = dev.info().compute_capability.ok_or("no compute capability")?;
         let src = noop.cuda_source().ok_or("noop has no CUDA source")?;
         let ptx = offload::nvrtc::compile(src, &format!("compute_{major}{minor}"))?;
-        let module = ctx.load_module(Ptx::from_src(ptx))?;
+        let module = match ctx.load_module(Ptx::from_src(ptx)) {
+            Ok(m) => m,
+            // A driver older than NVRTC rejects the PTX version: load a CUBIN, as the library does.
+            Err(_) => ctx.load_module(Ptx::from_binary(offload::nvrtc::compile_cubin(
+                src,
+                &format!("sm_{major}{minor}"),
+            )?))?,
+        };
         let f = module.load_function(&src.entry)?;
         let raw_cfg = RawConfig {
             grid_dim: (1, 1, 1),

@@ -253,6 +253,69 @@ mod tests {
         assert!(choose_arch((5, 0), &[75, 80]).is_err());
     }
 
+    /// The on-disk PTX cache: a miss compiles and stores, a hit returns the same
+    /// text, and a damaged entry is ignored (recompiled). Needs NVRTC, not a GPU.
+    /// Uses the configured cache directory with a source no earlier run has cached.
+    #[test]
+    fn ptx_disk_cache_round_trip() {
+        if let Err(why) = crate::nvrtc::available() {
+            let required = std::env::var("OFFLOAD_REQUIRE").unwrap_or_default();
+            assert!(
+                !required.split(',').any(|r| r.trim() == "nvrtc"),
+                "NVRTC required: {why}"
+            );
+            println!("SKIP nvrtc: {why}");
+            return;
+        }
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let source = Source {
+            code: format!(
+                "// {nonce} {}\nextern \"C\" __global__ void cached_k(float* x) {{ x[threadIdx.x] += 1.0f; }}",
+                std::process::id()
+            ),
+            entry: "cached_k".into(),
+            options: vec!["--use_fast_math".into()],
+        };
+        let cache = ModuleCache::new(80);
+        let build = || {
+            cache
+                .ptx(&source, "cached_k", "test", "compute_80", true)
+                .expect("compile")
+        };
+        let (first, from_disk) = build();
+        assert!(!from_disk);
+        assert!(valid_ptx(&first, "cached_k"), "{first}");
+        // Another architecture or option set is another entry.
+        let key = cache_key(&source, "compute_80", "ptx");
+        assert_ne!(key, cache_key(&source, "compute_90", "ptx"));
+        let mut other = source.clone();
+        other.options.clear();
+        assert_ne!(key, cache_key(&other, "compute_80", "ptx"));
+        let Some(path) = crate::cache::entry_path("ptx", &key) else {
+            println!("SKIP PTX disk cache: no cache directory (set OFFLOAD_CACHE_DIR or HOME)");
+            return;
+        };
+        if !path.exists() {
+            println!(
+                "SKIP PTX disk cache: {} was not written (unwritable cache directory)",
+                path.display()
+            );
+            return;
+        }
+        let (again, from_disk) = build();
+        assert!(from_disk, "the second build must come from {}", path.display());
+        assert_eq!(first, again);
+        // A damaged entry is not used, and is replaced.
+        std::fs::write(&path, b"garbage").expect("damage the entry");
+        let (fresh, from_disk) = build();
+        assert!(!from_disk);
+        assert_eq!(fresh, first);
+        assert_eq!(std::fs::read_to_string(&path).expect("rewritten"), first);
+        let _ = std::fs::remove_file(&path);
+    }
+
     #[test]
     fn ptx_check() {
         assert!(valid_ptx(".version 8.8\n.target sm_90\n.visible .entry noop(", "noop"));
