@@ -25,7 +25,11 @@ fn cpu_devices(n: usize) -> (Vec<Runtime>, Vec<Device>) {
 /// In place, two elements per item: `v = (3 v0 - 1, v1 + 0.5)`.
 fn in_place_kernel() -> Kernel {
     Kernel::builder("fault_in_place")
-        .param(Param::buffer::<f32>("v", Access::ReadWrite, Split::Elementwise { per_item: 2 }))
+        .param(Param::buffer::<f32>(
+            "v",
+            Access::ReadWrite,
+            Split::Elementwise { per_item: 2 },
+        ))
         .param(Param::Offset)
         .param(Param::Count)
         .cpu(|ctx: &CpuCtx<'_>| {
@@ -40,7 +44,13 @@ fn in_place_kernel() -> Kernel {
         .unwrap()
 }
 
-const OPS: [FaultOp; 5] = [FaultOp::Alloc, FaultOp::Write, FaultOp::Read, FaultOp::Build, FaultOp::Launch];
+const OPS: [FaultOp; 5] = [
+    FaultOp::Alloc,
+    FaultOp::Write,
+    FaultOp::Read,
+    FaultOp::Build,
+    FaultOp::Launch,
+];
 
 fn random_policy(rng: &mut Rng) -> Policy {
     match rng.below(4) {
@@ -95,7 +105,11 @@ fn randomized_faults_never_lose_or_corrupt_items() {
             let a = rng.vec_f32(n, -50.0, 50.0);
             let b = rng.vec_f32(n, -50.0, 50.0);
             let mut c = vec![f32::NAN; n];
-            let r = s.run(&vadd, n, &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)]);
+            let r = s.run(
+                &vadd,
+                n,
+                &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)],
+            );
             if r.is_ok() {
                 let reference: Vec<f64> = a.iter().zip(&b).map(|(x, y)| *x as f64 + *y as f64).collect();
                 assert_close(&what, &c, &reference, 1e-6);
@@ -126,7 +140,10 @@ fn randomized_faults_never_lose_or_corrupt_items() {
                 }
             }
             Err(Error::AllDevicesFailed { errors, .. }) => {
-                assert!(!healthy, "{what}: a healthy device was present, yet every device failed");
+                assert!(
+                    !healthy,
+                    "{what}: a healthy device was present, yet every device failed"
+                );
                 assert_eq!(errors.len(), ndev, "{what}: one error per device");
                 all_failed += 1;
             }
@@ -134,7 +151,10 @@ fn randomized_faults_never_lose_or_corrupt_items() {
         }
     }
     println!("{trials} trials: {with_failures} recovered from failures, {all_failed} lost every device");
-    assert!(with_failures > trials / 4, "the trials exercised recovery too rarely: {with_failures}");
+    assert!(
+        with_failures > trials / 4,
+        "the trials exercised recovery too rarely: {with_failures}"
+    );
 }
 
 #[test]
@@ -154,7 +174,11 @@ fn a_failing_last_chunk_is_rerun() {
         .in_memory_model();
     let mut c = vec![f32::NAN; n];
     let r = s
-        .run(&k, n, &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)])
+        .run(
+            &k,
+            n,
+            &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)],
+        )
         .unwrap();
     let reference: Vec<f64> = a.iter().zip(&b).map(|(x, y)| *x as f64 + *y as f64).collect();
     assert_close("last chunk", &c, &reference, 1e-6);
@@ -187,7 +211,11 @@ fn every_device_failing_returns_every_error() {
         let mut s = Scheduler::new(&devs).unwrap().with_policy(policy).in_memory_model();
         let mut c = vec![f32::NAN; n];
         let e = s
-            .run(&k, n, &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)])
+            .run(
+                &k,
+                n,
+                &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)],
+            )
             .unwrap_err();
         let Error::AllDevicesFailed { kernel, errors } = &e else {
             panic!("{policy}: expected AllDevicesFailed, got {e}");
@@ -196,7 +224,10 @@ fn every_device_failing_returns_every_error() {
         assert_eq!(errors.len(), 3, "{policy}: {e}");
         let text = e.to_string();
         for op in ["launch", "read", "build"] {
-            assert!(text.contains(&format!("injected fault on {op} call")), "{policy}: {text}");
+            assert!(
+                text.contains(&format!("injected fault on {op} call")),
+                "{policy}: {text}"
+            );
         }
         // Nothing was committed: every chunk failed before its outputs were assembled.
         assert!(c.iter().all(|v| v.is_nan()), "{policy}");

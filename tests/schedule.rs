@@ -93,7 +93,11 @@ fn every_available_device_together() {
     // OpenCL and CUDA devices join when present; the CPU is always there.
     let rt = common::runtime();
     let mut devs = common::devices(&rt);
-    let extra = Runtime::builder().cpu_threads(1).backends(&[BackendKind::Cpu]).build().unwrap();
+    let extra = Runtime::builder()
+        .cpu_threads(1)
+        .backends(&[BackendKind::Cpu])
+        .build()
+        .unwrap();
     devs.push(extra.device("cpu").unwrap());
     let mut rng = Rng::fresh("every_available_device");
     for policy in POLICIES {
@@ -132,7 +136,11 @@ fn table_kernel() -> Kernel {
 /// `v[2i], v[2i+1] = 2 v[2i] + 1, v[2i+1] - 3` in place: a ReadWrite buffer with two elements per item.
 fn in_place_kernel() -> Kernel {
     Kernel::builder("sched_in_place")
-        .param(Param::buffer::<f32>("v", Access::ReadWrite, Split::Elementwise { per_item: 2 }))
+        .param(Param::buffer::<f32>(
+            "v",
+            Access::ReadWrite,
+            Split::Elementwise { per_item: 2 },
+        ))
         .param(Param::Offset)
         .param(Param::Count)
         .cpu(|ctx: &CpuCtx<'_>| {
@@ -206,7 +214,11 @@ fn bad_input_gives_typed_errors_and_leaves_outputs_alone() {
     // Elementwise length ≠ items × per_item (input and output).
     let mut c = vec![f32::NAN; 100];
     let e = s
-        .run(&k, 100, &mut [HostArg::input(&short), HostArg::input(&b), HostArg::output(&mut c)])
+        .run(
+            &k,
+            100,
+            &mut [HostArg::input(&short), HostArg::input(&b), HostArg::output(&mut c)],
+        )
         .unwrap_err();
     assert!(
         matches!(&e, Error::LengthMismatch { host: 99, buffer: 100, what } if what.contains("\"a\"")),
@@ -215,20 +227,54 @@ fn bad_input_gives_typed_errors_and_leaves_outputs_alone() {
     assert!(c.iter().all(|v| v.is_nan()), "output touched after an error");
     let mut c101 = vec![f32::NAN; 101];
     let e = s
-        .run(&k, 100, &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c101)])
+        .run(
+            &k,
+            100,
+            &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c101)],
+        )
         .unwrap_err();
-    assert!(matches!(e, Error::LengthMismatch { host: 101, buffer: 100, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::LengthMismatch {
+                host: 101,
+                buffer: 100,
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     // Wrong argument count and type.
-    let e = s.run(&k, 100, &mut [HostArg::input(&a), HostArg::input(&b)]).unwrap_err();
-    assert!(matches!(e, Error::ArgCount { expected: 3, got: 2, .. }), "{e}");
+    let e = s
+        .run(&k, 100, &mut [HostArg::input(&a), HostArg::input(&b)])
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ArgCount {
+                expected: 3,
+                got: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let ints = vec![1u32; 100];
     let e = s
-        .run(&k, 100, &mut [HostArg::input(&ints), HostArg::input(&b), HostArg::output(&mut c)])
+        .run(
+            &k,
+            100,
+            &mut [HostArg::input(&ints), HostArg::input(&b), HostArg::output(&mut c)],
+        )
         .unwrap_err();
     assert!(matches!(e, Error::ArgType { index: 0, .. }), "{e}");
     let e = s
-        .run(&k, 100, &mut [HostArg::input(&a), HostArg::input(&b), HostArg::input(&b)])
+        .run(
+            &k,
+            100,
+            &mut [HostArg::input(&a), HostArg::input(&b), HostArg::input(&b)],
+        )
         .unwrap_err();
     assert!(matches!(e, Error::ArgType { index: 2, .. }), "{e}");
 
@@ -236,7 +282,11 @@ fn bad_input_gives_typed_errors_and_leaves_outputs_alone() {
     let (e0, f0) = (Vec::<f32>::new(), Vec::<f32>::new());
     let mut g0: Vec<f32> = Vec::new();
     let r = s
-        .run(&k, 0, &mut [HostArg::input(&e0), HostArg::input(&f0), HostArg::output(&mut g0)])
+        .run(
+            &k,
+            0,
+            &mut [HostArg::input(&e0), HostArg::input(&f0), HostArg::output(&mut g0)],
+        )
         .unwrap();
     assert_eq!(r.items, 0);
     assert!(r.devices.is_empty() && r.failures.is_empty());
@@ -245,7 +295,10 @@ fn bad_input_gives_typed_errors_and_leaves_outputs_alone() {
     let gpu_only = Kernel::builder("gpu_only")
         .param(Param::Offset)
         .param(Param::Count)
-        .cuda("extern \"C\" __global__ void gpu_only(unsigned o, unsigned c) {}", "gpu_only")
+        .cuda(
+            "extern \"C\" __global__ void gpu_only(unsigned o, unsigned c) {}",
+            "gpu_only",
+        )
         .build()
         .unwrap();
     let e = s.run(&gpu_only, 10, &mut []).unwrap_err();
@@ -264,7 +317,11 @@ fn bad_input_gives_typed_errors_and_leaves_outputs_alone() {
         .with_policy(Policy::HGuided { k: 0.5, min_chunk: 0 })
         .in_memory_model();
     let e = bad
-        .run(&k, 100, &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)])
+        .run(
+            &k,
+            100,
+            &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)],
+        )
         .unwrap_err();
     assert!(matches!(e, Error::InvalidInput(m) if m.contains("k = 0.5")));
     assert!(c.iter().all(|v| v.is_nan()));
@@ -276,7 +333,12 @@ fn bad_input_gives_typed_errors_and_leaves_outputs_alone() {
 #[test]
 fn devices_without_an_implementation_are_excluded_with_a_reason() {
     let rt = common::runtime();
-    let other: Vec<Device> = rt.devices().iter().filter(|d| d.backend() != BackendKind::Cpu).cloned().collect();
+    let other: Vec<Device> = rt
+        .devices()
+        .iter()
+        .filter(|d| d.backend() != BackendKind::Cpu)
+        .cloned()
+        .collect();
     if other.is_empty() {
         println!("SKIP exclusion by backend: no OpenCL or CUDA device on this machine");
         return;
@@ -294,11 +356,20 @@ fn devices_without_an_implementation_are_excluded_with_a_reason() {
         .run(
             &cpu_only,
             n,
-            &mut [HostArg::input(&x), HostArg::input(&t), HostArg::scalar(1.5f32), HostArg::output(&mut y)],
+            &mut [
+                HostArg::input(&x),
+                HostArg::input(&t),
+                HostArg::scalar(1.5f32),
+                HostArg::output(&mut y),
+            ],
         )
         .unwrap();
     assert_eq!(r.excluded.len(), devs.len() - 1, "{r}");
-    assert!(r.excluded.iter().all(|e| e.reason.contains("no implementation for backend")));
+    assert!(
+        r.excluded
+            .iter()
+            .all(|e| e.reason.contains("no implementation for backend"))
+    );
     assert!(y.iter().all(|v| v.is_finite()));
 }
 
@@ -311,7 +382,10 @@ fn model_persists_and_a_corrupt_file_is_recalibrated() {
     let mut rng = Rng::fresh("model_persistence");
 
     // First use: every device is probed, the file appears with one entry per device.
-    let mut s = Scheduler::new(&devs).unwrap().model_file(&path).with_policy(Policy::default());
+    let mut s = Scheduler::new(&devs)
+        .unwrap()
+        .model_file(&path)
+        .with_policy(Policy::default());
     assert!(s.model().is_empty());
     let r = vector_add_case(&mut s, &mut rng, 200_000, "first use");
     // Both devices share one key, so a device may find it calibrated by the other.
@@ -331,7 +405,10 @@ fn model_persists_and_a_corrupt_file_is_recalibrated() {
     // Corrupt and stale files are ignored (warning) and recalibrated, then rewritten.
     for junk in ["{ this is not json", r#"{"version": 999, "entries": {}}"#] {
         std::fs::write(&path, junk).unwrap();
-        let mut s3 = Scheduler::new(&devs).unwrap().model_file(&path).with_policy(Policy::Static);
+        let mut s3 = Scheduler::new(&devs)
+            .unwrap()
+            .model_file(&path)
+            .with_policy(Policy::Static);
         assert!(s3.model().is_empty(), "{junk}");
         let r = vector_add_case(&mut s3, &mut rng, 100_000, "after a corrupt model file");
         assert!(r.devices.iter().map(|d| d.probes).sum::<usize>() >= 2, "{r}");
@@ -397,19 +474,30 @@ fn a_slow_device_gets_a_smaller_share() {
     let iters = 200u32;
     let x = rng.vec_f32(n, 0.0, 1.0);
     let reference = poly_reference(&x, iters);
-    for policy in [Policy::Static, Policy::HGuided { k: 2.0, min_chunk: 0 }, Policy::Dynamic { chunk: 4096 }] {
+    for policy in [
+        Policy::Static,
+        Policy::HGuided { k: 2.0, min_chunk: 0 },
+        Policy::Dynamic { chunk: 4096 },
+    ] {
         let mut s = Scheduler::new(&[fast.clone(), slow.clone()])
             .unwrap()
             .with_policy(policy)
             .in_memory_model();
         let mut y = vec![f32::NAN; n];
         let r = s
-            .run(&k, n, &mut [HostArg::input(&x), HostArg::output(&mut y), HostArg::scalar(iters)])
+            .run(
+                &k,
+                n,
+                &mut [HostArg::input(&x), HostArg::output(&mut y), HostArg::scalar(iters)],
+            )
             .unwrap();
         println!("{r}");
         assert_close(&format!("poly, {policy}"), &y, &reference, 1e-5);
         let (f, sl) = (r.devices[0].items, r.devices[1].items);
-        assert!(sl < f, "{policy}: the 4x slower device did {sl} items, the fast one {f}\n{r}");
+        assert!(
+            sl < f,
+            "{policy}: the 4x slower device did {sl} items, the fast one {f}\n{r}"
+        );
         if policy != (Policy::Dynamic { chunk: 4096 }) {
             // Model-driven policies give the slow device about a fifth (allow noise).
             assert!((sl as f64) < 0.45 * n as f64, "{policy}: slow share {sl}\n{r}");
@@ -419,8 +507,16 @@ fn a_slow_device_gets_a_smaller_share() {
 
 #[test]
 fn chunks_show_in_the_profile() {
-    let rt = Runtime::builder().cpu_threads(1).backends(&[BackendKind::Cpu]).build().unwrap();
-    let rt2 = Runtime::builder().cpu_threads(1).backends(&[BackendKind::Cpu]).build().unwrap();
+    let rt = Runtime::builder()
+        .cpu_threads(1)
+        .backends(&[BackendKind::Cpu])
+        .build()
+        .unwrap();
+    let rt2 = Runtime::builder()
+        .cpu_threads(1)
+        .backends(&[BackendKind::Cpu])
+        .build()
+        .unwrap();
     let devs = vec![rt.device("cpu").unwrap(), rt2.device("cpu").unwrap()];
     rt.profiler().take();
     let mut s = Scheduler::new(&devs)
@@ -435,7 +531,11 @@ fn chunks_show_in_the_profile() {
         .iter()
         .filter(|x| x.stage == offload::profile::Stage::Kernel)
         .collect();
-    assert_eq!(kernels.len(), r.devices[0].chunks, "one kernel record per chunk of this device\n{r}");
+    assert_eq!(
+        kernels.len(),
+        r.devices[0].chunks,
+        "one kernel record per chunk of this device\n{r}"
+    );
     assert!(kernels.iter().all(|x| x.label.starts_with("chunk ") && x.items > 0));
     assert_eq!(kernels.iter().map(|x| x.items).sum::<u64>(), r.devices[0].items as u64);
     let h2d = p

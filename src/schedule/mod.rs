@@ -232,8 +232,15 @@ impl Scheduler {
         let mut labels: Vec<String> = Vec::new();
         for d in &uniq {
             let base = d.label().to_string();
-            let seen = labels.iter().filter(|l| l.split('#').next() == Some(base.as_str())).count();
-            labels.push(if seen == 0 { base } else { format!("{base}#{}", seen + 1) });
+            let seen = labels
+                .iter()
+                .filter(|l| l.split('#').next() == Some(base.as_str()))
+                .count();
+            labels.push(if seen == 0 {
+                base
+            } else {
+                format!("{base}#{}", seen + 1)
+            });
         }
         Ok(Scheduler {
             devices: uniq,
@@ -313,7 +320,12 @@ impl Scheduler {
                 let reason = format!(
                     "no implementation for backend {} (the kernel has: {})",
                     d.backend(),
-                    kernel.backends().iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+                    kernel
+                        .backends()
+                        .iter()
+                        .map(|b| b.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 why.push(format!("{label}: {reason}"));
                 excluded.push(Excluded {
@@ -348,6 +360,9 @@ impl Scheduler {
     }
 }
 
+/// An argument's index, host memory `(address, length)` if any, and whether it is written.
+type Region = (usize, Option<(usize, usize)>, bool);
+
 /// Check `args` against `kernel`'s signature for `items` items and turn them
 /// into the run's slots (one per kernel parameter).
 fn check<'h>(kernel: &Kernel, items: usize, args: &'h mut [HostArg<'_>]) -> Result<Vec<run::Slot<'h>>> {
@@ -377,7 +392,7 @@ fn check<'h>(kernel: &Kernel, items: usize, args: &'h mut [HostArg<'_>]) -> Resu
         });
     }
     // Aliasing: a written host slice may not overlap any other argument's memory.
-    let regions: Vec<(usize, Option<(usize, usize)>, bool)> = args
+    let regions: Vec<Region> = args
         .iter()
         .enumerate()
         .map(|(i, a)| (i, a.region(), matches!(a, HostArg::Out { .. })))
@@ -489,7 +504,7 @@ fn check<'h>(kernel: &Kernel, items: usize, args: &'h mut [HostArg<'_>]) -> Resu
                         HostArg::In { bytes, .. } => run::Slot::Bcast {
                             name: name.clone(),
                             ty: *ty,
-                            data: &**bytes,
+                            data: bytes,
                         },
                         other => return Err(mismatch(other)),
                     },

@@ -52,7 +52,11 @@ impl Estimate {
 
     /// Seconds to move `bytes` between host and device.
     pub fn transfer_s(&self, bytes: f64) -> f64 {
-        if self.bandwidth > 0.0 { bytes / self.bandwidth } else { 0.0 }
+        if self.bandwidth > 0.0 {
+            bytes / self.bandwidth
+        } else {
+            0.0
+        }
     }
 
     /// Seconds per item, transfer of `bytes_per_item` included.
@@ -186,7 +190,10 @@ impl PerfModel {
             entries: self.entries.clone(),
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| io(std::io::Error::other(e)))?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io)?;
         let tmp = dir.join(format!(".{MODEL_FILE}.{}.tmp", std::process::id()));
         std::fs::write(&tmp, json).map_err(io)?;

@@ -311,8 +311,14 @@ mod tests {
     fn balance_excludes_a_device_dominated_by_transfer() {
         // A fast device with 10 ms of fixed cost against a job the other finishes in 1 ms.
         let costs = [
-            Cost { fixed_s: 0.0, per_item_s: 1e-9 },
-            Cost { fixed_s: 0.01, per_item_s: 1e-10 },
+            Cost {
+                fixed_s: 0.0,
+                per_item_s: 1e-9,
+            },
+            Cost {
+                fixed_s: 0.01,
+                per_item_s: 1e-10,
+            },
         ];
         let (shares, t) = balance(1_000_000, &costs);
         assert_eq!(shares[1], 0.0);

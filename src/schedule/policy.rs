@@ -124,7 +124,9 @@ impl Policy {
         if let Policy::HGuided { k, .. } = self
             && !(k.is_finite() && *k >= 1.0)
         {
-            return Err(Error::InvalidInput(format!("HGuided k = {k}: must be a finite number ≥ 1")));
+            return Err(Error::InvalidInput(format!(
+                "HGuided k = {k}: must be a finite number ≥ 1"
+            )));
         }
         Ok(())
     }

@@ -135,7 +135,11 @@ impl fmt::Display for SplitReport {
         }
         for x in &self.failures {
             match &x.chunk {
-                Some(c) => writeln!(f, "  failed {} on items {}..{} (re-run elsewhere): {}", x.device, c.start, c.end, x.error)?,
+                Some(c) => writeln!(
+                    f,
+                    "  failed {} on items {}..{} (re-run elsewhere): {}",
+                    x.device, c.start, c.end, x.error
+                )?,
                 None => writeln!(f, "  failed {} during setup: {}", x.device, x.error)?,
             }
         }

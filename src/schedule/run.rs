@@ -48,6 +48,7 @@ impl HostOut {
     /// # Safety
     /// The caller must hold the item range `r` from the dispatcher (no other
     /// thread accesses these bytes meanwhile).
+    #[allow(clippy::mut_from_ref)]
     unsafe fn range(&self, r: &Range<usize>, bpi: usize) -> &mut [u8] {
         let (s, e) = (r.start * bpi, r.end * bpi);
         debug_assert!(e <= self.len);
@@ -313,7 +314,11 @@ struct State {
 }
 
 enum Next {
-    Run { range: Range<usize>, probe: bool, index: usize },
+    Run {
+        range: Range<usize>,
+        probe: bool,
+        index: usize,
+    },
     Wait,
     Exit,
 }
@@ -338,7 +343,10 @@ pub(crate) fn execute(
 ) -> Result<SplitReport> {
     let t0 = Instant::now();
     let dev_bpi = job.device_bytes_per_item().max(1);
-    let multiples: Vec<usize> = parts.iter().map(|p| p.device.info().warp_size.max(1) as usize).collect();
+    let multiples: Vec<usize> = parts
+        .iter()
+        .map(|p| p.device.info().warp_size.max(1) as usize)
+        .collect();
     let caps: Vec<usize> = parts
         .iter()
         .map(|p| {
@@ -655,7 +663,13 @@ impl Ctx<'_, '_, '_> {
             stats.kernel = t0.elapsed();
         }
         for ((slot, buf), stage) in self.job.slots.iter().zip(bufs.iter()).zip(staging.iter_mut()) {
-            if let (Slot::Elem { bpi, output: Some(_), .. }, Some(b)) = (slot, buf) {
+            if let (
+                Slot::Elem {
+                    bpi, output: Some(_), ..
+                },
+                Some(b),
+            ) = (slot, buf)
+            {
                 stage.resize(n * bpi, 0);
                 stats.down += b.read(&mut stage[..n * bpi], &label)?;
                 stats.d2h += (n * bpi) as u64;
@@ -803,8 +817,10 @@ impl Ctx<'_, '_, '_> {
             min_chunk
         } else {
             // Auto: the chunk whose latency is at most 5% of its time.
-            mine.map_or(m, |c| (19.0 * c.fixed_s / c.per_item_s).ceil().min(remaining as f64) as usize)
-                .max(m)
+            mine.map_or(m, |c| {
+                (19.0 * c.fixed_s / c.per_item_s).ceil().min(remaining as f64) as usize
+            })
+            .max(m)
         };
         let mut n = partition::hguided_chunk(remaining, share, k, min_chunk, m);
         // The end-game guard: never take a chunk that would finish after the
@@ -841,11 +857,7 @@ impl Ctx<'_, '_, '_> {
             return;
         }
         let known: Vec<Option<Cost>> = live.iter().map(|&d| self.cost(st, d)).collect();
-        let fallback = known
-            .iter()
-            .flatten()
-            .map(|c| c.per_item_s)
-            .fold(f64::NAN, f64::min);
+        let fallback = known.iter().flatten().map(|c| c.per_item_s).fold(f64::NAN, f64::min);
         let costs: Vec<Cost> = known
             .iter()
             .map(|c| {
