@@ -101,10 +101,20 @@ fn main() -> Result<(), Failure> {
     } else {
         Box::new(DeviceAccelerations::new(&devices[0], n, args.eps)?)
     };
-    let used = if args.device.trim() == "all" { &devices[..] } else { &devices[..1] };
+    let used = if args.device.trim() == "all" {
+        &devices[..]
+    } else {
+        &devices[..1]
+    };
     for d in used {
         let i = d.info();
-        println!("device {}: {} ({}, {} compute units)", d.label(), i.name, i.vendor, i.compute_units);
+        println!(
+            "device {}: {} ({}, {} compute units)",
+            d.label(),
+            i.name,
+            i.vendor,
+            i.compute_units
+        );
     }
     println!(
         "{n} bodies (Plummer sphere, seed {}), {} steps of dt = {}, eps = {}",
@@ -115,7 +125,9 @@ fn main() -> Result<(), Failure> {
         ProgressBar::hidden()
     } else {
         let b = ProgressBar::new(args.steps as u64);
-        b.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed} (eta {eta})")?);
+        b.set_style(ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} steps  {elapsed} (eta {eta})",
+        )?);
         b
     };
     let report = sim.run(&mut *accel, |s| bar.set_position(s as u64))?;

@@ -95,7 +95,10 @@ pub fn run(args: &crate::Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let mut per_thread = Vec::new();
     for threads in [1usize, 2] {
-        let rt = Runtime::builder().backends(&[BackendKind::Cpu]).cpu_threads(threads).build()?;
+        let rt = Runtime::builder()
+            .backends(&[BackendKind::Cpu])
+            .cpu_threads(threads)
+            .build()?;
         let dev = rt.device("cpu")?;
         let g = measure(&dev, &k, &pos, eps2, reps)?;
         println!(
@@ -103,22 +106,38 @@ pub fn run(args: &crate::Args) -> Result<(), Box<dyn std::error::Error>> {
             g / threads as f64,
             verdict(g / threads as f64 >= 90.0)
         );
-        bench_line(&format!("cpu_nbody_{}k_{threads}t_gflops", n / 1024), g, "GFLOP/s", None);
+        bench_line(
+            &format!("cpu_nbody_{}k_{threads}t_gflops", n / 1024),
+            g,
+            "GFLOP/s",
+            None,
+        );
         per_thread.push((threads, g));
     }
     if best != NbodyCpuPath::Portable {
-        let rt = Runtime::builder().backends(&[BackendKind::Cpu]).cpu_threads(1).build()?;
+        let rt = Runtime::builder()
+            .backends(&[BackendKind::Cpu])
+            .cpu_threads(1)
+            .build()?;
         let dev = rt.device("cpu")?;
         let kp = kernels::nbody_with_cpu_path(NbodyCpuPath::Portable)?;
         let g = measure(&dev, &kp, &pos, eps2, reps.min(3))?;
         println!("cpu backend, portable path, 1 thread: {g:.1} GFLOP/s");
-        bench_line(&format!("cpu_nbody_{}k_1t_portable_gflops", n / 1024), g, "GFLOP/s", None);
+        bench_line(
+            &format!("cpu_nbody_{}k_1t_portable_gflops", n / 1024),
+            g,
+            "GFLOP/s",
+            None,
+        );
     }
 
     let rt = Runtime::builder().backends(&[BackendKind::OpenCl]).build()?;
     match rt.devices().first() {
         None => {
-            let why = rt.unavailable().first().map_or("no device".to_string(), |u| u.reason.clone());
+            let why = rt
+                .unavailable()
+                .first()
+                .map_or("no device".to_string(), |u| u.reason.clone());
             println!("OpenCL unavailable: {why}");
             if args.strict {
                 return Err(format!("--strict: OpenCL unavailable: {why}").into());

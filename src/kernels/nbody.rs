@@ -138,7 +138,11 @@ pub fn nbody_with_cpu_path(path: NbodyCpuPath) -> Result<Kernel> {
     let src = super::sources("nbody")?;
     Kernel::builder("nbody")
         .param(Param::buffer::<f32>("pos", Access::Read, Split::Broadcast))
-        .param(Param::buffer::<f32>("acc", Access::Write, Split::Elementwise { per_item: 4 }))
+        .param(Param::buffer::<f32>(
+            "acc",
+            Access::Write,
+            Split::Elementwise { per_item: 4 },
+        ))
         .param(Param::scalar::<u32>("n"))
         .param(Param::scalar::<f32>("eps2"))
         .param(Param::Offset)
@@ -152,11 +156,7 @@ pub fn nbody_with_cpu_path(path: NbodyCpuPath) -> Result<Kernel> {
 /// A 1-D launch covering `count` bodies on a device: blocks of the device's warp
 /// multiple up to [`NBODY_MAX_BLOCK`] threads (or the device maximum if smaller).
 pub fn nbody_launch_config(count: usize, info: &DeviceInfo) -> LaunchConfig {
-    let max = info
-        .max_threads_per_block
-        .min(info.max_block_dims[0])
-        .min(NBODY_MAX_BLOCK)
-        .max(1);
+    let max = info.max_threads_per_block.min(info.max_block_dims[0]).clamp(1, NBODY_MAX_BLOCK);
     let warp = info.warp_size.max(1);
     let block = if warp <= max { (max / warp) * warp } else { max };
     let grid = (count.max(1) as u64).div_ceil(block as u64).min(u32::MAX as u64) as u32;
@@ -235,14 +235,7 @@ fn run_with(
         v[count..].fill(0.0);
     }
     let n = pos.len() / 4;
-    let soa = Soa {
-        xi,
-        yi,
-        zi,
-        ax,
-        ay,
-        az,
-    };
+    let soa = Soa { xi, yi, zi, ax, ay, az };
     match path {
         #[cfg(target_arch = "x86_64")]
         NbodyCpuPath::Avx512 if has_avx512() => {
@@ -272,14 +265,13 @@ struct Soa<'a> {
 /// Portable path: 16 bodies at a time against every source, in f32 lanes the
 /// compiler vectorizes (`sqrt` and division, exact to f32 rounding).
 fn portable(s: Soa<'_>, pos: &[f32], n: usize, eps2: f32) {
-    let groups = s
-        .xi
-        .chunks_exact(LANES)
-        .zip(s.yi.chunks_exact(LANES))
-        .zip(s.zi.chunks_exact(LANES))
-        .zip(s.ax.chunks_exact_mut(LANES))
-        .zip(s.ay.chunks_exact_mut(LANES))
-        .zip(s.az.chunks_exact_mut(LANES));
+    let groups =
+        s.xi.chunks_exact(LANES)
+            .zip(s.yi.chunks_exact(LANES))
+            .zip(s.zi.chunks_exact(LANES))
+            .zip(s.ax.chunks_exact_mut(LANES))
+            .zip(s.ay.chunks_exact_mut(LANES))
+            .zip(s.az.chunks_exact_mut(LANES));
     for (((((xi, yi), zi), ax), ay), az) in groups {
         let mut xv = [0f32; LANES];
         let mut yv = [0f32; LANES];
@@ -327,7 +319,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn run(s: Soa<'_>, pos: &[f32], n: usize, eps2: f32) {
         let len = s.xi.len();
-        debug_assert!(len % I_BLOCK == 0 && pos.len() >= 4 * n);
+        debug_assert!(len.is_multiple_of(I_BLOCK) && pos.len() >= 4 * n);
         let eps2v = _mm512_set1_ps(eps2);
         let three = _mm512_set1_ps(3.0);
         // The refined reciprocal square root below is 2/√r², so the sums carry a
@@ -441,7 +433,7 @@ mod avx512 {
 ///
 /// `pos` is `n` float4 `(x, y, z, m)`; `out` receives `bodies.len()` float4.
 pub fn nbody_host(pos: &[f32], bodies: Range<usize>, eps2: f32, out: &mut [f32], path: NbodyCpuPath) -> Result<()> {
-    if pos.len() % 4 != 0 {
+    if !pos.len().is_multiple_of(4) {
         return Err(Error::InvalidInput(format!(
             "nbody_host: pos holds {} floats, not a multiple of 4",
             pos.len()

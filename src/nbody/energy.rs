@@ -48,7 +48,9 @@ pub fn total_energy(b: &Bodies, eps: f32) -> Energy {
         }
         a[3] * s
     };
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(n.max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(n.max(1));
     let potential = if threads <= 1 || n < 512 {
         -(0..n).map(row).sum::<f64>()
     } else {

@@ -40,9 +40,11 @@ impl Bodies {
     /// Check the invariants of [`Bodies::new`].
     pub fn validate(&self) -> Result<()> {
         if self.pos.is_empty() {
-            return Err(Error::InvalidInput("an N-body system needs at least one body (got 0)".into()));
+            return Err(Error::InvalidInput(
+                "an N-body system needs at least one body (got 0)".into(),
+            ));
         }
-        if self.pos.len() % 4 != 0 || self.vel.len() * 4 != self.pos.len() * 3 {
+        if !self.pos.len().is_multiple_of(4) || self.vel.len() * 4 != self.pos.len() * 3 {
             return Err(Error::InvalidInput(format!(
                 "bodies: {} position floats (need 4 per body) and {} velocity floats (need 3 per body) do not match",
                 self.pos.len(),
@@ -93,7 +95,9 @@ impl Rng {
 
 fn check_n(n: usize) -> Result<()> {
     if n == 0 {
-        return Err(Error::InvalidInput("an N-body system needs at least one body (got 0)".into()));
+        return Err(Error::InvalidInput(
+            "an N-body system needs at least one body (got 0)".into(),
+        ));
     }
     if n > u32::MAX as usize / 4 {
         return Err(Error::InvalidInput(format!(
@@ -118,7 +122,12 @@ fn finish(pos: Vec<[f64; 3]>, vel: Vec<[f64; 3]>, m: f64) -> Result<Bodies> {
     let mut bp = Vec::with_capacity(pos.len() * 4);
     let mut bv = Vec::with_capacity(pos.len() * 3);
     for (p, v) in pos.iter().zip(&vel) {
-        bp.extend_from_slice(&[(p[0] - cp[0]) as f32, (p[1] - cp[1]) as f32, (p[2] - cp[2]) as f32, m as f32]);
+        bp.extend_from_slice(&[
+            (p[0] - cp[0]) as f32,
+            (p[1] - cp[1]) as f32,
+            (p[2] - cp[2]) as f32,
+            m as f32,
+        ]);
         bv.extend_from_slice(&[(v[0] - cv[0]) as f32, (v[1] - cv[1]) as f32, (v[2] - cv[2]) as f32]);
     }
     Bodies::new(bp, bv)

@@ -96,7 +96,11 @@ impl Accelerations for DeviceAccelerations {
     fn accelerations(&mut self, pos: &[f32], acc: &mut [f32]) -> Result<()> {
         if pos.len() != 4 * self.n || acc.len() != 4 * self.n {
             return Err(Error::LengthMismatch {
-                what: format!("N-body accelerations on {} (pos {} floats, acc)", self.device.label(), pos.len()),
+                what: format!(
+                    "N-body accelerations on {} (pos {} floats, acc)",
+                    self.device.label(),
+                    pos.len()
+                ),
                 host: acc.len(),
                 buffer: 4 * self.n,
             });
@@ -160,7 +164,9 @@ impl SimConfig {
     /// Check `dt` and `eps` (and `bodies` > 0).
     pub fn validate(&self) -> Result<()> {
         if self.bodies == 0 {
-            return Err(Error::InvalidInput("an N-body system needs at least one body (got 0)".into()));
+            return Err(Error::InvalidInput(
+                "an N-body system needs at least one body (got 0)".into(),
+            ));
         }
         if !(self.dt > 0.0 && self.dt.is_finite()) {
             return Err(Error::InvalidInput(format!(
@@ -256,11 +262,7 @@ impl Simulation {
 
     /// Advance `config.steps` leapfrog steps, calling `progress(step)` after each.
     /// On error the bodies are left at the last completed step.
-    pub fn run(
-        &mut self,
-        accel: &mut dyn Accelerations,
-        mut progress: impl FnMut(usize),
-    ) -> Result<RunReport> {
+    pub fn run(&mut self, accel: &mut dyn Accelerations, mut progress: impl FnMut(usize)) -> Result<RunReport> {
         let energy_before = self.energy();
         let n = self.bodies.len();
         let dt = self.config.dt;

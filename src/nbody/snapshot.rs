@@ -25,7 +25,13 @@ pub fn write_png(path: &std::path::Path, pos: &[f32], size: u32, extent: f32) ->
     let max = count.iter().copied().max().unwrap_or(0).max(1) as f32;
     let img: Vec<u8> = count
         .iter()
-        .map(|&c| if c == 0 { 0 } else { (40.0 + 215.0 * (c as f32).ln_1p() / max.ln_1p()) as u8 })
+        .map(|&c| {
+            if c == 0 {
+                0
+            } else {
+                (40.0 + 215.0 * (c as f32).ln_1p() / max.ln_1p()) as u8
+            }
+        })
         .collect();
     let io = |source: std::io::Error| Error::Io {
         what: "N-body snapshot",
