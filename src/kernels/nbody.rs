@@ -156,7 +156,10 @@ pub fn nbody_with_cpu_path(path: NbodyCpuPath) -> Result<Kernel> {
 /// A 1-D launch covering `count` bodies on a device: blocks of the device's warp
 /// multiple up to [`NBODY_MAX_BLOCK`] threads (or the device maximum if smaller).
 pub fn nbody_launch_config(count: usize, info: &DeviceInfo) -> LaunchConfig {
-    let max = info.max_threads_per_block.min(info.max_block_dims[0]).clamp(1, NBODY_MAX_BLOCK);
+    let max = info
+        .max_threads_per_block
+        .min(info.max_block_dims[0])
+        .clamp(1, NBODY_MAX_BLOCK);
     let warp = info.warp_size.max(1);
     let block = if warp <= max { (max / warp) * warp } else { max };
     let grid = (count.max(1) as u64).div_ceil(block as u64).min(u32::MAX as u64) as u32;
