@@ -150,6 +150,8 @@ pub fn nbody_with_cpu_path(path: NbodyCpuPath) -> Result<Kernel> {
         .cuda(src.cuda, "nbody")
         .opencl(src.opencl, "nbody")
         .cpu(move |ctx: &CpuCtx<'_>| cpu(ctx, path))
+        // Each body costs n interactions: small chunks still pay for a wake-up.
+        .cpu_grain(64)
         .build()
 }
 
