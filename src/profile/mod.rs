@@ -9,7 +9,9 @@
 //! clock span the whole call.
 //!
 //! This module only collects and presents; it never calls a backend. Exports live
-//! beside it: [`report`] (text table with the Amdahl bound).
+//! beside it: [`report`] (text table with the Amdahl bound), [`trace`] (Chrome
+//! trace-event JSON for Perfetto / `chrome://tracing`, [`Profile::to_chrome_trace`])
+//! and [`svg`] (a standalone SVG timeline, [`Profile::to_svg_timeline`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
