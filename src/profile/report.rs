@@ -368,7 +368,10 @@ mod tests {
         assert_eq!(gpu.ns(Stage::Kernel), 5 * MS);
         assert_eq!(gpu.ns(Stage::DeviceToHost), 10 * MS);
         assert_eq!(gpu.ns(Stage::Teardown), MS);
-        assert_eq!((gpu.h2d_bytes, gpu.d2h_bytes, gpu.items, gpu.launches), (400_000_000, 200_000_000, 1000, 1));
+        assert_eq!(
+            (gpu.h2d_bytes, gpu.d2h_bytes, gpu.items, gpu.launches),
+            (400_000_000, 200_000_000, 1000, 1)
+        );
         assert!(near(gpu.transfer_compute_ratio(), 6.0));
         // gpu:0 spans 0..51 ms and is busy 5 + 35 + 1 = 41 ms.
         assert_eq!((gpu.span_ns, gpu.idle_ns), (51 * MS, 10 * MS));

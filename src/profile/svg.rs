@@ -139,7 +139,10 @@ fn header(out: &mut String, height: f64) {
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">"#
     );
-    let _ = writeln!(out, r#"<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<rect x="0" y="0" width="{WIDTH}" height="{height}" fill="white"/>"#
+    );
 }
 
 impl Profile {
@@ -158,7 +161,12 @@ impl Profile {
         }
         let report = self.report();
         let t0 = self.records.iter().map(|r| r.start_ns).min().unwrap_or(0);
-        let t1 = self.records.iter().map(|r| r.end_ns.max(r.start_ns)).max().unwrap_or(t0);
+        let t1 = self
+            .records
+            .iter()
+            .map(|r| r.end_ns.max(r.start_ns))
+            .max()
+            .unwrap_or(t0);
         let span_ns = (t1 - t0).max(1);
         let plot_w = WIDTH - LABEL_W - RIGHT;
         let x_of = |ns: u64| LABEL_W + plot_w * (ns.saturating_sub(t0)) as f64 / span_ns as f64;
@@ -210,7 +218,7 @@ impl Profile {
             ))
         );
 
-        // Gridlines and axis (drawn first so bars sit on top).
+        // Ticks of the time axis: a nice step in ms, about ten of them.
         let step = tick_step_ms(ms(span_ns), 10.0);
         let decimals = tick_decimals(step);
         let mut ticks = Vec::new();
@@ -223,25 +231,24 @@ impl Profile {
             ticks.push(t_ms);
             k += 1;
         }
+
+        // Lane backgrounds, then gridlines over them, then the bars on top.
+        for (i, (_, _, _, _, ly, lh)) in lanes.iter().enumerate() {
+            let bg = if i % 2 == 0 { "#f6f8fb" } else { "#fbfaf5" };
+            let _ = writeln!(
+                out,
+                r##"<rect x="4" y="{ly}" width="{}" height="{lh}" fill="{bg}" stroke="#c9ced6" rx="3"/>"##,
+                WIDTH - 8.0
+            );
+        }
         out.push_str("<g stroke=\"#e3e3e3\" stroke-width=\"1\">\n");
         for t in &ticks {
             let x = LABEL_W + plot_w * t / ms(span_ns);
             let _ = writeln!(out, r#"<line x1="{x:.2}" y1="{TOP}" x2="{x:.2}" y2="{axis_y}"/>"#);
         }
         out.push_str("</g>\n");
-
-        for (i, (d, recs, of_record, tracks, ly, lh)) in lanes.iter().enumerate() {
-            let bg = if i % 2 == 0 { "#f6f8fb" } else { "#fbfaf5" };
-            let _ = writeln!(
-                out,
-                r#"<g class="lane" data-device="{}">"#,
-                escape(d)
-            );
-            let _ = writeln!(
-                out,
-                r##"<rect x="4" y="{ly}" width="{}" height="{lh}" fill="{bg}" stroke="#c9ced6" rx="3"/>"##,
-                WIDTH - 8.0
-            );
+        for (d, recs, of_record, tracks, ly, _) in &lanes {
+            let _ = writeln!(out, r#"<g class="lane" data-device="{}">"#, escape(d));
             let s = report.devices.iter().find(|s| &s.device == *d);
             let mut summary = String::new();
             if let Some(s) = s {
@@ -300,7 +307,11 @@ impl Profile {
                     escape(&tooltip(r, t0))
                 );
                 // Label inside the bar when it fits (about 6.5 px per character at 10 px).
-                let text = if r.label.is_empty() { r.stage.name() } else { r.label.as_str() };
+                let text = if r.label.is_empty() {
+                    r.stage.name()
+                } else {
+                    r.label.as_str()
+                };
                 if w > text.chars().count() as f64 * 6.5 + 8.0 {
                     let _ = writeln!(
                         out,

@@ -202,11 +202,35 @@ mod tests {
         ];
         let refs: Vec<&StageRecord> = v.iter().collect();
         let (of, tracks) = assign_tracks(&refs);
-        assert_eq!(of[0], Track { stage: Stage::HostToDevice, sub: 0 });
-        assert_eq!(of[1], Track { stage: Stage::HostToDevice, sub: 1 });
+        assert_eq!(
+            of[0],
+            Track {
+                stage: Stage::HostToDevice,
+                sub: 0
+            }
+        );
+        assert_eq!(
+            of[1],
+            Track {
+                stage: Stage::HostToDevice,
+                sub: 1
+            }
+        );
         // Starts exactly when the first ended: reuses the first track.
-        assert_eq!(of[2], Track { stage: Stage::HostToDevice, sub: 0 });
-        assert_eq!(of[3], Track { stage: Stage::Kernel, sub: 0 });
+        assert_eq!(
+            of[2],
+            Track {
+                stage: Stage::HostToDevice,
+                sub: 0
+            }
+        );
+        assert_eq!(
+            of[3],
+            Track {
+                stage: Stage::Kernel,
+                sub: 0
+            }
+        );
         assert_eq!(tracks.len(), 3);
         assert_eq!(tracks[1].name(), "h2d #2");
     }
