@@ -1,6 +1,6 @@
 //! The built-in kernels: device sources from `kernels/` plus their Rust CPU versions.
 //!
-//! Each function returns a ready [`Kernel`] whose CUDA and OpenCL sources come from
+//! Each function returns a ready [`Kernel`](crate::Kernel) whose CUDA and OpenCL sources come from
 //! the catalogue that `build.rs` checked and embedded, and whose CPU version is in
 //! the submodule of the same name. All follow the splittable convention
 //! (`Offset`/`Count` last).

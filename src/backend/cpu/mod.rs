@@ -48,7 +48,7 @@ pub(crate) fn discover(threads: Option<usize>) -> Discovery {
         max_threads_per_block: 1 << 16,
         max_block_dims: [1 << 16; 3],
         max_grid_dims: [u32::MAX; 3],
-        max_global_size: 1 << 48,
+        max_global_size: 1 << 40,
         global_mem_bytes: sys.mem_bytes,
         local_mem_bytes: 1 << 20,
         max_alloc_bytes: sys.mem_bytes,
