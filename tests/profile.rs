@@ -15,45 +15,62 @@ use serde_json::Value;
 
 const LAUNCHES: usize = 3;
 
-/// A real vector add on the CPU device: `LAUNCHES` rounds of upload a and b,
-/// launch, download c, each checked against float64. Returns the runtime (its
-/// profiler holds the records) and n.
-fn vector_add_run() -> (Runtime, usize) {
+/// A real vector add on every available device (the CPU always; OpenCL and CUDA
+/// where present, or required by `OFFLOAD_REQUIRE`): `LAUNCHES` rounds of upload
+/// a and b, launch, download c, each checked against float64. Returns the runtime
+/// (its profiler holds the records), the labels of the devices that ran, and n.
+fn vector_add_run() -> (Runtime, Vec<String>, usize) {
     let rt = common::runtime();
-    let dev = rt.device("cpu").expect("the CPU device is always present");
     let k = kernels::vector_add().unwrap();
     // 16 MiB per vector: out of cache, so copies cost what they cost.
     let n = 1 << 22;
     let mut rng = Rng::fresh("profile vector_add");
-    let mut da = dev.alloc::<f32>(n).unwrap();
-    let mut db = dev.alloc::<f32>(n).unwrap();
-    let mut dc = dev.alloc::<f32>(n).unwrap();
-    let cfg = LaunchConfig::for_items(n, dev.info());
-    for round in 0..LAUNCHES {
-        let a = rng.vec_f32(n, -10.0, 10.0);
-        let b = rng.vec_f32(n, -10.0, 10.0);
-        let reference: Vec<f64> = a.iter().zip(&b).map(|(a, b)| *a as f64 + *b as f64).collect();
-        // Poison the device output so an unwritten element shows up as NaN.
-        dc.write(&vec![f32::NAN; n]).unwrap();
-        da.write(&a).unwrap();
-        db.write(&b).unwrap();
-        dev.launch(
-            &k,
-            &cfg,
-            &[
-                Arg::input(&da),
-                Arg::input(&db),
-                Arg::output(&mut dc),
-                0u32.into(),
-                (n as u32).into(),
-            ],
-        )
-        .unwrap();
-        let mut c = vec![f32::NAN; n];
-        dc.read(&mut c).unwrap();
-        assert_close(&format!("vector add round {round}"), &c, &reference, 1e-6);
+    let mut ran = Vec::new();
+    for dev in common::devices(&rt) {
+        if !dev.supports(&k) {
+            println!("SKIP {}: vector_add has no implementation for it", dev.label());
+            continue;
+        }
+        let mut da = dev.alloc::<f32>(n).unwrap();
+        let mut db = dev.alloc::<f32>(n).unwrap();
+        let mut dc = dev.alloc::<f32>(n).unwrap();
+        let cfg = LaunchConfig::for_items(n, dev.info());
+        for round in 0..LAUNCHES {
+            let a = rng.vec_f32(n, -10.0, 10.0);
+            let b = rng.vec_f32(n, -10.0, 10.0);
+            let reference: Vec<f64> = a.iter().zip(&b).map(|(a, b)| *a as f64 + *b as f64).collect();
+            // Poison the device output so an unwritten element shows up as NaN.
+            dc.write(&vec![f32::NAN; n]).unwrap();
+            da.write(&a).unwrap();
+            db.write(&b).unwrap();
+            dev.launch(
+                &k,
+                &cfg,
+                &[
+                    Arg::input(&da),
+                    Arg::input(&db),
+                    Arg::output(&mut dc),
+                    0u32.into(),
+                    (n as u32).into(),
+                ],
+            )
+            .unwrap();
+            let mut c = vec![f32::NAN; n];
+            dc.read(&mut c).unwrap();
+            assert_close(
+                &format!("vector add on {} round {round}", dev.label()),
+                &c,
+                &reference,
+                1e-6,
+            );
+        }
+        ran.push(dev.label().to_string());
     }
-    (rt, n)
+    assert!(
+        ran.iter().any(|d| d == "cpu:0"),
+        "the CPU device always runs vector_add"
+    );
+    (rt, ran, n)
 }
 
 fn parse(json: &str) -> Value {
@@ -152,22 +169,32 @@ fn check_trace_structure(profile: &Profile, v: &Value) -> BTreeMap<u64, String> 
 
 #[test]
 fn chrome_trace_of_a_real_vector_add() {
-    let (rt, n) = vector_add_run();
+    let (rt, ran, n) = vector_add_run();
     let profile = rt.profile();
     let v = parse(&profile.to_chrome_trace());
     let pids = check_trace_structure(&profile, &v);
-    assert!(pids.values().any(|d| d == "cpu:0"));
     let events = v["traceEvents"].as_array().unwrap();
-    let x = |cat: &'static str| events.iter().filter(move |e| e["ph"] == "X" && e["cat"] == cat);
-    // Three host → device copies per round: the NaN poison, a and b.
-    assert_eq!(x("h2d").count(), 3 * LAUNCHES);
-    assert!(x("h2d").all(|e| e["args"]["bytes"] == 4 * n as u64));
-    assert_eq!(x("d2h").count(), LAUNCHES);
-    assert!(x("d2h").all(|e| e["args"]["bytes"] == 4 * n as u64));
-    assert_eq!(x("kernel").count(), LAUNCHES);
-    assert!(
-        x("kernel").all(|e| e["args"]["items"].as_u64().unwrap() >= n as u64 && e["args"]["label"] == "vector_add")
-    );
+    for device in &ran {
+        // Each device that ran is its own process.
+        let pid = pids
+            .iter()
+            .find(|(_, d)| *d == device)
+            .map(|(p, _)| *p)
+            .expect("a pid per device");
+        let x = |cat: &'static str| {
+            events
+                .iter()
+                .filter(move |e| e["ph"] == "X" && e["cat"] == cat && e["pid"] == pid)
+        };
+        // Three host → device copies per round: the NaN poison, a and b.
+        assert_eq!(x("h2d").count(), 3 * LAUNCHES, "{device}");
+        assert!(x("h2d").all(|e| e["args"]["bytes"] == 4 * n as u64));
+        assert_eq!(x("d2h").count(), LAUNCHES, "{device}");
+        assert!(x("d2h").all(|e| e["args"]["bytes"] == 4 * n as u64));
+        assert_eq!(x("kernel").count(), LAUNCHES, "{device}");
+        assert!(x("kernel").all(|e| e["args"]["items"].as_u64().unwrap() >= n as u64));
+        assert!(x("kernel").all(|e| e["args"]["label"] == "vector_add"));
+    }
     // Written to a file, the same document comes back.
     let dir = std::env::temp_dir().join(format!("offload-profile-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -179,15 +206,22 @@ fn chrome_trace_of_a_real_vector_add() {
 
 #[test]
 fn report_of_vector_add_says_transfers_dominate() {
-    let (rt, n) = vector_add_run();
+    let (rt, ran, n) = vector_add_run();
     let report = rt.profile().report();
     let text = report.to_string();
     println!("{text}");
-    let cpu = report.devices.iter().find(|d| d.device == "cpu:0").expect("cpu:0 row");
-    assert_eq!(cpu.h2d_bytes, (3 * LAUNCHES * 4 * n) as u64);
-    assert_eq!(cpu.d2h_bytes, (LAUNCHES * 4 * n) as u64);
-    assert_eq!(cpu.launches, LAUNCHES as u64);
-    assert!(cpu.ns(Stage::Kernel) > 0 && cpu.transfer_ns() > 0);
+    for device in &ran {
+        let row = report
+            .devices
+            .iter()
+            .find(|d| &d.device == device)
+            .expect("a row per device");
+        assert_eq!(row.h2d_bytes, (3 * LAUNCHES * 4 * n) as u64);
+        assert_eq!(row.d2h_bytes, (LAUNCHES * 4 * n) as u64);
+        assert_eq!(row.launches, LAUNCHES as u64);
+        assert!(row.ns(Stage::Kernel) > 0 && row.transfer_ns() > 0);
+        assert!(text.contains(device.as_str()));
+    }
     // Vector add moves 3 arrays to compute one add per element: transfer-bound.
     assert!(report.transfer_dominated(), "{text}");
     assert!(text.contains("transfers dominate"), "{text}");
@@ -229,7 +263,7 @@ fn empty_profile_exports_valid_empty_trace_and_svg() {
 
 #[test]
 fn unwritable_paths_give_io_errors_and_leave_everything_usable() {
-    let (rt, _) = vector_add_run();
+    let (rt, _, _) = vector_add_run();
     let profile = rt.profile();
     // A path below a regular file cannot be created, even by root.
     let dir = std::env::temp_dir().join(format!("offload-profile-unwritable-{}", std::process::id()));
@@ -325,7 +359,7 @@ fn check_svg(profile: &Profile) -> String {
 
 #[test]
 fn svg_timeline_of_a_real_vector_add() {
-    let (rt, _) = vector_add_run();
+    let (rt, _, _) = vector_add_run();
     let svg = check_svg(&rt.profile());
     assert!(svg.contains("transfers dominate"));
 }
