@@ -464,3 +464,33 @@ fn synthetic_multi_device_profile_lanes_tracks_and_idle() {
         "clock column:\n{text}"
     );
 }
+
+#[test]
+fn profiler_places_device_clock_records_and_tolerates_backward_spans() {
+    use std::time::{Duration, Instant};
+    let p = offload::profile::Profiler::new();
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_micros(100);
+    // Device duration inside the host span: ends when the host saw it end.
+    p.record("gpu:0", Stage::Kernel, "k", 0, 7, t0, t1, Some(40_000));
+    // Longer than the host span (clock skew): clamped to the host span.
+    p.record("gpu:0", Stage::Kernel, "k", 0, 7, t0, t1, Some(500_000));
+    // Host clock.
+    p.record("cpu:0", Stage::HostToDevice, "w", 64, 0, t0, t1, None);
+    // Backwards span: empty, never an underflow.
+    p.record("cpu:0", Stage::DeviceToHost, "r", 64, 0, t1, t0, None);
+    p.set_enabled(false);
+    p.record("cpu:0", Stage::Kernel, "ignored", 0, 0, t0, t1, None);
+    p.set_enabled(true);
+    let prof = p.take();
+    assert_eq!(prof.records.len(), 4);
+    let r = &prof.records;
+    assert_eq!((r[0].duration_ns(), r[0].clock), (40_000, Clock::Device));
+    assert_eq!(r[0].end_ns, r[2].end_ns);
+    assert_eq!((r[1].duration_ns(), r[1].clock), (100_000, Clock::Device));
+    assert_eq!((r[2].duration_ns(), r[2].clock), (100_000, Clock::Host));
+    assert_eq!(r[3].duration_ns(), 0);
+    assert!(p.take().is_empty());
+    check_trace_structure(&prof, &parse(&prof.to_chrome_trace()));
+    check_svg(&prof);
+}

@@ -157,7 +157,9 @@ impl Profiler {
         if !self.is_enabled() {
             return;
         }
-        let (s, e) = (self.ns(t0), self.ns(t1));
+        // A span given backwards is taken as empty rather than underflowing.
+        let s = self.ns(t0);
+        let e = self.ns(t1).max(s);
         let (start_ns, clock) = match device_ns {
             Some(d) if d <= e - s => (e - d, Clock::Device),
             // A device duration longer than the host saw (clock skew) is clamped to the host span.
