@@ -409,6 +409,32 @@ mod tests {
     }
 
     #[test]
+    fn single_zero_length_record_still_draws() {
+        let p = Profile {
+            records: vec![StageRecord {
+                device: "cpu:0".into(),
+                stage: Stage::Kernel,
+                label: "k".into(),
+                bytes: 0,
+                items: 1,
+                start_ns: 5,
+                end_ns: 5,
+                clock: Clock::Host,
+            }],
+        };
+        let svg = p.to_svg_timeline();
+        let doc = roxmltree::Document::parse(&svg).unwrap();
+        // One bar, at least a pixel wide, and a labelled axis.
+        let bars: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("rect") && n.children().any(|c| c.has_tag_name("title")))
+            .collect();
+        assert_eq!(bars.len(), 1);
+        assert!(bars[0].attribute("width").unwrap().parse::<f64>().unwrap() >= 1.0);
+        assert!(!svg.contains("NaN") && !svg.contains("inf"));
+    }
+
+    #[test]
     fn empty_profile_says_so() {
         let s = Profile::default().to_svg_timeline();
         assert!(s.starts_with("<svg"));
