@@ -52,7 +52,11 @@ pub fn devices(rt: &Runtime) -> Vec<Device> {
 pub fn devices_of(rt: &Runtime, b: BackendKind) -> Vec<Device> {
     let v: Vec<Device> = rt.devices().iter().filter(|d| d.backend() == b).cloned().collect();
     if v.is_empty() {
-        let why = rt.unavailable().iter().find(|u| u.backend == b).map_or("no device".into(), |u| u.reason.clone());
+        let why = rt
+            .unavailable()
+            .iter()
+            .find(|u| u.backend == b)
+            .map_or("no device".into(), |u| u.reason.clone());
         missing(b.name(), &why);
     }
     v
@@ -65,9 +69,14 @@ impl Rng {
     /// A generator seeded from `seed` mixed with the clock (fresh inputs every run);
     /// the seed used is printed so a failure can be replayed with `OFFLOAD_TEST_SEED`.
     pub fn fresh(tag: &str) -> Rng {
-        let seed = std::env::var("OFFLOAD_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
-        });
+        let seed = std::env::var("OFFLOAD_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
         println!("{tag}: OFFLOAD_TEST_SEED={seed}");
         Rng(seed)
     }
@@ -86,10 +95,12 @@ impl Rng {
     /// `n` values uniform in [lo, hi), none exactly zero.
     pub fn vec_f32(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n)
-            .map(|_| loop {
-                let v = self.f32_in(lo, hi);
-                if v != 0.0 {
-                    break v;
+            .map(|_| {
+                loop {
+                    let v = self.f32_in(lo, hi);
+                    if v != 0.0 {
+                        break v;
+                    }
                 }
             })
             .collect()
