@@ -34,7 +34,7 @@ use opencl3::device::{
     CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_GPU, CL_DEVICE_VENDOR, CL_DEVICE_VERSION, CL_DRIVER_VERSION, get_device_data,
     get_device_ids,
 };
-use opencl3::error_codes::CL_DEVICE_NOT_FOUND;
+use opencl3::error_codes::{CL_DEVICE_NOT_FOUND, DLOPEN_RUNTIME_LOAD_FAILED};
 use opencl3::kernel::{CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE, get_kernel_work_group_data};
 use opencl3::platform::platform::{CL_PLATFORM_NAME, CL_PLATFORM_VERSION, get_platform_data, get_platform_ids};
 use opencl3::types::{cl_device_id, cl_int, cl_platform_id, cl_queue_properties};
@@ -53,12 +53,15 @@ static DISCOVERY_LOCK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 /// Every OpenCL device on every platform, indexed in discovery order.
 pub(crate) fn discover() -> Discovery {
     let _serial = DISCOVERY_LOCK.lock();
-    let platforms = get_platform_ids().map_err(|c| {
-        format!(
-            "no OpenCL platform: {} (install an OpenCL driver, e.g. the Debian packages pocl-opencl-icd and \
-             ocl-icd-libopencl1; OPENCL_DYLIB_PATH may name the library)",
+    let platforms = get_platform_ids().map_err(|c| match c {
+        DLOPEN_RUNTIME_LOAD_FAILED => "the OpenCL library libOpenCL.so.1 could not be loaded (install an ICD loader \
+                                       and a driver, e.g. the Debian packages ocl-icd-libopencl1 and pocl-opencl-icd; \
+                                       OPENCL_DYLIB_PATH may name the library)"
+            .to_string(),
+        _ => format!(
+            "no OpenCL platform: {} (install a driver, e.g. the Debian package pocl-opencl-icd)",
             code_name(c)
-        )
+        ),
     })?;
     if platforms.is_empty() {
         return Err("the OpenCL loader reports no platform (no vendor driver installed)".into());
