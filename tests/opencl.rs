@@ -673,7 +673,10 @@ fn missing_opencl_library_makes_opencl_unavailable_with_a_reason() {
         "child_no_platform",
         &[
             ("LD_LIBRARY_PATH", &dir),
-            ("OFFLOAD_TEST_EXPECT_REASON", Path::new("libOpenCL.so.1 could not be loaded")),
+            (
+                "OFFLOAD_TEST_EXPECT_REASON",
+                Path::new("libOpenCL.so.1 could not be loaded"),
+            ),
         ],
     );
     std::fs::remove_dir_all(&dir).ok();
@@ -691,7 +694,11 @@ fn child_no_platform() {
         .expect("opencl listed as unavailable");
     println!("opencl unavailable: {}", u.reason);
     let expect = std::env::var("OFFLOAD_TEST_EXPECT_REASON").expect("set by the parent");
-    assert!(u.reason.contains(&expect), "reason {:?} should contain {expect:?}", u.reason);
+    assert!(
+        u.reason.contains(&expect),
+        "reason {:?} should contain {expect:?}",
+        u.reason
+    );
     // The rest of the runtime works.
     vector_add_ok(&rt.device("cpu").unwrap(), 1000, &mut Rng::fresh("cpu without opencl"));
     let e = rt.device("opencl").unwrap_err();
