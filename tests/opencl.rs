@@ -461,6 +461,29 @@ fn bad_input_gives_typed_errors_and_the_device_stays_usable() {
             .unwrap();
         assert!(matches!(d.build(&mismatched), Err(Error::InvalidInput(_))));
 
+        // 10. A block the kernel's source forbids (reqd_work_group_size) is refused by the driver.
+        let fixed = Kernel::builder("fixed_wg")
+            .param(Param::buffer::<f32>(
+                "x",
+                Access::ReadWrite,
+                Split::Elementwise { per_item: 1 },
+            ))
+            .opencl(
+                "__kernel __attribute__((reqd_work_group_size(8, 1, 1))) void fixed_wg(__global float* x) \
+                 { x[get_global_id(0)] += 1.0f; }",
+                "fixed_wg",
+            )
+            .build()
+            .unwrap();
+        let mut dx = d.upload(&[1.0f32; 32]).unwrap();
+        match d.launch(&fixed, &LaunchConfig::new(2, 16), &[Arg::output(&mut dx)]) {
+            Err(Error::LaunchConfig { why, .. }) => assert!(why.contains("16 work-items"), "{why}"),
+            other => panic!("expected Error::LaunchConfig, got {other:?}"),
+        }
+        d.launch(&fixed, &LaunchConfig::new(4, 8), &[Arg::output(&mut dx)])
+            .unwrap();
+        assert_eq!(dx.to_vec().unwrap(), vec![2.0f32; 32], "the refused launch ran nothing");
+
         // Still usable after every error.
         vector_add_ok(d, 4099, &mut rng);
     }

@@ -8,8 +8,10 @@
 //! kernel object.
 
 use opencl3::command_queue::enqueue_nd_range_kernel;
-use opencl3::error_codes::{CL_INVALID_ARG_INDEX, CL_INVALID_ARG_SIZE, CL_INVALID_ARG_VALUE, CL_INVALID_KERNEL_ARGS};
-use opencl3::kernel::set_kernel_arg;
+use opencl3::error_codes::{
+    CL_INVALID_ARG_INDEX, CL_INVALID_ARG_SIZE, CL_INVALID_ARG_VALUE, CL_INVALID_KERNEL_ARGS, CL_INVALID_WORK_GROUP_SIZE,
+};
+use opencl3::kernel::{CL_KERNEL_WORK_GROUP_SIZE, get_kernel_work_group_data, set_kernel_arg};
 use opencl3::types::{cl_command_queue, cl_mem};
 
 use super::OpenClBackend;
@@ -90,6 +92,25 @@ pub(super) fn enqueue(
             kernel.name(),
             code_name(CL_INVALID_KERNEL_ARGS)
         ))),
+        Err(CL_INVALID_WORK_GROUP_SIZE) => {
+            let limit = get_kernel_work_group_data(k.raw(), b.device.0, CL_KERNEL_WORK_GROUP_SIZE)
+                .ok()
+                .and_then(|v| v.get(..std::mem::size_of::<usize>()).map(|s| s.to_vec()))
+                .and_then(|v| v.try_into().ok())
+                .map(usize::from_ne_bytes);
+            Err(Error::LaunchConfig {
+                kernel: kernel.name().to_string(),
+                device: info.label(),
+                why: format!(
+                    "the driver rejected a block of {} work-items ({}); this kernel's maximum work-group size \
+                     on this device is {} (CL_KERNEL_WORK_GROUP_SIZE), and a reqd_work_group_size attribute in \
+                     its source, if any, must match the block exactly",
+                    cfg.threads_per_block(),
+                    code_name(CL_INVALID_WORK_GROUP_SIZE),
+                    limit.map_or("unknown".to_string(), |l| l.to_string())
+                ),
+            })
+        }
         Err(c) => Err(map_cl_err(
             c,
             info,

@@ -27,7 +27,7 @@ use opencl3::event::{
 };
 use opencl3::types::{CL_NON_BLOCKING, cl_command_queue, cl_device_id};
 use parking_lot::{Mutex, MutexGuard};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub(crate) use discover::discover;
 use error::{Op, code_name, map_cl_err};
@@ -60,6 +60,8 @@ pub(crate) struct OpenClBackend {
     /// `None` after `close`.
     queues: Vec<Mutex<Option<Queue>>>,
     next_queue: AtomicUsize,
+    /// Set by `close`; checked before builds and launches.
+    closed: AtomicBool,
     device: DeviceId,
     context: Context,
 }
@@ -83,6 +85,7 @@ impl OpenClBackend {
             programs: ProgramCache::default(),
             queues: queues.into_iter().map(|q| Mutex::new(Some(q))).collect(),
             next_queue: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
             device,
             context,
         }
@@ -219,7 +222,7 @@ impl Backend for OpenClBackend {
     }
 
     fn build(&self, kernel: &Kernel) -> Result<Timing> {
-        if self.queues.iter().all(|q| q.lock().is_none()) {
+        if self.closed.load(Ordering::Acquire) {
             return Err(self.closed("build"));
         }
         self.programs
@@ -228,6 +231,9 @@ impl Backend for OpenClBackend {
     }
 
     fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed("launch"));
+        }
         let built = self
             .programs
             .get_or_build(&self.context, self.device.0, &self.info, kernel, self.queues.len())?;
@@ -239,6 +245,7 @@ impl Backend for OpenClBackend {
     }
 
     fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
         let mut first = None;
         for q in &self.queues {
             let mut g = q.lock();
