@@ -1,6 +1,6 @@
 //! The built-in kernels: device sources from `kernels/` plus their Rust CPU versions.
 //!
-//! Each function returns a ready [`Kernel`] whose CUDA and OpenCL sources come from
+//! Each function returns a ready [`Kernel`](crate::Kernel) whose CUDA and OpenCL sources come from
 //! the catalogue that `build.rs` checked and embedded, and whose CPU version is in
 //! the submodule of the same name. All follow the splittable convention
 //! (`Offset`/`Count` last).
@@ -13,6 +13,10 @@ mod noop;
 mod vector_add;
 
 pub use catalogue::{CATALOGUE, KernelSources};
+pub use nbody::{
+    FLOPS_PER_INTERACTION, NBODY_CPU_ENV, NBODY_MAX_BLOCK, NBODY_TILE, NbodyCpuPath, nbody, nbody_host,
+    nbody_launch_config, nbody_with_cpu_path,
+};
 pub use noop::noop;
 pub use vector_add::vector_add;
 

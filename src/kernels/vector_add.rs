@@ -7,7 +7,7 @@ use crate::kernel::{Access, Kernel, Param, Split};
 /// `vector_add(a, b, c, offset, count)`: `c[i] = a[i] + b[i]` for `i < count`.
 ///
 /// Launch with at least `count` threads in total (e.g. [`crate::LaunchConfig::for_items`]);
-/// the GPU versions also accept fewer threads (grid-stride loop).
+/// thread `i` computes item `i` on every backend, threads past `count` do nothing.
 pub fn vector_add() -> Result<Kernel> {
     let src = super::sources("vector_add")?;
     let each = Split::Elementwise { per_item: 1 };

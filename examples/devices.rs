@@ -1,0 +1,50 @@
+//! List every device with its facts, and every unavailable backend with its reason.
+//!
+//! `cargo run --release --example devices [-- --json]`
+
+use clap::Parser;
+use offload::Runtime;
+
+/// List compute devices visible to offload.
+#[derive(Parser, Debug)]
+#[command(about, long_about = None)]
+struct Args {
+    /// Print the device facts as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let rt = Runtime::new()?;
+    if args.json {
+        let infos: Vec<_> = rt.devices().iter().map(|d| d.info().clone()).collect();
+        println!("{}", serde_json::to_string_pretty(&infos)?);
+        return Ok(());
+    }
+    for d in rt.devices() {
+        let i = d.info();
+        println!("{}  {}", d.label(), i.name);
+        println!("    vendor            {}", i.vendor);
+        println!("    driver            {}", i.driver_version);
+        if let Some((maj, min)) = i.compute_capability {
+            println!("    compute capability {maj}.{min}");
+        }
+        println!("    compute units     {}", i.compute_units);
+        println!("    warp size         {}", i.warp_size);
+        println!("    max threads/block {}", i.max_threads_per_block);
+        println!("    max block dims    {:?}", i.max_block_dims);
+        println!("    max grid dims     {:?}", i.max_grid_dims);
+        println!("    global memory     {}", mib(i.global_mem_bytes));
+        println!("    local/shared mem  {} KiB per block", i.local_mem_bytes / 1024);
+        println!("    max allocation    {}", mib(i.max_alloc_bytes));
+    }
+    for u in rt.unavailable() {
+        println!("{} unavailable: {}", u.backend, u.reason);
+    }
+    Ok(())
+}
