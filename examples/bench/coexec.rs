@@ -32,15 +32,34 @@ const POCL_THREADS: &str = "POCL_MAX_PTHREAD_COUNT";
 const A: f32 = 0.999;
 const B: f32 = 0.001;
 
+/// OpenCL C version. Like the CPU version, each work-item runs 64 independent
+/// chains (four `float16`), items `64·gid .. 64·gid + 64`: one dependent chain per
+/// work-item would leave a CPU OpenCL device latency-bound. The scheduler
+/// launches `count` work-items; those past `count / 64` return at once.
 const POLY_CL: &str = r#"
 __kernel void coexec_poly(__global const float* x, __global float* y, uint iters, uint offset, uint count) {
-    uint i = get_global_id(0);
-    if (i >= count) return;
-    float acc = x[i];
-    for (uint k = 0; k < iters; ++k) {
-        acc = acc * 0.999f + 0.001f;
+    uint base = get_global_id(0) * 64u;
+    if (base >= count) return;
+    if (base + 64u <= count) {
+        __global const float* p = x + base;
+        float16 a0 = vload16(0, p), a1 = vload16(1, p), a2 = vload16(2, p), a3 = vload16(3, p);
+        for (uint k = 0; k < iters; ++k) {
+            a0 = a0 * 0.999f + 0.001f;
+            a1 = a1 * 0.999f + 0.001f;
+            a2 = a2 * 0.999f + 0.001f;
+            a3 = a3 * 0.999f + 0.001f;
+        }
+        __global float* q = y + base;
+        vstore16(a0, 0, q); vstore16(a1, 1, q); vstore16(a2, 2, q); vstore16(a3, 3, q);
+    } else {
+        for (uint i = base; i < count; ++i) {
+            float acc = x[i];
+            for (uint k = 0; k < iters; ++k) {
+                acc = acc * 0.999f + 0.001f;
+            }
+            y[i] = acc;
+        }
     }
-    y[i] = acc;
 }
 "#;
 

@@ -479,12 +479,16 @@ impl Ctx<'_, '_, '_> {
         }
         let n = lanes(dev);
         if n == 1 {
-            self.lane(d, &bcast);
+            self.lane(d, &bcast, None);
         } else {
+            // Kernels of one device run one at a time (so each chunk's kernel time
+            // is the device's, and the model's rate stays true); the other thread's
+            // upload and download overlap them.
+            let kernel_lock = Mutex::new(());
             std::thread::scope(|s| {
                 for _ in 0..n {
-                    let bcast = &bcast;
-                    s.spawn(move || self.lane(d, bcast));
+                    let (bcast, lock) = (&bcast, &kernel_lock);
+                    s.spawn(move || self.lane(d, bcast, Some(lock)));
                 }
             });
         }
@@ -512,7 +516,7 @@ impl Ctx<'_, '_, '_> {
         self.cv.notify_all();
     }
 
-    fn lane(&self, d: usize, bcast: &[Option<RawBuf>]) {
+    fn lane(&self, d: usize, bcast: &[Option<RawBuf>], kernel_lock: Option<&Mutex<()>>) {
         let mut bufs: Vec<Option<RawBuf>> = self.job.slots.iter().map(|_| None).collect();
         let mut staging: Vec<Vec<u8>> = self.job.slots.iter().map(|_| Vec::new()).collect();
         loop {
@@ -531,7 +535,7 @@ impl Ctx<'_, '_, '_> {
                 }
             };
             let t0 = Instant::now();
-            let res = self.run_chunk(d, &mut bufs, &mut staging, bcast, &range, index);
+            let res = self.run_chunk(d, &mut bufs, &mut staging, bcast, &range, index, kernel_lock);
             if res.is_ok() {
                 self.commit(&staging, &range);
             }
@@ -597,6 +601,7 @@ impl Ctx<'_, '_, '_> {
     }
 
     /// Upload, launch and download one chunk into the staging buffers.
+    #[allow(clippy::too_many_arguments)]
     fn run_chunk(
         &self,
         d: usize,
@@ -605,6 +610,7 @@ impl Ctx<'_, '_, '_> {
         bcast: &[Option<RawBuf>],
         range: &Range<usize>,
         index: usize,
+        kernel_lock: Option<&Mutex<()>>,
     ) -> Result<ChunkStats> {
         let dev = self.parts[d].device;
         let n = range.len();
@@ -658,6 +664,7 @@ impl Ctx<'_, '_, '_> {
                     },
                 });
             }
+            let _serial = kernel_lock.map(|l| l.lock());
             let t0 = Instant::now();
             dev.launch_chunk(self.job.kernel, &cfg, &args, n as u64, &label)?;
             stats.kernel = t0.elapsed();
