@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use offload::nbody::{Accelerations, DeviceAccelerations, SimConfig, Simulation, write_png};
+use offload::nbody::{Accelerations, DeviceAccelerations, SimConfig, Simulation, SplitAccelerations, write_png};
 use offload::{Device, Runtime};
 
 /// All-pairs N-body simulation on the CPU, an OpenCL or a CUDA device.
@@ -47,24 +47,15 @@ struct Args {
     /// Write a PNG of the final positions (x–y projection, density-shaded).
     #[arg(long)]
     snapshot: Option<PathBuf>,
+    /// Write a Chrome trace-event JSON of the run (Perfetto, chrome://tracing).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Write an SVG timeline of the run.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
     /// Print the full profile table (transfer vs compute per device).
     #[arg(long)]
     profile: bool,
-}
-
-/// Accelerations split over several devices by the scheduler. The scheduler is
-/// not part of this build yet, so `--device all` is refused with this message.
-fn all_devices_accelerations(
-    devices: &[Device],
-    _n: usize,
-    _eps: f32,
-) -> Result<Box<dyn Accelerations>, Box<dyn std::error::Error>> {
-    Err(format!(
-        "--device all: splitting the N-body kernel across {} devices needs the scheduler, whose \
-         integration is pending in this build; run one device (cpu, opencl, cuda) instead",
-        devices.len()
-    )
-    .into())
 }
 
 /// An error printed with its message (not its debug form) when `main` fails.
@@ -96,16 +87,17 @@ fn main() -> Result<(), Failure> {
     let devices = rt.select(&args.device)?;
     let mut sim = Simulation::new(config)?;
     let n = sim.bodies().len();
-    let mut accel: Box<dyn Accelerations> = if args.device.trim() == "all" {
-        all_devices_accelerations(&devices, n, args.eps)?
+    // `all` (or any selector naming several devices) splits every step's
+    // accelerations across the devices with the scheduler.
+    let split = args.device.trim() == "all" || devices.len() > 1;
+    let mut split_accel = None;
+    let mut single_accel = None;
+    let accel: &mut dyn Accelerations = if split {
+        split_accel.insert(SplitAccelerations::new(&devices, n, args.eps)?)
     } else {
-        Box::new(DeviceAccelerations::new(&devices[0], n, args.eps)?)
+        single_accel.insert(DeviceAccelerations::new(&devices[0], n, args.eps)?)
     };
-    let used = if args.device.trim() == "all" {
-        &devices[..]
-    } else {
-        &devices[..1]
-    };
+    let used = if split { &devices[..] } else { &devices[..1] };
     for d in used {
         let i = d.info();
         println!(
@@ -130,7 +122,7 @@ fn main() -> Result<(), Failure> {
         )?);
         b
     };
-    let report = sim.run(&mut *accel, |s| bar.set_position(s as u64))?;
+    let report = sim.run(accel, |s| bar.set_position(s as u64))?;
     bar.finish_and_clear();
 
     println!(
@@ -150,7 +142,24 @@ fn main() -> Result<(), Failure> {
         report.energy_after.total(),
         report.energy_drift()
     );
-    let prof = rt.profile().report();
+    if let Some(split) = &split_accel {
+        let total: usize = split.totals().iter().map(|t| t.1).sum();
+        println!("split over {} steps (bodies computed per device):", report.steps);
+        for (dev, items, chunks) in split.totals() {
+            println!(
+                "  {dev:<10} {items:>12} bodies ({:>5.1}%) in {chunks} chunks",
+                100.0 * *items as f64 / total.max(1) as f64
+            );
+        }
+        if let Some(last) = split.last_report() {
+            println!("last step:\n{last}");
+        }
+        for f in split.failures() {
+            println!("  recovered from: {f}");
+        }
+    }
+    let profile = rt.profile();
+    let prof = profile.report();
     if args.profile {
         println!("{prof}");
     } else {
@@ -160,10 +169,28 @@ fn main() -> Result<(), Failure> {
             prof.total.transfer_ns() as f64 / 1e6
         );
     }
-    // The results above are printed first: a snapshot failure is reported after them.
-    if let Some(path) = &args.snapshot {
-        write_png(path, &sim.bodies().pos, 512, 2.0)?;
-        println!("snapshot written to {}", path.display());
+    // The results above are printed first: export failures are reported after them.
+    let mut failed: Option<offload::Error> = None;
+    if let Some(path) = &args.trace {
+        match profile.write_chrome_trace(path) {
+            Ok(()) => println!("trace written to {}", path.display()),
+            Err(e) => failed = Some(e),
+        }
     }
-    Ok(())
+    if let Some(path) = &args.timeline {
+        match profile.write_svg_timeline(path) {
+            Ok(()) => println!("timeline written to {}", path.display()),
+            Err(e) => failed = Some(e),
+        }
+    }
+    if let Some(path) = &args.snapshot {
+        match write_png(path, &sim.bodies().pos, 512, 2.0) {
+            Ok(()) => println!("snapshot written to {}", path.display()),
+            Err(e) => failed = Some(e),
+        }
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }

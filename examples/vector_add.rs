@@ -70,7 +70,17 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         };
         println!("launch grid {:?} block {:?}", cfg.grid, cfg.block);
         for _ in 0..args.repeat.max(1) {
-            dev.launch(&k, &cfg, &[Arg::input(&da), Arg::input(&db), Arg::output(&mut dc), 0u32.into(), (n as u32).into()])?;
+            dev.launch(
+                &k,
+                &cfg,
+                &[
+                    Arg::input(&da),
+                    Arg::input(&db),
+                    Arg::output(&mut dc),
+                    0u32.into(),
+                    (n as u32).into(),
+                ],
+            )?;
         }
         dc.read(&mut c)?;
         drop((da, db, dc));
@@ -97,7 +107,13 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     rt.close()?;
     match bad {
         Some(i) => {
-            eprintln!("MISMATCH at {i}: {} + {} = {} (device gave {})", a[i], b[i], a[i] + b[i], c[i]);
+            eprintln!(
+                "MISMATCH at {i}: {} + {} = {} (device gave {})",
+                a[i],
+                b[i],
+                a[i] + b[i],
+                c[i]
+            );
             Ok(ExitCode::FAILURE)
         }
         None => {
@@ -112,11 +128,25 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 fn run_split(
-    _devices: &[offload::Device],
-    _k: &offload::Kernel,
-    _a: &[f32],
-    _b: &[f32],
-    _c: &mut [f32],
+    devices: &[offload::Device],
+    k: &offload::Kernel,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
 ) -> Result<(), Box<dyn std::error::Error>> {
-    Err("splitting across several devices needs the scheduler, which is not in this build yet".into())
+    use offload::schedule::{HostArg, Scheduler};
+    let mut s = Scheduler::new(devices)?;
+    println!(
+        "splitting {} items over {} with policy {:?}",
+        a.len(),
+        s.labels().join(", "),
+        s.policy()
+    );
+    let report = s.run(
+        k,
+        a.len(),
+        &mut [HostArg::input(a), HostArg::input(b), HostArg::output(c)],
+    )?;
+    println!("{report}");
+    Ok(())
 }

@@ -314,3 +314,98 @@ impl Simulation {
         })
     }
 }
+
+/// Accelerations from the `nbody` kernel split across several devices by the
+/// [`Scheduler`](crate::schedule::Scheduler): positions are broadcast to every
+/// device, each device computes the accelerations of the bodies it is given.
+/// Items per device are summed over all steps for the final report.
+pub struct SplitAccelerations {
+    scheduler: crate::schedule::Scheduler,
+    kernel: Kernel,
+    n: usize,
+    eps2: f32,
+    /// Per device label: items computed, chunks, failures seen, over all steps.
+    totals: Vec<(String, usize, usize)>,
+    failures: Vec<String>,
+    last: Option<crate::schedule::SplitReport>,
+}
+
+impl std::fmt::Debug for SplitAccelerations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SplitAccelerations({} bodies over {:?})",
+            self.n,
+            self.scheduler.labels()
+        )
+    }
+}
+
+impl SplitAccelerations {
+    /// Split the accelerations of `n` bodies with softening `eps` over `devices`
+    /// (those that cannot run the kernel are left out by the scheduler).
+    pub fn new(devices: &[Device], n: usize, eps: f32) -> Result<Self> {
+        if n == 0 || n > u32::MAX as usize / 4 {
+            return Err(Error::InvalidInput(format!(
+                "SplitAccelerations: {n} bodies; need 1..={}",
+                u32::MAX / 4
+            )));
+        }
+        check_eps(eps)?;
+        let scheduler = crate::schedule::Scheduler::new(devices)?.max_block(crate::kernels::NBODY_MAX_BLOCK);
+        Ok(SplitAccelerations {
+            scheduler,
+            kernel: nbody()?,
+            n,
+            eps2: eps * eps,
+            totals: Vec::new(),
+            failures: Vec::new(),
+            last: None,
+        })
+    }
+
+    /// Items (bodies × steps) and chunks per device over every step so far.
+    pub fn totals(&self) -> &[(String, usize, usize)] {
+        &self.totals
+    }
+
+    /// Device failures recovered from, over every step so far.
+    pub fn failures(&self) -> &[String] {
+        &self.failures
+    }
+
+    /// The split report of the most recent step.
+    pub fn last_report(&self) -> Option<&crate::schedule::SplitReport> {
+        self.last.as_ref()
+    }
+}
+
+impl Accelerations for SplitAccelerations {
+    fn accelerations(&mut self, pos: &[f32], acc: &mut [f32]) -> Result<()> {
+        use crate::schedule::HostArg;
+        let n = self.n as u32;
+        let report = self.scheduler.run(
+            &self.kernel,
+            self.n,
+            &mut [
+                HostArg::input(pos),
+                HostArg::output(acc),
+                HostArg::scalar(n),
+                HostArg::scalar(self.eps2),
+            ],
+        )?;
+        for s in &report.devices {
+            match self.totals.iter_mut().find(|t| t.0 == s.device) {
+                Some(t) => {
+                    t.1 += s.items;
+                    t.2 += s.chunks;
+                }
+                None => self.totals.push((s.device.clone(), s.items, s.chunks)),
+            }
+        }
+        self.failures
+            .extend(report.failures.iter().map(|f| format!("{}: {}", f.device, f.error)));
+        self.last = Some(report);
+        Ok(())
+    }
+}

@@ -20,5 +20,5 @@ pub mod snapshot;
 
 pub use energy::{Energy, total_energy};
 pub use init::{Bodies, plummer, uniform_ball};
-pub use integrate::{Accelerations, DeviceAccelerations, RunReport, SimConfig, Simulation};
+pub use integrate::{Accelerations, DeviceAccelerations, RunReport, SimConfig, Simulation, SplitAccelerations};
 pub use snapshot::write_png;
