@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use offload::nbody::{Accelerations, DeviceAccelerations, SimConfig, Simulation, SplitAccelerations, write_png};
-use offload::{Device, Runtime};
+use offload::Runtime;
 
 /// All-pairs N-body simulation on the CPU, an OpenCL or a CUDA device.
 #[derive(Parser, Debug)]
