@@ -220,6 +220,19 @@ impl Device {
         args: &[Arg<'_>],
         items: u64,
     ) -> Result<()> {
+        self.launch_chunk(kernel, cfg, args, items, kernel.name())
+    }
+
+    /// Like [`Device::launch_labeled`], with the profile record labelled `label`
+    /// (the scheduler names each chunk).
+    pub(crate) fn launch_chunk(
+        &self,
+        kernel: &Kernel,
+        cfg: &LaunchConfig,
+        args: &[Arg<'_>],
+        items: u64,
+        label: &str,
+    ) -> Result<()> {
         self.check_open("launch")?;
         self.check_impl(kernel)?;
         // Up to 16 arguments live in a fixed array: no heap allocation on the launch path.
@@ -240,7 +253,7 @@ impl Device {
         self.inner.profiler.record(
             self.label(),
             Stage::Kernel,
-            kernel.name(),
+            label,
             0,
             items,
             t0,

@@ -289,6 +289,7 @@ struct KernelInner {
     cuda: Option<Source>,
     opencl: Option<Source>,
     cpu: Option<Arc<CpuKernelFn>>,
+    cpu_grain: usize,
 }
 
 /// A backend-neutral kernel. Cheap to clone.
@@ -318,6 +319,7 @@ impl Kernel {
             cuda: None,
             opencl: None,
             cpu: None,
+            cpu_grain: DEFAULT_CPU_GRAIN,
         }
     }
     /// Unique id of this kernel within the process (backends key caches by it).
@@ -343,6 +345,11 @@ impl Kernel {
     /// CPU implementation, if any.
     pub fn cpu_fn(&self) -> Option<&Arc<CpuKernelFn>> {
         self.inner.cpu.as_ref()
+    }
+    /// Fewest items the CPU backend hands to one call of the CPU function when it
+    /// spreads a launch over its workers (see [`KernelBuilder::cpu_grain`]).
+    pub fn cpu_grain(&self) -> usize {
+        self.inner.cpu_grain
     }
     /// Whether the kernel has an implementation for `backend`.
     pub fn supports(&self, backend: BackendKind) -> bool {
@@ -370,7 +377,12 @@ pub struct KernelBuilder {
     cuda: Option<Source>,
     opencl: Option<Source>,
     cpu: Option<Arc<CpuKernelFn>>,
+    cpu_grain: usize,
 }
+
+/// Default [`KernelBuilder::cpu_grain`]: enough items that a cheap per-item kernel
+/// (vector add) amortises waking a worker.
+pub const DEFAULT_CPU_GRAIN: usize = 4096;
 
 impl KernelBuilder {
     /// Append a parameter.
@@ -416,6 +428,13 @@ impl KernelBuilder {
         F: Fn(&CpuCtx<'_>) + Send + Sync + 'static,
     {
         self.cpu = Some(Arc::new(f));
+        self
+    }
+    /// Fewest items per call of the CPU function when a launch is spread over the
+    /// CPU pool (default [`DEFAULT_CPU_GRAIN`]). Expensive items (N-body: N
+    /// interactions each) want a small grain so small launches still use every core.
+    pub fn cpu_grain(mut self, items: usize) -> Self {
+        self.cpu_grain = items.max(1);
         self
     }
     /// Check and finish.
@@ -471,6 +490,7 @@ impl KernelBuilder {
                 cuda: self.cuda,
                 opencl: self.opencl,
                 cpu: self.cpu,
+                cpu_grain: self.cpu_grain,
             }),
         })
     }

@@ -174,7 +174,7 @@ impl LaunchConfig {
                 }
             }
         }
-        if info.warp_size > 1 && tpb % info.warp_size as u64 != 0 {
+        if info.warp_size > 1 && !tpb.is_multiple_of(info.warp_size as u64) {
             tracing::warn!(
                 kernel,
                 device = %info.label(),

@@ -30,6 +30,12 @@ pub const DEVICE_ENV: &str = "OFFLOAD_DEVICE";
 
 static NEXT_DEVICE_UID: AtomicU64 = AtomicU64::new(1);
 
+/// A fresh, process-unique device id (for devices created outside discovery,
+/// such as the scheduler's fault-injecting wrapper).
+pub(crate) fn next_device_uid() -> u64 {
+    NEXT_DEVICE_UID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Builder for [`Runtime`].
 #[derive(Clone, Debug)]
 pub struct RuntimeBuilder {

@@ -13,6 +13,10 @@ mod noop;
 mod vector_add;
 
 pub use catalogue::{CATALOGUE, KernelSources};
+pub use nbody::{
+    FLOPS_PER_INTERACTION, NBODY_CPU_ENV, NBODY_MAX_BLOCK, NBODY_TILE, NbodyCpuPath, nbody, nbody_host,
+    nbody_launch_config, nbody_with_cpu_path,
+};
 pub use noop::noop;
 pub use vector_add::vector_add;
 

@@ -9,7 +9,9 @@
 //! clock span the whole call.
 //!
 //! This module only collects and presents; it never calls a backend. Exports live
-//! beside it: [`report`] (text table with the Amdahl bound).
+//! beside it: [`report`] (text table with the Amdahl bound), [`trace`] (Chrome
+//! trace-event JSON for Perfetto / `chrome://tracing`, [`Profile::to_chrome_trace`])
+//! and [`svg`] (a standalone SVG timeline, [`Profile::to_svg_timeline`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -155,7 +157,9 @@ impl Profiler {
         if !self.is_enabled() {
             return;
         }
-        let (s, e) = (self.ns(t0), self.ns(t1));
+        // A span given backwards is taken as empty rather than underflowing.
+        let s = self.ns(t0);
+        let e = self.ns(t1).max(s);
         let (start_ns, clock) = match device_ns {
             Some(d) if d <= e - s => (e - d, Clock::Device),
             // A device duration longer than the host saw (clock skew) is clamped to the host span.

@@ -123,9 +123,12 @@ pub struct Report {
     pub devices: Vec<DeviceSummary>,
     /// All devices together (stage times summed; span is the wall time).
     pub total: DeviceSummary,
-    /// Wall time from the first record to the last, ns.
+    /// Wall time of the offload pipeline: first transfer or kernel start to last
+    /// transfer or kernel end, over all devices, ns (one-time init and teardown
+    /// are left out; the full span is `total.span_ns`).
     pub wall_ns: u64,
-    /// Union of kernel intervals over the wall time (the `p` of Amdahl).
+    /// Time covered by at least one kernel (on any device) over `wall_ns`: the `p`
+    /// of Amdahl's bound.
     pub kernel_fraction: f64,
 }
 
@@ -166,6 +169,20 @@ impl Report {
     pub fn transfer_dominated(&self) -> bool {
         self.total.transfer_ns() > self.total.ns(Stage::Kernel)
     }
+
+    /// Share of transfer time in transfer + kernel time, summed over devices
+    /// (0 when neither happened).
+    pub fn transfer_share(&self) -> f64 {
+        let t = self.total.transfer_ns();
+        let k = self.total.ns(Stage::Kernel);
+        if t + k == 0 { 0.0 } else { t as f64 / (t + k) as f64 }
+    }
+
+    /// The Amdahl bound for this run: the most a `k×` faster kernel can speed
+    /// up the transfer + compute wall time ([`amdahl`] with `p = kernel_fraction`).
+    pub fn amdahl(&self, k: f64) -> f64 {
+        amdahl(self.kernel_fraction, k)
+    }
 }
 
 fn ms(ns: u64) -> String {
@@ -186,6 +203,9 @@ fn mib(bytes: u64) -> String {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.devices.is_empty() {
+            return writeln!(f, "empty profile: nothing was recorded");
+        }
         writeln!(
             f,
             "{:<10} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>6}",
@@ -232,23 +252,181 @@ impl fmt::Display for Report {
             )?;
         }
         let p = self.kernel_fraction;
-        writeln!(
-            f,
-            "kernels are {:.1}% of the {} ms transfer+compute wall time; Amdahl: a kernel 2x faster gives at most {:.2}x, 10x gives {:.2}x, infinitely fast gives {:.2}x",
-            100.0 * p,
-            ms(self.wall_ns),
-            amdahl(p, 2.0),
-            amdahl(p, 10.0),
-            amdahl(p, f64::INFINITY)
-        )?;
-        if self.transfer_dominated() {
+        if self.wall_ns == 0 {
+            writeln!(f, "no transfers or kernels were recorded: no Amdahl bound")?;
+        } else {
             writeln!(
                 f,
-                "transfers dominate ({} ms moving data vs {} ms computing): keep data on the device across launches, use pinned memory, overlap copies with kernels, or do not offload this kernel",
+                "kernels are {:.1}% of the {} ms transfer+compute wall time; Amdahl: a kernel 2x faster gives at most {:.2}x, 10x gives {:.2}x, infinitely fast gives {:.2}x",
+                100.0 * p,
+                ms(self.wall_ns),
+                self.amdahl(2.0),
+                self.amdahl(10.0),
+                self.amdahl(f64::INFINITY)
+            )?;
+        }
+        if self.transfer_dominated() {
+            let which: Vec<&str> = self
+                .devices
+                .iter()
+                .filter(|d| d.transfer_ns() > d.ns(Stage::Kernel))
+                .map(|d| d.device.as_str())
+                .collect();
+            writeln!(
+                f,
+                "transfers dominate ({} ms moving data vs {} ms computing, {:.0}% of copy+kernel time; on {}): keep data on the device across launches, use pinned memory, overlap copies with kernels, or do not offload this kernel",
                 ms(self.total.transfer_ns()),
-                ms(self.total.ns(Stage::Kernel))
+                ms(self.total.ns(Stage::Kernel)),
+                100.0 * self.transfer_share(),
+                which.join(", ")
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(device: &str, stage: Stage, start_ns: u64, end_ns: u64, bytes: u64, items: u64) -> StageRecord {
+        StageRecord {
+            device: device.into(),
+            stage,
+            label: stage.name().into(),
+            bytes,
+            items,
+            start_ns,
+            end_ns,
+            clock: Clock::Host,
+        }
+    }
+
+    fn near(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-12 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn amdahl_formula() {
+        // p = 0.5: 1 / (0.5 + 0.25), 1 / (0.5 + 0.05), 1 / 0.5.
+        assert!(near(amdahl(0.5, 2.0), 4.0 / 3.0));
+        assert!(near(amdahl(0.5, 10.0), 1.0 / 0.55));
+        assert!(near(amdahl(0.5, f64::INFINITY), 2.0));
+        // p = 0.9: 1 / (0.1 + 0.45), 1 / (0.1 + 0.09), 10.
+        assert!(near(amdahl(0.9, 2.0), 1.0 / 0.55));
+        assert!(near(amdahl(0.9, 10.0), 1.0 / 0.19));
+        assert!(near(amdahl(0.9, f64::INFINITY), 10.0));
+        // No kernel time: nothing to gain. All kernel time: unbounded.
+        assert!(near(amdahl(0.0, 10.0), 1.0));
+        assert!(near(amdahl(1.0, 10.0), 10.0));
+        assert!(amdahl(1.0, f64::INFINITY).is_infinite());
+        // Out-of-range p is clamped.
+        assert!(near(amdahl(1.5, 2.0), 2.0));
+        assert!(near(amdahl(-0.5, 2.0), 1.0));
+    }
+
+    #[test]
+    fn span_and_busy_merges_overlaps() {
+        let v = [
+            rec("d", Stage::Kernel, 10, 20, 0, 0),
+            rec("d", Stage::Kernel, 15, 30, 0, 0),
+            rec("d", Stage::Kernel, 40, 50, 0, 0),
+            rec("d", Stage::Kernel, 30, 35, 0, 0),
+        ];
+        // Span 10..50 = 40; busy 10..35 (25) + 40..50 (10) = 35.
+        assert_eq!(span_and_busy(v.iter()), (40, 35));
+        assert_eq!(span_and_busy(std::iter::empty()), (0, 0));
+    }
+
+    /// Two devices of a split run, built by hand: times, bytes, idle, Amdahl p.
+    fn two_devices() -> Profile {
+        const MS: u64 = 1_000_000;
+        Profile {
+            records: vec![
+                rec("gpu:0", Stage::Init, 0, 5 * MS, 0, 0),
+                rec("gpu:0", Stage::HostToDevice, 10 * MS, 30 * MS, 400_000_000, 0),
+                rec("gpu:0", Stage::Kernel, 30 * MS, 35 * MS, 0, 1000),
+                rec("gpu:0", Stage::DeviceToHost, 35 * MS, 45 * MS, 200_000_000, 0),
+                rec("cpu:0", Stage::HostToDevice, 10 * MS, 12 * MS, 24_000_000, 0),
+                // 8 ms idle on cpu:0 between its upload and its kernel.
+                rec("cpu:0", Stage::Kernel, 20 * MS, 40 * MS, 0, 3000),
+                rec("cpu:0", Stage::DeviceToHost, 40 * MS, 41 * MS, 12_000_000, 0),
+                rec("gpu:0", Stage::Teardown, 50 * MS, 51 * MS, 0, 0),
+            ],
+        }
+    }
+
+    #[test]
+    fn per_device_and_total_summaries() {
+        const MS: u64 = 1_000_000;
+        let r = two_devices().report();
+        assert_eq!(r.devices.len(), 2);
+        let gpu = &r.devices[0];
+        assert_eq!(gpu.device, "gpu:0");
+        assert_eq!(gpu.ns(Stage::Init), 5 * MS);
+        assert_eq!(gpu.ns(Stage::HostToDevice), 20 * MS);
+        assert_eq!(gpu.ns(Stage::Kernel), 5 * MS);
+        assert_eq!(gpu.ns(Stage::DeviceToHost), 10 * MS);
+        assert_eq!(gpu.ns(Stage::Teardown), MS);
+        assert_eq!(
+            (gpu.h2d_bytes, gpu.d2h_bytes, gpu.items, gpu.launches),
+            (400_000_000, 200_000_000, 1000, 1)
+        );
+        assert!(near(gpu.transfer_compute_ratio(), 6.0));
+        // gpu:0 spans 0..51 ms and is busy 5 + 35 + 1 = 41 ms.
+        assert_eq!((gpu.span_ns, gpu.idle_ns), (51 * MS, 10 * MS));
+        let cpu = &r.devices[1];
+        assert_eq!((cpu.span_ns, cpu.idle_ns), (31 * MS, 8 * MS));
+        assert!(near(cpu.transfer_compute_ratio(), 3.0 / 20.0));
+        // Totals: stage times summed, idle summed.
+        assert_eq!(r.total.ns(Stage::Kernel), 25 * MS);
+        assert_eq!(r.total.transfer_ns(), 33 * MS);
+        assert_eq!(r.total.idle_ns, 18 * MS);
+        assert_eq!(r.total.items, 4000);
+        // Pipeline wall 10..45 ms; kernels cover 20..40 ms: p = 20/35.
+        assert_eq!(r.wall_ns, 35 * MS);
+        assert!(near(r.kernel_fraction, 20.0 / 35.0));
+        assert!(near(r.amdahl(f64::INFINITY), 35.0 / 15.0));
+        assert!(r.transfer_dominated());
+        assert!(near(r.transfer_share(), 33.0 / 58.0));
+    }
+
+    #[test]
+    fn text_report_has_rows_amdahl_and_verdict() {
+        let text = two_devices().report().to_string();
+        println!("{text}");
+        assert!(text.contains("gpu:0") && text.contains("cpu:0") && text.contains("total"));
+        // gpu:0 H2D: 400 MB in 20 ms = 20 GB/s; D2H 200 MB in 10 ms = 20 GB/s.
+        assert!(text.contains("20.00"), "GB/s column: {text}");
+        // Amdahl with p = 20/35: k=2 gives 1/(15/35 + 10/35) = 1.40, k=10 1/(15/35 + 2/35) = 2.06, inf 2.33.
+        assert!(text.contains("2x faster gives at most 1.40x"), "{text}");
+        assert!(text.contains("10x gives 2.06x"), "{text}");
+        assert!(text.contains("infinitely fast gives 2.33x"), "{text}");
+        assert!(text.contains("transfers dominate"), "{text}");
+        // Only gpu:0 is transfer-bound on its own.
+        assert!(text.contains("on gpu:0)"), "{text}");
+    }
+
+    #[test]
+    fn compute_bound_run_does_not_claim_transfers_dominate() {
+        let p = Profile {
+            records: vec![
+                rec("cpu:0", Stage::HostToDevice, 0, 10, 100, 0),
+                rec("cpu:0", Stage::Kernel, 10, 1000, 0, 5),
+                rec("cpu:0", Stage::DeviceToHost, 1000, 1010, 100, 0),
+            ],
+        };
+        let r = p.report();
+        assert!(!r.transfer_dominated());
+        assert!(!r.to_string().contains("transfers dominate"));
+        assert!(near(r.kernel_fraction, 990.0 / 1010.0));
+    }
+
+    #[test]
+    fn empty_profile_report() {
+        let r = Profile::default().report();
+        assert!(r.devices.is_empty());
+        assert_eq!(r.wall_ns, 0);
+        assert!(r.to_string().contains("empty profile"));
     }
 }

@@ -158,9 +158,9 @@ impl Backend for CpuBackend {
         let cargs = CpuArgs(if many { &heap } else { &fixed[..args.len()] });
         let blocks = cfg.grid.volume();
         let tpb = cfg.threads_per_block().max(1);
-        // Aim for ~8 chunks per thread, each at least ~4096 items, for balance
-        // without per-chunk overhead dominating.
-        let min_blocks = (4096 / tpb).max(1);
+        // Aim for ~8 chunks per thread, each at least the kernel's grain of items,
+        // for balance without per-chunk overhead dominating.
+        let min_blocks = (kernel.cpu_grain() as u64 / tpb).max(1);
         let grain = (blocks / (self.pool.threads() as u64 * 8)).max(min_blocks);
         let name = kernel.name();
         let params = kernel.params();

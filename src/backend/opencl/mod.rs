@@ -1,7 +1,262 @@
-//! Placeholder: the opencl backend is not implemented yet; discovery reports it unavailable.
+//! The OpenCL backend over `opencl3` (the OpenCL library is loaded at run time).
+//!
+//! One [`OpenClBackend`] per OpenCL device (over all platforms), each with its own
+//! context and a small pool of in-order, profiling-enabled command queues. Every
+//! call takes a free queue, enqueues, waits for its event and returns the device
+//! time from `CL_PROFILING_COMMAND_START/END`, so two host threads (say, one
+//! uploading the next chunk while another launches) overlap on the device.
+//!
+//! Files: [`discover`](self::discover) (platforms, devices, `DeviceInfo`),
+//! `memory` (buffers), `program` (build, in-memory and on-disk program caches),
+//! `launch` (kernel arguments and `clEnqueueNDRangeKernel`), `handles` (owning
+//! wrappers that release driver objects on drop), `error` (`map_cl_err`, the one
+//! place where OpenCL codes become crate errors). Nothing outside this directory
+//! touches OpenCL.
 
-use crate::backend::Discovery;
+mod discover;
+mod error;
+mod handles;
+mod launch;
+mod memory;
+mod program;
 
-pub(crate) fn discover() -> Discovery {
-    Err("the opencl backend is not implemented in this build yet".to_string())
+use opencl3::command_queue::{enqueue_read_buffer, enqueue_write_buffer, finish};
+use opencl3::event::{
+    CL_EVENT_COMMAND_EXECUTION_STATUS, CL_PROFILING_COMMAND_END, CL_PROFILING_COMMAND_START, get_event_data,
+    get_event_profiling_info, wait_for_events,
+};
+use opencl3::types::{CL_NON_BLOCKING, cl_command_queue, cl_device_id};
+use parking_lot::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+pub(crate) use discover::discover;
+use error::{Op, code_name, map_cl_err};
+use handles::{Context, Event, Queue};
+use memory::ClMemory;
+use program::ProgramCache;
+
+use crate::backend::{Backend, DeviceMemory, RawArg, Timing};
+use crate::device::DeviceInfo;
+use crate::error::{Error, Result};
+use crate::kernel::Kernel;
+use crate::launch::LaunchConfig;
+
+/// In-order queues per device: two lets an upload overlap a kernel.
+pub(crate) const QUEUES_PER_DEVICE: usize = 2;
+
+/// A device id (root devices are not reference counted: nothing to release).
+#[derive(Clone, Copy)]
+pub(crate) struct DeviceId(pub(crate) cl_device_id);
+// SAFETY: a device id is an immutable driver identifier, valid on any thread.
+unsafe impl Send for DeviceId {}
+// SAFETY: as above.
+unsafe impl Sync for DeviceId {}
+
+/// One OpenCL device. Field order is drop order: kernels and programs, then
+/// queues, then the context.
+pub(crate) struct OpenClBackend {
+    info: DeviceInfo,
+    programs: ProgramCache,
+    /// `None` after `close`.
+    queues: Vec<Mutex<Option<Queue>>>,
+    next_queue: AtomicUsize,
+    /// Set by `close`; checked before builds and launches.
+    closed: AtomicBool,
+    device: DeviceId,
+    context: Context,
+}
+
+/// A queue taken from the pool: its index (selects the kernel object) and guard.
+pub(crate) struct QueueGuard<'a> {
+    index: usize,
+    guard: MutexGuard<'a, Option<Queue>>,
+}
+
+impl QueueGuard<'_> {
+    fn queue(&self) -> Option<&Queue> {
+        self.guard.as_ref()
+    }
+}
+
+impl OpenClBackend {
+    pub(crate) fn new(info: DeviceInfo, device: DeviceId, context: Context, queues: Vec<Queue>) -> Self {
+        OpenClBackend {
+            info,
+            programs: ProgramCache::default(),
+            queues: queues.into_iter().map(|q| Mutex::new(Some(q))).collect(),
+            next_queue: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            device,
+            context,
+        }
+    }
+
+    fn closed(&self, operation: &str) -> Error {
+        Error::Closed {
+            device: self.info.label(),
+            operation: operation.to_string(),
+        }
+    }
+
+    /// Take a free queue (the first idle one), or wait for one in rotation. The raw
+    /// handle returned is valid while the guard is held.
+    fn take_queue(&self, operation: &str) -> Result<(QueueGuard<'_>, cl_command_queue)> {
+        let n = self.queues.len();
+        let mut taken = None;
+        for (index, q) in self.queues.iter().enumerate() {
+            if let Some(guard) = q.try_lock() {
+                taken = Some(QueueGuard { index, guard });
+                break;
+            }
+        }
+        let g = match taken {
+            Some(g) => g,
+            None => {
+                let index = self.next_queue.fetch_add(1, Ordering::Relaxed) % n.max(1);
+                QueueGuard {
+                    index,
+                    guard: self.queues[index].lock(),
+                }
+            }
+        };
+        let raw = g.queue().map(|q| q.raw()).ok_or_else(|| self.closed(operation))?;
+        Ok((g, raw))
+    }
+
+    fn mem<'a>(&self, m: &'a dyn DeviceMemory) -> Result<&'a ClMemory> {
+        m.as_any()
+            .downcast_ref::<ClMemory>()
+            .ok_or_else(|| crate::backend::foreign_memory(&self.info))
+    }
+
+    /// Wait for `ev` and return its device duration.
+    fn wait_timed(&self, ev: &Event, op: Op<'_>) -> Result<Timing> {
+        if let Err(c) = wait_for_events(&[ev.raw()]) {
+            // A failed command reports its own (negative) status; prefer that code.
+            let status = get_event_data(ev.raw(), CL_EVENT_COMMAND_EXECUTION_STATUS)
+                .ok()
+                .and_then(|b| b.get(..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes))
+                .filter(|s| *s < 0)
+                .unwrap_or(c);
+            return Err(map_cl_err(status, &self.info, op));
+        }
+        Ok(event_duration(ev))
+    }
+}
+
+/// Device-clock duration of a completed event (`HOST` if profiling info is unavailable).
+fn event_duration(ev: &Event) -> Timing {
+    // cl3 answers these two queries with its `Ulong` variant, so `to_ulong` cannot panic.
+    let start = get_event_profiling_info(ev.raw(), CL_PROFILING_COMMAND_START).map(|i| i.to_ulong());
+    let end = get_event_profiling_info(ev.raw(), CL_PROFILING_COMMAND_END).map(|i| i.to_ulong());
+    match (start, end) {
+        (Ok(s), Ok(e)) => Timing::device(e.saturating_sub(s)),
+        (s, e) => {
+            tracing::debug!(start = ?s.err().map(code_name), end = ?e.err().map(code_name), "no profiling info");
+            Timing::HOST
+        }
+    }
+}
+
+impl Backend for OpenClBackend {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<Box<dyn DeviceMemory>> {
+        Ok(Box::new(ClMemory::alloc(&self.context, &self.info, bytes)?))
+    }
+
+    fn write(&self, mem: &dyn DeviceMemory, offset: usize, src: &[u8]) -> Result<Timing> {
+        let m = self.mem(mem)?;
+        if src.is_empty() {
+            return Ok(Timing::device(0));
+        }
+        let (_g, q) = self.take_queue("write")?;
+        let op = Op::new("clEnqueueWriteBuffer").bytes(src.len() as u64);
+        // SAFETY: the public layer checked `offset + src.len() <= byte_len`; `src` stays
+        // borrowed (alive, unchanged) until the event completes below.
+        let ev = unsafe {
+            enqueue_write_buffer(
+                q,
+                m.raw(),
+                CL_NON_BLOCKING,
+                offset,
+                src.len(),
+                src.as_ptr().cast(),
+                0,
+                std::ptr::null(),
+            )
+        }
+        .map_err(|c| map_cl_err(c, &self.info, op))?;
+        // SAFETY: a successful enqueue returns an event with one reference, ours.
+        let ev = unsafe { Event::from_raw(ev) };
+        self.wait_timed(&ev, op)
+    }
+
+    fn read(&self, mem: &dyn DeviceMemory, offset: usize, dst: &mut [u8]) -> Result<Timing> {
+        let m = self.mem(mem)?;
+        if dst.is_empty() {
+            return Ok(Timing::device(0));
+        }
+        let (_g, q) = self.take_queue("read")?;
+        let op = Op::new("clEnqueueReadBuffer").bytes(dst.len() as u64);
+        // SAFETY: bounds checked above us; `dst` stays exclusively borrowed until the
+        // event completes below, and nothing else writes it meanwhile.
+        let ev = unsafe {
+            enqueue_read_buffer(
+                q,
+                m.raw(),
+                CL_NON_BLOCKING,
+                offset,
+                dst.len(),
+                dst.as_mut_ptr().cast(),
+                0,
+                std::ptr::null(),
+            )
+        }
+        .map_err(|c| map_cl_err(c, &self.info, op))?;
+        // SAFETY: a successful enqueue returns an event with one reference, ours.
+        let ev = unsafe { Event::from_raw(ev) };
+        self.wait_timed(&ev, op)
+    }
+
+    fn build(&self, kernel: &Kernel) -> Result<Timing> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed("build"));
+        }
+        self.programs
+            .get_or_build(&self.context, self.device.0, &self.info, kernel, self.queues.len())?;
+        Ok(Timing::HOST)
+    }
+
+    fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed("launch"));
+        }
+        let built = self
+            .programs
+            .get_or_build(&self.context, self.device.0, &self.info, kernel, self.queues.len())?;
+        let (g, q) = self.take_queue("launch")?;
+        let kobj = built.kernels.get(g.index).ok_or_else(|| self.closed("launch"))?.lock();
+        let ev = launch::enqueue(self, q, &kobj, kernel, cfg, args)?;
+        let bytes = launch::buffer_bytes(self, args);
+        self.wait_timed(&ev, Op::new("kernel execution").bytes(bytes).kernel(kernel.name()))
+    }
+
+    fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        let mut first = None;
+        for q in &self.queues {
+            let mut g = q.lock();
+            if let Some(queue) = g.as_ref()
+                && let Err(c) = finish(queue.raw())
+            {
+                first.get_or_insert(map_cl_err(c, &self.info, Op::new("clFinish")));
+            }
+            *g = None;
+        }
+        self.programs.clear();
+        first.map_or(Ok(()), Err)
+    }
 }

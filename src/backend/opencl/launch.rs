@@ -1,0 +1,154 @@
+//! Kernel launch: arguments onto a kernel object, then `clEnqueueNDRangeKernel`
+//! with global size `grid × block` and local size `block` per axis.
+//!
+//! Buffers are bound as their `cl_mem`, scalars by their native bytes, `Local`
+//! arguments as `__local` memory of the requested size. Nothing is allocated per
+//! launch. A kernel object is used only while its queue's guard and its own
+//! mutex are held, since `clSetKernelArg` + enqueue is not thread-safe on one
+//! kernel object.
+
+use opencl3::command_queue::enqueue_nd_range_kernel;
+use opencl3::error_codes::{
+    CL_INVALID_ARG_INDEX, CL_INVALID_ARG_SIZE, CL_INVALID_ARG_VALUE, CL_INVALID_KERNEL_ARGS, CL_INVALID_WORK_GROUP_SIZE,
+};
+use opencl3::kernel::{CL_KERNEL_WORK_GROUP_SIZE, get_kernel_work_group_data, set_kernel_arg};
+use opencl3::types::{cl_command_queue, cl_mem};
+
+use super::OpenClBackend;
+use super::error::{Op, code_name, map_cl_err};
+use super::handles::{Event, KernelObj};
+use crate::backend::RawArg;
+use crate::error::{Error, Result};
+use crate::kernel::Kernel;
+use crate::launch::LaunchConfig;
+
+/// Set `args` on `k` and enqueue it on `q`; returns the launch's event.
+pub(super) fn enqueue(
+    b: &OpenClBackend,
+    q: cl_command_queue,
+    k: &KernelObj,
+    kernel: &Kernel,
+    cfg: &LaunchConfig,
+    args: &[RawArg<'_>],
+) -> Result<Event> {
+    let info = &b.info;
+    for (i, a) in args.iter().enumerate() {
+        let idx = i as u32;
+        let res = match a {
+            RawArg::Buffer { mem, .. } => {
+                let m: cl_mem = b.mem(*mem)?.raw();
+                // SAFETY: the value is a live `cl_mem` (owned by the caller's buffer, which
+                // outlives the launch); size and pointer describe that handle.
+                unsafe { set_kernel_arg(k.raw(), idx, std::mem::size_of::<cl_mem>(), (&raw const m).cast()) }
+            }
+            RawArg::Scalar(s) => {
+                let (bytes, n) = s.to_ne_bytes();
+                // SAFETY: `bytes[..n]` holds the scalar's native representation.
+                unsafe { set_kernel_arg(k.raw(), idx, n, bytes.as_ptr().cast()) }
+            }
+            // SAFETY: a null value with a size declares `__local` memory of that size
+            // (at least one byte: OpenCL rejects zero).
+            RawArg::Local(bytes) => unsafe { set_kernel_arg(k.raw(), idx, (*bytes).max(1), std::ptr::null()) },
+        };
+        if let Err(c) = res {
+            return Err(arg_error(b, kernel, i, a, c));
+        }
+    }
+    let g = cfg.grid.to_array();
+    let l = cfg.block.to_array();
+    let global = [
+        g[0] as usize * l[0] as usize,
+        g[1] as usize * l[1] as usize,
+        g[2] as usize * l[2] as usize,
+    ];
+    let local = [l[0] as usize, l[1] as usize, l[2] as usize];
+    let dims: u32 = if global[2] > 1 {
+        3
+    } else if global[1] > 1 {
+        2
+    } else {
+        1
+    };
+    // SAFETY: every argument was set above; `global`/`local` have `dims` valid entries
+    // (checked against the device's limits by the public layer); no wait list.
+    let ev = unsafe {
+        enqueue_nd_range_kernel(
+            q,
+            k.raw(),
+            dims,
+            std::ptr::null(),
+            global.as_ptr(),
+            local.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    match ev {
+        // SAFETY: a successful enqueue returns an event with one reference, ours.
+        Ok(ev) => Ok(unsafe { Event::from_raw(ev) }),
+        Err(CL_INVALID_KERNEL_ARGS) => Err(Error::InvalidInput(format!(
+            "kernel {:?}: the OpenCL driver reports arguments that were not set ({}); the signature \
+             and the OpenCL source disagree",
+            kernel.name(),
+            code_name(CL_INVALID_KERNEL_ARGS)
+        ))),
+        Err(CL_INVALID_WORK_GROUP_SIZE) => {
+            let limit = get_kernel_work_group_data(k.raw(), b.device.0, CL_KERNEL_WORK_GROUP_SIZE)
+                .ok()
+                .and_then(|v| v.get(..std::mem::size_of::<usize>()).map(|s| s.to_vec()))
+                .and_then(|v| v.try_into().ok())
+                .map(usize::from_ne_bytes);
+            Err(Error::LaunchConfig {
+                kernel: kernel.name().to_string(),
+                device: info.label(),
+                why: format!(
+                    "the driver rejected a block of {} work-items ({}); this kernel's maximum work-group size \
+                     on this device is {} (CL_KERNEL_WORK_GROUP_SIZE), and a reqd_work_group_size attribute in \
+                     its source, if any, must match the block exactly",
+                    cfg.threads_per_block(),
+                    code_name(CL_INVALID_WORK_GROUP_SIZE),
+                    limit.map_or("unknown".to_string(), |l| l.to_string())
+                ),
+            })
+        }
+        Err(c) => Err(map_cl_err(
+            c,
+            info,
+            Op::new("clEnqueueNDRangeKernel")
+                .kernel(kernel.name())
+                .bytes(buffer_bytes(b, args)),
+        )),
+    }
+}
+
+/// Bytes of device memory bound by `args` (for out-of-memory messages).
+pub(super) fn buffer_bytes(b: &OpenClBackend, args: &[RawArg<'_>]) -> u64 {
+    args.iter()
+        .filter_map(|a| match a {
+            RawArg::Buffer { mem, .. } => b.mem(*mem).ok().map(|m| m.byte_len_u64()),
+            _ => None,
+        })
+        .sum()
+}
+
+fn arg_error(b: &OpenClBackend, kernel: &Kernel, i: usize, a: &RawArg<'_>, code: i32) -> Error {
+    let param = kernel.params().get(i);
+    let got = match a {
+        RawArg::Buffer { .. } => "a buffer".to_string(),
+        RawArg::Scalar(s) => format!("a {} scalar ({} bytes)", s.ty().name(), s.ty().size()),
+        RawArg::Local(n) => format!("{n} bytes of local memory"),
+    };
+    match code {
+        CL_INVALID_ARG_INDEX | CL_INVALID_ARG_SIZE | CL_INVALID_ARG_VALUE => Error::ArgType {
+            kernel: kernel.name().to_string(),
+            index: i,
+            param: param.map_or("?", |p| p.name()).to_string(),
+            expected: format!(
+                "what the OpenCL source declares for parameter {i} (the driver refused it: {})",
+                code_name(code)
+            ),
+            got,
+        },
+        _ => map_cl_err(code, &b.info, Op::new("clSetKernelArg").kernel(kernel.name())),
+    }
+}

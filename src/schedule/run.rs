@@ -1,0 +1,915 @@
+//! Execution of a split launch: one host thread per device (two for devices with
+//! asynchronous queues, so one thread's upload overlaps the other's kernel), a
+//! shared dispatcher under a lock that hands out chunks by policy, per-thread
+//! device buffers reused across chunks, and commit of a chunk's outputs into the
+//! host slices only after the whole chunk succeeded.
+//!
+//! This module uses only the public device layer (allocation, copies and
+//! launches through [`Device`]) and the backend trait's copy calls for its own
+//! untyped buffers; it never touches a driver.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::model::{Estimate, Observation, PerfModel};
+use super::partition::{self, Cost};
+use super::policy::Policy;
+use super::report::{DeviceShare, Excluded, Failure, SplitReport};
+use crate::backend::DeviceMemory;
+use crate::buffer::{AnyBuffer, BufferRef};
+use crate::device::{Device, DeviceInfo};
+use crate::error::{BackendKind, Error, Result};
+use crate::kernel::{ElemType, Kernel, Scalar};
+use crate::launch::{Arg, LaunchConfig};
+use crate::profile::Stage;
+
+/// Host memory written by the run: an output slice shared by the device threads,
+/// each of which only touches the item ranges it was handed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HostOut {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+// SAFETY: `HostOut` points into a `&mut [u8]` that `Scheduler::run` borrows
+// exclusively for the whole run. Threads read and write only byte ranges of item
+// ranges the dispatcher handed to them; the dispatcher hands every item range to
+// one thread at a time (under its lock, which orders the accesses).
+unsafe impl Send for HostOut {}
+// SAFETY: as above.
+unsafe impl Sync for HostOut {}
+
+impl HostOut {
+    /// The bytes of items `r`, `bpi` bytes per item.
+    ///
+    /// # Safety
+    /// The caller must hold the item range `r` from the dispatcher (no other
+    /// thread accesses these bytes meanwhile).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, r: &Range<usize>, bpi: usize) -> &mut [u8] {
+        let (s, e) = (r.start * bpi, r.end * bpi);
+        debug_assert!(e <= self.len);
+        // SAFETY: in bounds (lengths validated against items × bytes per item
+        // before the run); exclusive per the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(s), e - s) }
+    }
+}
+
+/// What the run passes for one kernel parameter.
+pub(crate) enum Slot<'h> {
+    /// The chunk's first item (u32).
+    Offset,
+    /// The chunk's item count (u32).
+    Count,
+    /// A scalar, as given.
+    Scalar(Scalar),
+    /// Local memory of this many elements.
+    Local(usize),
+    /// A buffer following the items: each chunk moves its slice.
+    Elem {
+        /// Element type.
+        ty: ElemType,
+        /// Bytes per item.
+        bpi: usize,
+        /// Host data to upload (read-only inputs).
+        input: Option<&'h [u8]>,
+        /// Host data to write back (and, for read-write buffers, to upload).
+        output: Option<HostOut>,
+        /// Read-write: the output's current contents are uploaded first.
+        read_write: bool,
+    },
+    /// A read-only buffer every device gets whole, uploaded once per device.
+    Bcast {
+        /// Parameter name.
+        name: String,
+        /// Element type.
+        ty: ElemType,
+        /// Host data.
+        data: &'h [u8],
+    },
+}
+
+/// A checked split launch, ready to run.
+pub(crate) struct Job<'a, 'h> {
+    pub kernel: &'a Kernel,
+    pub items: usize,
+    pub slots: Vec<Slot<'h>>,
+    pub policy: Policy,
+    pub max_block: u32,
+}
+
+impl Job<'_, '_> {
+    /// Bytes moved per item (uploads plus downloads of elementwise buffers).
+    fn bytes_per_item(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| match s {
+                Slot::Elem {
+                    bpi,
+                    input,
+                    output,
+                    read_write,
+                    ..
+                } => {
+                    let up = input.is_some() || *read_write;
+                    bpi * (up as usize + output.is_some() as usize)
+                }
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Bytes of broadcast buffers (uploaded once per device).
+    fn broadcast_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| match s {
+                Slot::Bcast { data, .. } => data.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Bytes per item of elementwise buffers on the device (one copy each).
+    fn device_bytes_per_item(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| match s {
+                Slot::Elem { bpi, .. } => *bpi,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// One participating device, as the run sees it.
+pub(crate) struct Participant<'a> {
+    pub device: &'a Device,
+    /// Unique label within the scheduler.
+    pub label: String,
+    /// Performance-model key.
+    pub key: String,
+}
+
+/// An untyped device buffer for one parameter (the scheduler's own chunk and
+/// broadcast buffers), passed to launches as an [`AnyBuffer`] of the
+/// parameter's element type.
+struct RawBuf {
+    device: Device,
+    mem: Box<dyn DeviceMemory>,
+    ty: ElemType,
+    len: usize,
+}
+
+impl AnyBuffer for RawBuf {
+    fn elem_type(&self) -> ElemType {
+        self.ty
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn raw(&self) -> BufferRef<'_> {
+        BufferRef {
+            mem: &*self.mem,
+            device: &self.device,
+        }
+    }
+}
+
+impl RawBuf {
+    /// `len` elements of `ty` (at least one, so empty broadcasts still bind).
+    fn alloc(device: &Device, ty: ElemType, len: usize) -> Result<RawBuf> {
+        device.check_open("alloc")?;
+        let len = len.max(1);
+        let bytes = (len as u64).saturating_mul(ty.size as u64);
+        let limit = device.info().max_alloc_bytes;
+        if bytes > limit || bytes > usize::MAX as u64 {
+            return Err(Error::OutOfMemory {
+                device: device.label().to_string(),
+                requested: bytes,
+                limit_name: "the device's max allocation",
+                limit,
+            });
+        }
+        let mem = device.backend_impl().alloc(bytes as usize)?;
+        Ok(RawBuf {
+            device: device.clone(),
+            mem,
+            ty,
+            len,
+        })
+    }
+
+    /// Host → device into the start of the buffer; returns the time taken.
+    fn write(&self, src: &[u8], label: &str) -> Result<Duration> {
+        self.device.check_open("write")?;
+        let t0 = Instant::now();
+        let timing = self.device.backend_impl().write(&*self.mem, 0, src)?;
+        let t1 = Instant::now();
+        self.device.profiler().record(
+            self.device.label(),
+            Stage::HostToDevice,
+            label,
+            src.len() as u64,
+            0,
+            t0,
+            t1,
+            timing.device_ns,
+        );
+        Ok(t1 - t0)
+    }
+
+    /// Device → host from the start of the buffer; returns the time taken.
+    fn read(&self, dst: &mut [u8], label: &str) -> Result<Duration> {
+        self.device.check_open("read")?;
+        let t0 = Instant::now();
+        let n = dst.len() as u64;
+        let timing = self.device.backend_impl().read(&*self.mem, 0, dst)?;
+        let t1 = Instant::now();
+        self.device.profiler().record(
+            self.device.label(),
+            Stage::DeviceToHost,
+            label,
+            n,
+            0,
+            t0,
+            t1,
+            timing.device_ns,
+        );
+        Ok(t1 - t0)
+    }
+}
+
+/// A 1-D launch configuration for `n` items with at most `max_block` threads per block.
+pub(crate) fn chunk_config(n: usize, info: &DeviceInfo, max_block: u32) -> LaunchConfig {
+    let cfg = LaunchConfig::for_items(n, info);
+    if cfg.block.x <= max_block.max(1) {
+        return cfg;
+    }
+    let warp = info.warp_size.max(1);
+    let mut block = (max_block / warp) * warp;
+    if block == 0 {
+        block = max_block.max(1);
+    }
+    let blocks = (n as u64).div_ceil(block as u64).clamp(1, u32::MAX as u64) as u32;
+    LaunchConfig::new(blocks, block)
+}
+
+/// Host threads per device: two where the backend has asynchronous queues.
+fn lanes(device: &Device) -> usize {
+    match device.backend() {
+        BackendKind::Cpu => 1,
+        BackendKind::OpenCl | BackendKind::Cuda => 2,
+    }
+}
+
+/// What a finished chunk measured.
+#[derive(Default)]
+struct ChunkStats {
+    up: Duration,
+    kernel: Duration,
+    down: Duration,
+    h2d: u64,
+    d2h: u64,
+}
+
+#[derive(Default)]
+struct DevState {
+    alive: bool,
+    ready: bool,
+    retired: Option<String>,
+    probes_started: u8,
+    probes_done: u8,
+    probe_obs: Vec<Observation>,
+    work_chunks: usize,
+    items: usize,
+    chunks: usize,
+    probes: usize,
+    busy: Duration,
+    h2d: u64,
+    d2h: u64,
+    in_flight_items: usize,
+    /// Static policy: this device's own range and the largest piece taken at once.
+    own: Range<usize>,
+    piece: usize,
+}
+
+struct State {
+    cursor: usize,
+    retry: VecDeque<Range<usize>>,
+    planned: bool,
+    in_flight: usize,
+    done: usize,
+    next_chunk: usize,
+    devs: Vec<DevState>,
+    model: PerfModel,
+    errors: Vec<Error>,
+    failures: Vec<Failure>,
+}
+
+enum Next {
+    Run {
+        range: Range<usize>,
+        probe: bool,
+        index: usize,
+    },
+    Wait,
+    Exit,
+}
+
+struct Ctx<'r, 'a, 'h> {
+    job: &'r Job<'a, 'h>,
+    parts: &'r [Participant<'a>],
+    multiples: Vec<usize>,
+    caps: Vec<usize>,
+    bpi: f64,
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+/// Run `job` over `parts`, learning into `model`. Returns the report, or
+/// [`Error::AllDevicesFailed`] when no device is left and items remain.
+pub(crate) fn execute(
+    job: &Job<'_, '_>,
+    parts: &[Participant<'_>],
+    model: &mut PerfModel,
+    mut excluded: Vec<Excluded>,
+) -> Result<SplitReport> {
+    let t0 = Instant::now();
+    let dev_bpi = job.device_bytes_per_item().max(1);
+    let multiples: Vec<usize> = parts
+        .iter()
+        .map(|p| p.device.info().warp_size.max(1) as usize)
+        .collect();
+    let caps: Vec<usize> = parts
+        .iter()
+        .map(|p| {
+            let i = p.device.info();
+            // Chunk buffers of all lanes within a quarter of device memory and each
+            // buffer within the largest allocation; counts are u32 on the device.
+            let by_mem = (i.global_mem_bytes / 4 / lanes(p.device) as u64) / dev_bpi as u64;
+            let by_alloc = job
+                .slots
+                .iter()
+                .filter_map(|s| match s {
+                    Slot::Elem { bpi, .. } => Some(i.max_alloc_bytes / (*bpi).max(1) as u64),
+                    _ => None,
+                })
+                .min()
+                .unwrap_or(u64::MAX);
+            by_mem.min(by_alloc).min(u32::MAX as u64).max(1) as usize
+        })
+        .collect();
+    let devs = parts
+        .iter()
+        .map(|_| DevState {
+            alive: true,
+            ..Default::default()
+        })
+        .collect();
+    let ctx = Ctx {
+        job,
+        parts,
+        multiples,
+        caps,
+        bpi: job.bytes_per_item() as f64,
+        state: Mutex::new(State {
+            cursor: 0,
+            retry: VecDeque::new(),
+            planned: false,
+            in_flight: 0,
+            done: 0,
+            next_chunk: 0,
+            devs,
+            model: std::mem::take(model),
+            errors: Vec::new(),
+            failures: Vec::new(),
+        }),
+        cv: Condvar::new(),
+    };
+    std::thread::scope(|s| {
+        for d in 0..parts.len() {
+            let ctx = &ctx;
+            s.spawn(move || ctx.device_main(d));
+        }
+    });
+    let wall = t0.elapsed();
+    let st = ctx.state.into_inner();
+    *model = st.model;
+    if st.done < job.items {
+        return Err(Error::AllDevicesFailed {
+            kernel: job.kernel.name().to_string(),
+            errors: st.errors,
+        });
+    }
+    let mut devices = Vec::new();
+    for (p, d) in parts.iter().zip(&st.devs) {
+        if d.work_chunks == 0
+            && let Some(reason) = &d.retired
+        {
+            excluded.push(Excluded {
+                device: p.label.clone(),
+                reason: reason.clone(),
+            });
+        }
+        devices.push(DeviceShare {
+            device: p.label.clone(),
+            name: p.device.info().name.clone(),
+            items: d.items,
+            chunks: d.chunks,
+            probes: d.probes,
+            busy: d.busy,
+            idle: wall.saturating_sub(d.busy),
+            h2d_bytes: d.h2d,
+            d2h_bytes: d.d2h,
+        });
+    }
+    Ok(SplitReport {
+        kernel: job.kernel.name().to_string(),
+        items: job.items,
+        policy: job.policy,
+        wall,
+        devices,
+        failures: st.failures,
+        excluded,
+    })
+}
+
+impl Ctx<'_, '_, '_> {
+    /// A device's thread: build, upload broadcasts, then run its lane(s).
+    fn device_main(&self, d: usize) {
+        let dev = self.parts[d].device;
+        let setup = || -> Result<Vec<Option<RawBuf>>> {
+            dev.build(self.job.kernel)?;
+            let mut out = Vec::with_capacity(self.job.slots.len());
+            for s in &self.job.slots {
+                out.push(match s {
+                    Slot::Bcast { name, ty, data } => {
+                        let b = RawBuf::alloc(dev, *ty, data.len() / ty.size.max(1))?;
+                        b.write(data, &format!("broadcast {name}"))?;
+                        Some(b)
+                    }
+                    _ => None,
+                });
+            }
+            Ok(out)
+        };
+        let t0 = Instant::now();
+        let bcast = match setup() {
+            Ok(b) => b,
+            Err(e) => {
+                let mut st = self.state.lock();
+                self.kill(&mut st, d, None, e);
+                return;
+            }
+        };
+        {
+            let mut st = self.state.lock();
+            let ds = &mut st.devs[d];
+            ds.ready = true;
+            ds.busy += t0.elapsed();
+            ds.h2d += self.job.broadcast_bytes() as u64;
+            self.cv.notify_all();
+        }
+        let n = lanes(dev);
+        if n == 1 {
+            self.lane(d, &bcast, None);
+        } else {
+            // Kernels of one device run one at a time (so each chunk's kernel time
+            // is the device's, and the model's rate stays true); the other thread's
+            // upload and download overlap them.
+            let kernel_lock = Mutex::new(());
+            std::thread::scope(|s| {
+                for _ in 0..n {
+                    let (bcast, lock) = (&bcast, &kernel_lock);
+                    s.spawn(move || self.lane(d, bcast, Some(lock)));
+                }
+            });
+        }
+    }
+
+    /// Mark device `d` failed: its chunk and its unstarted static share go back
+    /// to the retry queue; the error is kept.
+    fn kill(&self, st: &mut State, d: usize, chunk: Option<Range<usize>>, e: Error) {
+        tracing::warn!(device = %self.parts[d].label, error = %e, "device failed during a split launch; dropping it");
+        let ds = &mut st.devs[d];
+        ds.alive = false;
+        let own = std::mem::replace(&mut ds.own, 0..0);
+        if let Some(c) = &chunk {
+            st.retry.push_back(c.clone());
+        }
+        if !own.is_empty() {
+            st.retry.push_back(own);
+        }
+        st.failures.push(Failure {
+            device: self.parts[d].label.clone(),
+            chunk,
+            error: e.to_string(),
+        });
+        st.errors.push(e);
+        self.cv.notify_all();
+    }
+
+    fn lane(&self, d: usize, bcast: &[Option<RawBuf>], kernel_lock: Option<&Mutex<()>>) {
+        let mut bufs: Vec<Option<RawBuf>> = self.job.slots.iter().map(|_| None).collect();
+        let mut staging: Vec<Vec<u8>> = self.job.slots.iter().map(|_| Vec::new()).collect();
+        loop {
+            let (range, probe, index) = {
+                let mut st = self.state.lock();
+                loop {
+                    match self.next(&mut st, d) {
+                        Next::Run { range, probe, index } => {
+                            st.in_flight += 1;
+                            st.devs[d].in_flight_items += range.len();
+                            break (range, probe, index);
+                        }
+                        Next::Wait => self.cv.wait(&mut st),
+                        Next::Exit => return,
+                    }
+                }
+            };
+            let t0 = Instant::now();
+            let res = self.run_chunk(d, &mut bufs, &mut staging, bcast, &range, index, kernel_lock);
+            if res.is_ok() {
+                self.commit(&staging, &range);
+            }
+            let busy = t0.elapsed();
+            let mut st = self.state.lock();
+            st.in_flight -= 1;
+            st.devs[d].in_flight_items -= range.len();
+            match res {
+                Ok(stats) => self.finish(&mut st, d, &range, probe, busy, stats),
+                Err(e) => {
+                    self.kill(&mut st, d, Some(range), e);
+                    return;
+                }
+            }
+            self.cv.notify_all();
+        }
+    }
+
+    /// Book a successful chunk and teach the model.
+    fn finish(&self, st: &mut State, d: usize, range: &Range<usize>, probe: bool, busy: Duration, s: ChunkStats) {
+        let n = range.len();
+        st.done += n;
+        let obs = Observation {
+            items: n,
+            kernel_s: s.kernel.as_secs_f64(),
+            bytes: s.h2d + s.d2h,
+            transfer_s: (s.up + s.down).as_secs_f64(),
+        };
+        let key = &self.parts[d].key;
+        let ds = &mut st.devs[d];
+        ds.items += n;
+        ds.chunks += 1;
+        ds.busy += busy;
+        ds.h2d += s.h2d;
+        ds.d2h += s.d2h;
+        if probe {
+            ds.probes += 1;
+            ds.probes_done += 1;
+            ds.probe_obs.push(obs);
+            if ds.probe_obs.len() == 2 {
+                let (a, b) = (ds.probe_obs[0], ds.probe_obs[1]);
+                st.model.calibrate(key, a, b);
+            }
+        } else {
+            ds.work_chunks += 1;
+            st.model.observe(key, obs);
+        }
+    }
+
+    /// Copy a finished chunk's outputs from the staging buffers into the host slices.
+    fn commit(&self, staging: &[Vec<u8>], range: &Range<usize>) {
+        for (slot, stage) in self.job.slots.iter().zip(staging) {
+            if let Slot::Elem {
+                bpi, output: Some(out), ..
+            } = slot
+            {
+                // SAFETY: this thread holds `range` from the dispatcher until it
+                // reports the chunk finished, so no other thread touches these bytes.
+                let dst = unsafe { out.range(range, *bpi) };
+                dst.copy_from_slice(&stage[..dst.len()]);
+            }
+        }
+    }
+
+    /// Upload, launch and download one chunk into the staging buffers.
+    #[allow(clippy::too_many_arguments)]
+    fn run_chunk(
+        &self,
+        d: usize,
+        bufs: &mut [Option<RawBuf>],
+        staging: &mut [Vec<u8>],
+        bcast: &[Option<RawBuf>],
+        range: &Range<usize>,
+        index: usize,
+        kernel_lock: Option<&Mutex<()>>,
+    ) -> Result<ChunkStats> {
+        let dev = self.parts[d].device;
+        let n = range.len();
+        let label = format!("chunk {index} [{}..{}) {n} items", range.start, range.end);
+        let mut stats = ChunkStats::default();
+        for (slot, buf) in self.job.slots.iter().zip(bufs.iter_mut()) {
+            let Slot::Elem {
+                ty,
+                bpi,
+                input,
+                output,
+                read_write,
+                ..
+            } = slot
+            else {
+                continue;
+            };
+            let elems = n * (bpi / ty.size.max(1));
+            if buf.as_ref().is_none_or(|b| b.len < elems) {
+                *buf = None;
+                *buf = Some(RawBuf::alloc(dev, *ty, elems)?);
+            }
+            let src: Option<&[u8]> = match (input, output) {
+                (Some(i), _) => Some(&i[range.start * bpi..range.end * bpi]),
+                // SAFETY: this thread holds `range` (see `commit`); the bytes are only read.
+                (None, Some(o)) if *read_write => Some(unsafe { &*o.range(range, *bpi) }),
+                _ => None,
+            };
+            if let (Some(src), Some(b)) = (src, buf.as_ref()) {
+                stats.up += b.write(src, &label)?;
+                stats.h2d += src.len() as u64;
+            }
+        }
+        let cfg = chunk_config(n, dev.info(), self.job.max_block);
+        {
+            let mut args: Vec<Arg<'_>> = Vec::with_capacity(self.job.slots.len());
+            for ((slot, buf), bc) in self.job.slots.iter().zip(bufs.iter_mut()).zip(bcast) {
+                args.push(match slot {
+                    Slot::Offset => Arg::Scalar(Scalar::U32(range.start as u32)),
+                    Slot::Count => Arg::Scalar(Scalar::U32(n as u32)),
+                    Slot::Scalar(s) => Arg::Scalar(*s),
+                    Slot::Local(len) => Arg::Local { len: *len },
+                    Slot::Elem { output, .. } => match (buf.as_mut(), output.is_some()) {
+                        (Some(b), true) => Arg::Out(b),
+                        (Some(b), false) => Arg::In(&*b),
+                        (None, _) => return Err(Error::InvalidInput("chunk buffer missing".into())),
+                    },
+                    Slot::Bcast { .. } => match bc {
+                        Some(b) => Arg::In(b),
+                        None => return Err(Error::InvalidInput("broadcast buffer missing".into())),
+                    },
+                });
+            }
+            let _serial = kernel_lock.map(|l| l.lock());
+            let t0 = Instant::now();
+            dev.launch_chunk(self.job.kernel, &cfg, &args, n as u64, &label)?;
+            stats.kernel = t0.elapsed();
+        }
+        for ((slot, buf), stage) in self.job.slots.iter().zip(bufs.iter()).zip(staging.iter_mut()) {
+            if let (
+                Slot::Elem {
+                    bpi, output: Some(_), ..
+                },
+                Some(b),
+            ) = (slot, buf)
+            {
+                stage.resize(n * bpi, 0);
+                stats.down += b.read(&mut stage[..n * bpi], &label)?;
+                stats.d2h += (n * bpi) as u64;
+            }
+        }
+        Ok(stats)
+    }
+
+    fn estimate(&self, st: &State, d: usize) -> Option<Estimate> {
+        st.model.get(&self.parts[d].key).copied()
+    }
+
+    /// Probe chunk sizes: a small one, then one eight times larger.
+    fn probe_size(&self, d: usize, nth: u8) -> usize {
+        let m = self.multiples[d];
+        let base = (self.job.items / 2048).max(m).div_ceil(m) * m;
+        if nth == 0 { base } else { base * 8 }
+    }
+
+    /// Take up to `n` items from the shared cursor.
+    fn take(&self, st: &mut State, n: usize) -> Range<usize> {
+        let n = n.min(self.job.items - st.cursor);
+        let r = st.cursor..st.cursor + n;
+        st.cursor += n;
+        r
+    }
+
+    fn run(&self, st: &mut State, range: Range<usize>, probe: bool) -> Next {
+        let index = st.next_chunk;
+        st.next_chunk += 1;
+        Next::Run { range, probe, index }
+    }
+
+    /// The dispatcher: what device `d` does next.
+    fn next(&self, st: &mut State, d: usize) -> Next {
+        if !st.devs[d].alive {
+            return Next::Exit;
+        }
+        let m = self.multiples[d];
+        let cap = self.caps[d];
+        if let Some(mut r) = st.retry.pop_front() {
+            if r.len() > cap {
+                st.retry.push_front(r.start + cap..r.end);
+                r.end = r.start + cap;
+            }
+            return self.run(st, r, false);
+        }
+        let remaining = self.job.items - st.cursor;
+        let calibrated = self.is_calibrated(st, d);
+        if self.job.policy.uses_model() && !calibrated && st.devs[d].probes_started < 2 && remaining > 0 {
+            let nth = st.devs[d].probes_started;
+            st.devs[d].probes_started += 1;
+            let n = partition::round_chunk(self.probe_size(d, nth), remaining, m).min(cap);
+            let r = self.take(st, n);
+            return self.run(st, r, true);
+        }
+        match self.job.policy {
+            Policy::Static => {
+                if !st.planned {
+                    // Plan once every live device is calibrated or has finished its probes.
+                    let settled = (0..self.parts.len()).all(|e| {
+                        let x = &st.devs[e];
+                        !x.alive || x.probes_done >= 2 || self.is_calibrated(st, e)
+                    });
+                    if settled || remaining == 0 {
+                        self.plan_static(st);
+                    } else {
+                        return Next::Wait;
+                    }
+                }
+                let ds = &mut st.devs[d];
+                if !ds.own.is_empty() {
+                    let n = ds.own.len().min(ds.piece.max(1)).min(cap);
+                    let r = ds.own.start..ds.own.start + n;
+                    ds.own.start += n;
+                    return self.run(st, r, false);
+                }
+            }
+            Policy::Dynamic { chunk } if remaining > 0 => {
+                let want = if chunk == 0 {
+                    (self.job.items / (16 * self.parts.len())).max(1)
+                } else {
+                    chunk
+                };
+                let r = self.take(st, partition::round_chunk(want, remaining, m).min(cap));
+                return self.run(st, r, false);
+            }
+            Policy::HGuided { k, min_chunk } if remaining > 0 => {
+                if let Some(n) = self.hguided(st, d, remaining, k, min_chunk) {
+                    let r = self.take(st, n.min(cap));
+                    return self.run(st, r, false);
+                }
+            }
+            _ => {}
+        }
+        let all_own_empty = st.devs.iter().all(|x| x.own.is_empty() || !x.alive);
+        if st.cursor == self.job.items && st.retry.is_empty() && st.in_flight == 0 && all_own_empty {
+            Next::Exit
+        } else {
+            Next::Wait
+        }
+    }
+
+    fn is_calibrated(&self, st: &State, d: usize) -> bool {
+        self.estimate(st, d).is_some_and(|e| e.calibrated())
+    }
+
+    /// Per-item seconds (transfer included) of device `d`, if the model knows it.
+    fn cost(&self, st: &State, d: usize) -> Option<Cost> {
+        self.estimate(st, d).map(|e| Cost {
+            fixed_s: e.latency_s,
+            per_item_s: e.per_item_s(self.bpi),
+        })
+    }
+
+    /// Why a device gets nothing, in words with the numbers.
+    fn exclusion_reason(&self, mine: Cost, n: usize, others_s: f64, rest: f64) -> String {
+        format!(
+            "predicted to finish after the others finish the whole job: its smallest useful chunk ({n} items) would take {:.3} ms, the others finish the remaining {rest:.0} items in {:.3} ms",
+            mine.time(n as f64) * 1e3,
+            others_s * 1e3
+        )
+    }
+
+    /// The HGuided chunk for `d`, or `None` when `d` retires (it could not finish
+    /// a useful chunk before the others finish everything).
+    fn hguided(&self, st: &mut State, d: usize, remaining: usize, k: f64, min_chunk: usize) -> Option<usize> {
+        let m = self.multiples[d];
+        let others: Vec<usize> = (0..self.parts.len())
+            .filter(|&e| e != d && st.devs[e].alive && st.devs[e].retired.is_none())
+            .collect();
+        if st.devs[d].retired.is_some() {
+            if others.is_empty() {
+                st.devs[d].retired = None;
+            } else {
+                return None;
+            }
+        }
+        let mine = self.cost(st, d);
+        let thr_d = mine.map_or(1.0, |c| 1.0 / c.per_item_s);
+        let thr = |e: usize| self.cost(st, e).map(|c| 1.0 / c.per_item_s);
+        let sum_others: f64 = others.iter().map(|&e| thr(e).unwrap_or(thr_d)).sum();
+        let share = thr_d / (thr_d + sum_others);
+        let min_chunk = if min_chunk > 0 {
+            min_chunk
+        } else {
+            // Auto: the chunk whose latency is at most 5% of its time.
+            mine.map_or(m, |c| {
+                (19.0 * c.fixed_s / c.per_item_s).ceil().min(remaining as f64) as usize
+            })
+            .max(m)
+        };
+        let mut n = partition::hguided_chunk(remaining, share, k, min_chunk, m);
+        // The end-game guard: never take a chunk that would finish after the
+        // calibrated others could finish everything left.
+        let calibrated_others: Vec<usize> = others.iter().copied().filter(|&e| self.is_calibrated(st, e)).collect();
+        let me = mine.filter(|_| self.is_calibrated(st, d));
+        if let Some(me) = me
+            && !calibrated_others.is_empty()
+        {
+            let rate_o: f64 = calibrated_others.iter().filter_map(|&e| thr(e)).sum();
+            let in_flight: usize = calibrated_others.iter().map(|&e| st.devs[e].in_flight_items).sum();
+            let rest = remaining as f64 + 0.5 * in_flight as f64;
+            let allowed = partition::useful_chunk(me, rest, rate_o);
+            if allowed < n {
+                if allowed >= m || allowed >= remaining {
+                    n = partition::round_chunk(allowed, remaining, m).min(allowed.max(1));
+                } else {
+                    let reason = self.exclusion_reason(me, m.min(remaining), rest / rate_o, rest);
+                    st.devs[d].retired = Some(reason);
+                    return None;
+                }
+            }
+        }
+        Some(n)
+    }
+
+    /// The Static plan: split what is left by the balance solver.
+    fn plan_static(&self, st: &mut State) {
+        st.planned = true;
+        let start = st.cursor;
+        let left = self.job.items - start;
+        let live: Vec<usize> = (0..self.parts.len()).filter(|&d| st.devs[d].alive).collect();
+        if live.is_empty() || left == 0 {
+            return;
+        }
+        let known: Vec<Option<Cost>> = live.iter().map(|&d| self.cost(st, d)).collect();
+        let fallback = known.iter().flatten().map(|c| c.per_item_s).fold(f64::NAN, f64::min);
+        let costs: Vec<Cost> = known
+            .iter()
+            .map(|c| {
+                c.unwrap_or(Cost {
+                    fixed_s: 0.0,
+                    per_item_s: if fallback.is_finite() { fallback } else { 1e-6 },
+                })
+            })
+            .collect();
+        let (shares, t) = partition::balance(left, &costs);
+        let mults: Vec<usize> = live.iter().map(|&d| self.multiples[d]).collect();
+        let ranges = partition::split_static(left, &shares, &mults);
+        for ((&d, r), c) in live.iter().zip(ranges).zip(&costs) {
+            let ds = &mut st.devs[d];
+            ds.own = start + r.start..start + r.end;
+            if ds.own.is_empty() {
+                ds.retired = Some(self.exclusion_reason(*c, self.multiples[d], t, left as f64));
+            }
+            // Devices with two host threads take their share in four pieces so
+            // uploads overlap kernels; others in one piece (bounded by memory).
+            ds.piece = if lanes(self.parts[d].device) > 1 {
+                ds.own.len().div_ceil(4).div_ceil(self.multiples[d]) * self.multiples[d]
+            } else {
+                ds.own.len()
+            };
+        }
+        st.cursor = self.job.items;
+    }
+}
+
+/// Whether two host regions `(address, length)` overlap (empty regions never do).
+pub(crate) fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
+    a.1 > 0 && b.1 > 0 && a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlap_detection() {
+        assert!(overlaps((100, 10), (105, 10)));
+        assert!(overlaps((105, 10), (100, 10)));
+        assert!(overlaps((100, 10), (100, 1)));
+        assert!(!overlaps((100, 10), (110, 10)));
+        assert!(!overlaps((100, 0), (100, 10)));
+    }
+}

@@ -1,0 +1,496 @@
+//! Profiling made visible: the Chrome trace and the SVG timeline of a real run,
+//! parsed back and checked; the empty profile; unwritable paths; the report's
+//! Amdahl line and transfer verdict; a hand-built multi-device profile for lanes,
+//! overlapping tracks and idle time.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::{Rng, assert_close};
+use offload::profile::report::amdahl;
+use offload::profile::{Clock, Profile, Stage, StageRecord};
+use offload::{Arg, Error, LaunchConfig, Runtime, kernels};
+use serde_json::Value;
+
+const LAUNCHES: usize = 3;
+
+/// A real vector add on every available device (the CPU always; OpenCL and CUDA
+/// where present, or required by `OFFLOAD_REQUIRE`): `LAUNCHES` rounds of upload
+/// a and b, launch, download c, each checked against float64. Returns the runtime
+/// (its profiler holds the records), the labels of the devices that ran, and n.
+fn vector_add_run() -> (Runtime, Vec<String>, usize) {
+    let rt = common::runtime();
+    let k = kernels::vector_add().unwrap();
+    // 16 MiB per vector: out of cache, so copies cost what they cost.
+    let n = 1 << 22;
+    let mut rng = Rng::fresh("profile vector_add");
+    let mut ran = Vec::new();
+    for dev in common::devices(&rt) {
+        if !dev.supports(&k) {
+            println!("SKIP {}: vector_add has no implementation for it", dev.label());
+            continue;
+        }
+        let mut da = dev.alloc::<f32>(n).unwrap();
+        let mut db = dev.alloc::<f32>(n).unwrap();
+        let mut dc = dev.alloc::<f32>(n).unwrap();
+        let cfg = LaunchConfig::for_items(n, dev.info());
+        for round in 0..LAUNCHES {
+            let a = rng.vec_f32(n, -10.0, 10.0);
+            let b = rng.vec_f32(n, -10.0, 10.0);
+            let reference: Vec<f64> = a.iter().zip(&b).map(|(a, b)| *a as f64 + *b as f64).collect();
+            // Poison the device output so an unwritten element shows up as NaN.
+            dc.write(&vec![f32::NAN; n]).unwrap();
+            da.write(&a).unwrap();
+            db.write(&b).unwrap();
+            dev.launch(
+                &k,
+                &cfg,
+                &[
+                    Arg::input(&da),
+                    Arg::input(&db),
+                    Arg::output(&mut dc),
+                    0u32.into(),
+                    (n as u32).into(),
+                ],
+            )
+            .unwrap();
+            let mut c = vec![f32::NAN; n];
+            dc.read(&mut c).unwrap();
+            assert_close(
+                &format!("vector add on {} round {round}", dev.label()),
+                &c,
+                &reference,
+                1e-6,
+            );
+        }
+        ran.push(dev.label().to_string());
+    }
+    assert!(
+        ran.iter().any(|d| d == "cpu:0"),
+        "the CPU device always runs vector_add"
+    );
+    (rt, ran, n)
+}
+
+fn parse(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("trace is not valid JSON: {e}\n{json}"))
+}
+
+/// Structural checks that hold for every exported trace; returns, per pid, the
+/// device label.
+fn check_trace_structure(profile: &Profile, v: &Value) -> BTreeMap<u64, String> {
+    assert_eq!(v["displayTimeUnit"], "ms");
+    let events = v["traceEvents"].as_array().expect("traceEvents is an array");
+    let mut process_names: BTreeMap<u64, String> = BTreeMap::new();
+    let mut thread_names: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    let mut slices = Vec::new();
+    for e in events {
+        let pid = e["pid"].as_u64().expect("pid");
+        let tid = e["tid"].as_u64().expect("tid");
+        match e["ph"].as_str().expect("ph") {
+            "M" => match e["name"].as_str().unwrap() {
+                "process_name" => {
+                    let name = e["args"]["name"].as_str().expect("process name").to_string();
+                    assert!(process_names.insert(pid, name).is_none(), "pid {pid} named twice");
+                }
+                "thread_name" => {
+                    let name = e["args"]["name"].as_str().expect("thread name").to_string();
+                    assert!(
+                        thread_names.insert((pid, tid), name).is_none(),
+                        "tid {pid}/{tid} named twice"
+                    );
+                }
+                "process_sort_index" | "thread_sort_index" => {
+                    assert!(e["args"]["sort_index"].is_u64());
+                }
+                other => panic!("unexpected metadata event {other}"),
+            },
+            "X" => slices.push(e),
+            other => panic!("unexpected phase {other}"),
+        }
+    }
+    // One process per device, named by its label.
+    let devices = profile.devices();
+    assert_eq!(process_names.len(), devices.len());
+    assert_eq!(
+        process_names.values().cloned().collect::<BTreeSet<_>>(),
+        devices.iter().cloned().collect::<BTreeSet<_>>()
+    );
+    // One complete event per record.
+    assert_eq!(slices.len(), profile.records.len());
+    let mut per_track: BTreeMap<(u64, u64), Vec<(f64, f64)>> = BTreeMap::new();
+    for e in &slices {
+        let (pid, tid) = (e["pid"].as_u64().unwrap(), e["tid"].as_u64().unwrap());
+        let device = process_names
+            .get(&pid)
+            .unwrap_or_else(|| panic!("slice with unnamed pid {pid}"));
+        let track = thread_names
+            .get(&(pid, tid))
+            .unwrap_or_else(|| panic!("slice on unnamed track {pid}/{tid}"));
+        let ts = e["ts"].as_f64().expect("ts is a number");
+        let dur = e["dur"].as_f64().expect("dur is a number");
+        assert!(
+            ts >= 0.0 && dur >= 0.0 && ts.is_finite() && dur.is_finite(),
+            "ts {ts} dur {dur}"
+        );
+        let cat = e["cat"].as_str().unwrap();
+        // The track is named after the slice's stage (`h2d`, or `h2d #2` for an overlap track).
+        assert!(
+            track == cat || track.starts_with(&format!("{cat} #")),
+            "slice {cat} on track {track}"
+        );
+        let args = &e["args"];
+        assert!(args["bytes"].is_u64() && args["items"].is_u64(), "args {args}");
+        assert!(matches!(args["clock"].as_str(), Some("host" | "device")));
+        let label = args["label"].as_str().unwrap();
+        // The slice matches a record of that device exactly (ns → µs, fractional).
+        let matching = profile.records.iter().any(|r| {
+            &r.device == device
+                && r.stage.name() == cat
+                && r.label == label
+                && r.bytes == args["bytes"].as_u64().unwrap()
+                && r.items == args["items"].as_u64().unwrap()
+                && (r.start_ns as f64 / 1000.0 - ts).abs() < 1e-3
+                && (r.duration_ns() as f64 / 1000.0 - dur).abs() < 1e-3
+        });
+        assert!(matching, "slice {e} matches no record");
+        per_track.entry((pid, tid)).or_default().push((ts, ts + dur));
+    }
+    // Slices on one track never overlap (viewers need proper nesting).
+    for (track, mut v) in per_track {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for w in v.windows(2) {
+            assert!(w[1].0 >= w[0].1 - 1e-6, "overlapping slices on track {track:?}: {w:?}");
+        }
+    }
+    process_names
+}
+
+#[test]
+fn chrome_trace_of_a_real_vector_add() {
+    let (rt, ran, n) = vector_add_run();
+    let profile = rt.profile();
+    let v = parse(&profile.to_chrome_trace());
+    let pids = check_trace_structure(&profile, &v);
+    let events = v["traceEvents"].as_array().unwrap();
+    for device in &ran {
+        // Each device that ran is its own process.
+        let pid = pids
+            .iter()
+            .find(|(_, d)| *d == device)
+            .map(|(p, _)| *p)
+            .expect("a pid per device");
+        let x = |cat: &'static str| {
+            events
+                .iter()
+                .filter(move |e| e["ph"] == "X" && e["cat"] == cat && e["pid"] == pid)
+        };
+        // Three host → device copies per round: the NaN poison, a and b.
+        assert_eq!(x("h2d").count(), 3 * LAUNCHES, "{device}");
+        assert!(x("h2d").all(|e| e["args"]["bytes"] == 4 * n as u64));
+        assert_eq!(x("d2h").count(), LAUNCHES, "{device}");
+        assert!(x("d2h").all(|e| e["args"]["bytes"] == 4 * n as u64));
+        assert_eq!(x("kernel").count(), LAUNCHES, "{device}");
+        assert!(x("kernel").all(|e| e["args"]["items"].as_u64().unwrap() >= n as u64));
+        assert!(x("kernel").all(|e| e["args"]["label"] == "vector_add"));
+    }
+    // Written to a file, the same document comes back.
+    let dir = std::env::temp_dir().join(format!("offload-profile-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("trace.json");
+    profile.write_chrome_trace(&path).unwrap();
+    assert_eq!(parse(&std::fs::read_to_string(&path).unwrap()), v);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn report_of_vector_add_says_transfers_dominate() {
+    let (rt, ran, n) = vector_add_run();
+    let report = rt.profile().report();
+    let text = report.to_string();
+    println!("{text}");
+    for device in &ran {
+        let row = report
+            .devices
+            .iter()
+            .find(|d| &d.device == device)
+            .expect("a row per device");
+        assert_eq!(row.h2d_bytes, (3 * LAUNCHES * 4 * n) as u64);
+        assert_eq!(row.d2h_bytes, (LAUNCHES * 4 * n) as u64);
+        assert_eq!(row.launches, LAUNCHES as u64);
+        assert!(row.ns(Stage::Kernel) > 0 && row.transfer_ns() > 0);
+        assert!(text.contains(device.as_str()));
+    }
+    // Vector add moves 3 arrays to compute one add per element: transfer-bound.
+    assert!(report.transfer_dominated(), "{text}");
+    assert!(text.contains("transfers dominate"), "{text}");
+    // The Amdahl line is printed with this run's p for k = 2, 10, infinity.
+    let p = report.kernel_fraction;
+    assert!(p > 0.0 && p < 1.0, "p = {p}");
+    for (k, what) in [
+        (2.0, "2x faster gives at most"),
+        (10.0, "10x gives"),
+        (f64::INFINITY, "infinitely fast gives"),
+    ] {
+        let line = format!("{what} {:.2}x", amdahl(p, k));
+        assert!(text.contains(&line), "missing {line:?} in\n{text}");
+    }
+}
+
+#[test]
+fn amdahl_values() {
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-12;
+    assert!(near(amdahl(0.25, 2.0), 1.0 / (0.75 + 0.125)));
+    assert!(near(amdahl(0.25, 10.0), 1.0 / (0.75 + 0.025)));
+    assert!(near(amdahl(0.25, f64::INFINITY), 4.0 / 3.0));
+    assert!(near(amdahl(0.0, f64::INFINITY), 1.0));
+    assert!(amdahl(1.0, f64::INFINITY).is_infinite());
+}
+
+#[test]
+fn empty_profile_exports_valid_empty_trace_and_svg() {
+    let p = Profile::default();
+    let v = parse(&p.to_chrome_trace());
+    assert_eq!(v["traceEvents"].as_array().map(Vec::len), Some(0));
+    check_trace_structure(&p, &v);
+    let svg = p.to_svg_timeline();
+    let doc = roxmltree::Document::parse(&svg).expect("empty SVG is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    assert!(svg.contains("empty profile"));
+    assert!(p.report().to_string().contains("empty profile"));
+}
+
+#[test]
+fn unwritable_paths_give_io_errors_and_leave_everything_usable() {
+    let (rt, _, _) = vector_add_run();
+    let profile = rt.profile();
+    // A path below a regular file cannot be created, even by root.
+    let dir = std::env::temp_dir().join(format!("offload-profile-unwritable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let bad = file.join("trace.json");
+    match profile.write_chrome_trace(&bad) {
+        Err(Error::Io { what, path, .. }) => {
+            assert_eq!(what, "Chrome trace");
+            assert_eq!(path, bad.display().to_string());
+        }
+        other => panic!("expected Error::Io, got {other:?}"),
+    }
+    let e = profile.write_chrome_trace(&bad).unwrap_err();
+    assert!(
+        e.to_string().contains(&bad.display().to_string()),
+        "message names the path: {e}"
+    );
+    let bad_svg = file.join("timeline.svg");
+    match profile.write_svg_timeline(&bad_svg) {
+        Err(Error::Io { what, path, .. }) => {
+            assert_eq!(what, "SVG timeline");
+            assert_eq!(path, bad_svg.display().to_string());
+        }
+        other => panic!("expected Error::Io, got {other:?}"),
+    }
+    // The profile is unchanged and still exports; the runtime still records.
+    assert_eq!(profile, rt.profile());
+    let good = dir.join("trace.json");
+    profile.write_chrome_trace(&good).unwrap();
+    check_trace_structure(&profile, &parse(&std::fs::read_to_string(&good).unwrap()));
+    profile.write_svg_timeline(dir.join("t.svg")).unwrap();
+    let dev = rt.device("cpu").unwrap();
+    let before = rt.profile().records.len();
+    let buf = dev.upload(&[1.5f32, 2.5]).unwrap();
+    assert_eq!(buf.to_vec().unwrap(), vec![1.5, 2.5]);
+    assert_eq!(rt.profile().records.len(), before + 2);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Lanes, legend and bars of an SVG, checked with a real XML parser.
+fn check_svg(profile: &Profile) -> String {
+    let svg = profile.to_svg_timeline();
+    let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("SVG is not well-formed: {e}\n{svg}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert!(root.attribute("width").is_some() && root.attribute("height").is_some());
+    let lanes: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("lane"))
+        .collect();
+    let lane_devices: Vec<&str> = lanes.iter().filter_map(|n| n.attribute("data-device")).collect();
+    assert_eq!(
+        lane_devices,
+        profile.devices().iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    // One bar (a rect with a tooltip) per record, inside its device's lane.
+    for (lane, device) in lanes.iter().zip(&lane_devices) {
+        let bars = lane
+            .descendants()
+            .filter(|n| n.has_tag_name("rect") && n.children().any(|c| c.has_tag_name("title")))
+            .count();
+        assert_eq!(bars, profile.device_records(device).count(), "bars in lane {device}");
+    }
+    let legend = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("legend"))
+        .expect("legend");
+    let legend_text: String = legend
+        .descendants()
+        .filter_map(|n| n.text())
+        .collect::<Vec<_>>()
+        .join("|");
+    for s in ["init", "host → device", "kernel", "device → host", "teardown"] {
+        assert!(legend_text.contains(s), "legend lacks {s}: {legend_text}");
+    }
+    let axis = doc
+        .descendants()
+        .find(|n| n.attribute("class") == Some("axis"))
+        .expect("axis");
+    assert!(
+        axis.descendants().filter(|n| n.has_tag_name("text")).count() >= 2,
+        "axis has tick labels"
+    );
+    let all_text: String = doc.descendants().filter_map(|n| n.text()).collect::<Vec<_>>().join("|");
+    assert!(
+        all_text.contains("ms wall") && all_text.contains("transfer"),
+        "title: {all_text}"
+    );
+    svg
+}
+
+#[test]
+fn svg_timeline_of_a_real_vector_add() {
+    let (rt, _, _) = vector_add_run();
+    let svg = check_svg(&rt.profile());
+    assert!(svg.contains("transfers dominate"));
+}
+
+fn rec(device: &str, stage: Stage, label: &str, start_ms: f64, end_ms: f64, bytes: u64, items: u64) -> StageRecord {
+    StageRecord {
+        device: device.into(),
+        stage,
+        label: label.into(),
+        bytes,
+        items,
+        start_ns: (start_ms * 1e6) as u64,
+        end_ns: (end_ms * 1e6) as u64,
+        clock: if device.starts_with("cpu") {
+            Clock::Host
+        } else {
+            Clock::Device
+        },
+    }
+}
+
+/// A split run on three devices, built by hand: cuda:0 uploads on two streams at
+/// once (overlapping h2d), opencl:0 waits 10 ms between chunks, cpu:0 computes.
+/// Labels carry markup characters that must be escaped.
+fn synthetic() -> Profile {
+    Profile {
+        records: vec![
+            rec("cuda:0", Stage::Init, "vector_add <build>", 0.0, 2.0, 0, 0),
+            rec("opencl:0", Stage::Init, "vector_add", 0.0, 3.0, 0, 0),
+            rec("cpu:0", Stage::Init, "vector_add", 0.0, 0.1, 0, 0),
+            rec("cuda:0", Stage::HostToDevice, "chunk 0 & a", 5.0, 9.0, 64 << 20, 0),
+            rec("cuda:0", Stage::HostToDevice, "chunk 1 \"b\"", 7.0, 11.0, 64 << 20, 0),
+            rec("cuda:0", Stage::Kernel, "chunk 0", 9.0, 10.0, 0, 1 << 24),
+            rec("cuda:0", Stage::Kernel, "chunk 1", 11.0, 12.0, 0, 1 << 24),
+            rec("cuda:0", Stage::DeviceToHost, "chunk 0", 12.0, 16.0, 64 << 20, 0),
+            rec("opencl:0", Stage::HostToDevice, "chunk 2", 5.0, 8.0, 32 << 20, 0),
+            rec("opencl:0", Stage::Kernel, "chunk 2", 8.0, 12.0, 0, 1 << 23),
+            rec("opencl:0", Stage::Kernel, "chunk 3", 22.0, 26.0, 0, 1 << 23),
+            rec("cpu:0", Stage::Kernel, "chunk 4", 14.0, 25.0, 0, 1 << 22),
+            rec("cuda:0", Stage::Teardown, "close", 30.0, 30.5, 0, 0),
+        ],
+    }
+}
+
+#[test]
+fn synthetic_multi_device_profile_lanes_tracks_and_idle() {
+    let p = synthetic();
+    // Trace: three processes, cuda:0 has a second h2d track for the overlap.
+    let v = parse(&p.to_chrome_trace());
+    let pids = check_trace_structure(&p, &v);
+    assert_eq!(pids.len(), 3);
+    let cuda_pid = pids.iter().find(|(_, d)| *d == "cuda:0").map(|(p, _)| *p).unwrap();
+    let cuda_tracks: BTreeSet<String> = v["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name" && e["pid"] == cuda_pid)
+        .map(|e| e["args"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let expected: BTreeSet<String> = ["init", "h2d", "h2d #2", "kernel", "d2h", "teardown"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(cuda_tracks, expected);
+    // Every slice's label survives JSON escaping.
+    assert!(
+        v["traceEvents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["args"]["label"] == "chunk 1 \"b\"")
+    );
+
+    // SVG: one lane per device, a second h2d row, escaped labels.
+    let svg = check_svg(&p);
+    assert!(svg.contains("h2d #2"));
+    assert!(svg.contains("vector_add &lt;build&gt;") && svg.contains("chunk 0 &amp; a"));
+    assert!(!svg.contains("<build>"));
+
+    // Report: idle time inside each device's span.
+    let r = p.report();
+    let by = |d: &str| r.devices.iter().find(|s| s.device == d).unwrap().clone();
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+    // cuda:0: span 0..30.5, busy 0..2, 5..16, 30..30.5 → idle 3 + 14 = 17 ms.
+    assert!(near(ms(by("cuda:0").idle_ns), 17.0), "{:?}", by("cuda:0"));
+    // opencl:0: span 0..26, busy 0..3, 5..12, 22..26 → idle 2 + 10 = 12 ms.
+    assert!(near(ms(by("opencl:0").idle_ns), 12.0));
+    // cpu:0: span 0..25, busy 0..0.1, 14..25 → idle 13.9 ms.
+    assert!(near(ms(by("cpu:0").idle_ns), 13.9));
+    assert!(near(ms(r.total.idle_ns), 17.0 + 12.0 + 13.9));
+    // Overlapping uploads count their full time per stage (8 ms), not the union.
+    assert!(near(ms(by("cuda:0").ns(Stage::HostToDevice)), 8.0));
+    // Kernels cover 8..12 and 14..26 of the 5..26 pipeline wall: p = 16/21.
+    assert!(near(r.kernel_fraction, 16.0 / 21.0));
+    let text = r.to_string();
+    for d in ["cuda:0", "opencl:0", "cpu:0", "total"] {
+        assert!(text.contains(d), "report row {d}:\n{text}");
+    }
+    assert!(
+        text.contains("device") && text.contains("host"),
+        "clock column:\n{text}"
+    );
+}
+
+#[test]
+fn profiler_places_device_clock_records_and_tolerates_backward_spans() {
+    use std::time::{Duration, Instant};
+    let p = offload::profile::Profiler::new();
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_micros(100);
+    // Device duration inside the host span: ends when the host saw it end.
+    p.record("gpu:0", Stage::Kernel, "k", 0, 7, t0, t1, Some(40_000));
+    // Longer than the host span (clock skew): clamped to the host span.
+    p.record("gpu:0", Stage::Kernel, "k", 0, 7, t0, t1, Some(500_000));
+    // Host clock.
+    p.record("cpu:0", Stage::HostToDevice, "w", 64, 0, t0, t1, None);
+    // Backwards span: empty, never an underflow.
+    p.record("cpu:0", Stage::DeviceToHost, "r", 64, 0, t1, t0, None);
+    p.set_enabled(false);
+    p.record("cpu:0", Stage::Kernel, "ignored", 0, 0, t0, t1, None);
+    p.set_enabled(true);
+    let prof = p.take();
+    assert_eq!(prof.records.len(), 4);
+    let r = &prof.records;
+    assert_eq!((r[0].duration_ns(), r[0].clock), (40_000, Clock::Device));
+    assert_eq!(r[0].end_ns, r[2].end_ns);
+    assert_eq!((r[1].duration_ns(), r[1].clock), (100_000, Clock::Device));
+    assert_eq!((r[2].duration_ns(), r[2].clock), (100_000, Clock::Host));
+    assert_eq!(r[3].duration_ns(), 0);
+    assert!(p.take().is_empty());
+    check_trace_structure(&prof, &parse(&prof.to_chrome_trace()));
+    check_svg(&prof);
+}
