@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use offload::nbody::{Accelerations, DeviceAccelerations, SimConfig, Simulation, SplitAccelerations, write_png};
 use offload::Runtime;
+use offload::nbody::{Accelerations, DeviceAccelerations, SimConfig, Simulation, SplitAccelerations, write_png};
 
 /// All-pairs N-body simulation on the CPU, an OpenCL or a CUDA device.
 #[derive(Parser, Debug)]

@@ -431,7 +431,7 @@ impl KernelBuilder {
         self
     }
     /// Fewest items per call of the CPU function when a launch is spread over the
-    /// CPU pool (default [`DEFAULT_CPU_GRAIN`]). Expensive items (N-body: N
+    /// CPU pool (default [`crate::DEFAULT_CPU_GRAIN`]). Expensive items (N-body: N
     /// interactions each) want a small grain so small launches still use every core.
     pub fn cpu_grain(mut self, items: usize) -> Self {
         self.cpu_grain = items.max(1);

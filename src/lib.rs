@@ -63,7 +63,8 @@ pub use cpu_ctx::CpuCtx;
 pub use device::{Device, DeviceInfo};
 pub use error::{BackendKind, Error, Result};
 pub use kernel::{
-    Access, CpuKernelFn, ElemType, Kernel, KernelBuilder, Param, Scalar, ScalarType, ScalarValue, Source, Split,
+    Access, CpuKernelFn, DEFAULT_CPU_GRAIN, ElemType, Kernel, KernelBuilder, Param, Scalar, ScalarType, ScalarValue,
+    Source, Split,
 };
 pub use launch::{Arg, Dim3, LaunchConfig};
 pub use runtime::{DEVICE_ENV, Runtime, RuntimeBuilder, Unavailable};

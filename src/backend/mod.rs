@@ -80,7 +80,9 @@ pub(crate) enum RawArg<'a> {
     },
     /// A scalar.
     Scalar(Scalar),
-    /// Local memory of this many bytes.
+    /// Local memory of this many bytes (unused by the CPU backend, which has no
+    /// work-group memory).
+    #[cfg_attr(not(any(feature = "opencl", feature = "cuda")), allow(dead_code))]
     Local(usize),
 }
 
