@@ -12,7 +12,7 @@
 //! `--resident`, uploads once, launches `--launches` times and downloads once — the
 //! usual cure when transfers dominate). The result of every device is checked
 //! against a float64 reference. The picture in `docs/img/timeline.svg` was made by
-//! this program (see `docs/profiling.md`).
+//! this program (see the profiling section of README.md).
 
 use std::process::ExitCode;
 

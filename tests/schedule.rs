@@ -529,8 +529,15 @@ fn chunks_show_in_the_profile() {
     let kernels: Vec<_> = p
         .records
         .iter()
-        .filter(|x| x.stage == offload::profile::Stage::Kernel)
+        .filter(|x| x.stage == offload::profile::Stage::Kernel && x.label.starts_with("chunk "))
         .collect();
+    // Besides its chunks, each device runs one empty warm-up launch first.
+    let warm: Vec<_> = p
+        .records
+        .iter()
+        .filter(|x| x.stage == offload::profile::Stage::Kernel && x.label.starts_with("warm-up"))
+        .collect();
+    assert!(warm.len() == 1 && warm[0].items == 0, "one warm-up launch of 0 items");
     assert_eq!(
         kernels.len(),
         r.devices[0].chunks,

@@ -287,10 +287,17 @@ impl PerfModel {
             Some(e) => {
                 let compute = (o.kernel_s - e.latency_s).max(0.5 * o.kernel_s).max(1e-9);
                 let r = o.items as f64 / compute;
-                e.rate = (1.0 - ALPHA) * e.rate + ALPHA * r;
+                // Weight by size: a chunk of ~5 ms or more at the current estimate
+                // counts fully, a tiny end-game chunk (latency and noise dominated)
+                // almost not at all, so a run's many small last chunks cannot drag
+                // the rate away from what the big chunks measured. Averaging time per
+                // item (harmonic) rather than items per second keeps it unbiased.
+                let full = (e.rate * 0.005).max(1.0);
+                let w = ALPHA * (o.items as f64 / full).min(1.0);
+                e.rate = 1.0 / ((1.0 - w) / e.rate + w / r);
                 if let Some(bw) = bw_obs {
                     e.bandwidth = if e.bandwidth > 0.0 {
-                        (1.0 - ALPHA) * e.bandwidth + ALPHA * bw
+                        1.0 / ((1.0 - w) / e.bandwidth + w / bw)
                     } else {
                         bw
                     };
