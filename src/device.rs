@@ -54,6 +54,9 @@ pub struct DeviceInfo {
     pub compute_capability: Option<(u32, u32)>,
     /// Whether the block size must divide the global size per axis (OpenCL < 2.0).
     pub requires_uniform_blocks: bool,
+    /// Whether the device computes on the host's own CPU cores (the CPU backend,
+    /// an OpenCL CPU device such as PoCL): such devices compete for the same cores.
+    pub host_cpu: bool,
 }
 
 impl DeviceInfo {

@@ -100,7 +100,11 @@ fn randomized_faults_never_lose_or_corrupt_items() {
             .collect();
         let healthy = plans.iter().any(|p| p == "healthy");
         let what = format!("trial {t}: {n} items, {policy}, devices {plans:?}");
-        let mut s = Scheduler::new(&devs).unwrap().with_policy(policy).in_memory_model();
+        let mut s = Scheduler::new(&devs)
+            .unwrap()
+            .allow_shared_cores(true)
+            .with_policy(policy)
+            .in_memory_model();
         let result = if rng.below(2) == 0 {
             let a = rng.vec_f32(n, -50.0, 50.0);
             let b = rng.vec_f32(n, -50.0, 50.0);
@@ -170,6 +174,7 @@ fn a_failing_last_chunk_is_rerun() {
     let flaky = inject_faults(&base[1], FaultPlan::none().fail_on(FaultOp::Launch, 2));
     let mut s = Scheduler::new(&[base[0].clone(), flaky])
         .unwrap()
+        .allow_shared_cores(true)
         .with_policy(Policy::Dynamic { chunk: 2500 })
         .in_memory_model();
     let mut c = vec![f32::NAN; n];
@@ -208,7 +213,11 @@ fn every_device_failing_returns_every_error() {
             inject_faults(&base[1], FaultPlan::none().fail_from(FaultOp::Read, 1)),
             inject_faults(&base[2], FaultPlan::none().fail_on(FaultOp::Build, 1)),
         ];
-        let mut s = Scheduler::new(&devs).unwrap().with_policy(policy).in_memory_model();
+        let mut s = Scheduler::new(&devs)
+            .unwrap()
+            .allow_shared_cores(true)
+            .with_policy(policy)
+            .in_memory_model();
         let mut c = vec![f32::NAN; n];
         let e = s
             .run(

@@ -74,6 +74,7 @@ fn vector_add_split_matches_reference_for_every_policy() {
             for n in [1, 17, 4096, 100_003, 1 << 20] {
                 let mut s = Scheduler::new(&devs[..ndev])
                     .expect("scheduler")
+                    .allow_shared_cores(true)
                     .with_policy(policy)
                     .in_memory_model();
                 let what = format!("{ndev} devices, {policy}, {n} items");
@@ -101,7 +102,11 @@ fn every_available_device_together() {
     devs.push(extra.device("cpu").unwrap());
     let mut rng = Rng::fresh("every_available_device");
     for policy in POLICIES {
-        let mut s = Scheduler::new(&devs).unwrap().with_policy(policy).in_memory_model();
+        let mut s = Scheduler::new(&devs)
+            .unwrap()
+            .allow_shared_cores(true)
+            .with_policy(policy)
+            .in_memory_model();
         let r = vector_add_case(&mut s, &mut rng, 300_001, &format!("all devices, {policy}"));
         assert!(r.failures.is_empty(), "{r}");
     }
@@ -168,7 +173,11 @@ fn broadcast_scalar_offset_and_read_write_buffers() {
         let table = rng.vec_f32(97, 1.0, 2.0);
         let scale = rng.f32_in(0.5, 2.0);
         let mut y = vec![f32::NAN; n];
-        let mut s = Scheduler::new(&devs).unwrap().with_policy(policy).in_memory_model();
+        let mut s = Scheduler::new(&devs)
+            .unwrap()
+            .allow_shared_cores(true)
+            .with_policy(policy)
+            .in_memory_model();
         s.run(
             &k,
             n,
@@ -209,7 +218,10 @@ fn bad_input_gives_typed_errors_and_leaves_outputs_alone() {
     // Empty device set.
     assert!(matches!(Scheduler::new(&[]), Err(Error::InvalidInput(m)) if m.contains("empty")));
 
-    let mut s = Scheduler::new(&devs).unwrap().in_memory_model();
+    let mut s = Scheduler::new(&devs)
+        .unwrap()
+        .allow_shared_cores(true)
+        .in_memory_model();
 
     // Elementwise length ≠ items × per_item (input and output).
     let mut c = vec![f32::NAN; 100];
@@ -314,6 +326,7 @@ fn bad_input_gives_typed_errors_and_leaves_outputs_alone() {
     // Invalid policy parameters.
     let mut bad = Scheduler::new(&devs)
         .unwrap()
+        .allow_shared_cores(true)
         .with_policy(Policy::HGuided { k: 0.5, min_chunk: 0 })
         .in_memory_model();
     let e = bad
@@ -346,7 +359,10 @@ fn devices_without_an_implementation_are_excluded_with_a_reason() {
     let cpu_only = table_kernel();
     let mut devs = vec![rt.device("cpu").unwrap()];
     devs.extend(other);
-    let mut s = Scheduler::new(&devs).unwrap().in_memory_model();
+    let mut s = Scheduler::new(&devs)
+        .unwrap()
+        .allow_shared_cores(true)
+        .in_memory_model();
     let mut rng = Rng::fresh("exclusion_by_backend");
     let n = 1000;
     let x = rng.vec_f32(n, 1.0, 2.0);
@@ -384,6 +400,7 @@ fn model_persists_and_a_corrupt_file_is_recalibrated() {
     // First use: every device is probed, the file appears with one entry per device.
     let mut s = Scheduler::new(&devs)
         .unwrap()
+        .allow_shared_cores(true)
         .model_file(&path)
         .with_policy(Policy::default());
     assert!(s.model().is_empty());
@@ -397,7 +414,10 @@ fn model_persists_and_a_corrupt_file_is_recalibrated() {
     assert!(est.calibrated() && est.rate > 0.0 && est.bandwidth > 0.0, "{est:?}");
 
     // Round trip: a new scheduler reads it and skips the probes.
-    let mut s2 = Scheduler::new(&devs).unwrap().model_file(&path);
+    let mut s2 = Scheduler::new(&devs)
+        .unwrap()
+        .allow_shared_cores(true)
+        .model_file(&path);
     assert_eq!(s2.model().get(key).map(|e| e.calibrated()), Some(true));
     let r = vector_add_case(&mut s2, &mut rng, 200_000, "second use");
     assert!(r.devices.iter().all(|d| d.probes == 0), "{r}");
@@ -407,6 +427,7 @@ fn model_persists_and_a_corrupt_file_is_recalibrated() {
         std::fs::write(&path, junk).unwrap();
         let mut s3 = Scheduler::new(&devs)
             .unwrap()
+            .allow_shared_cores(true)
             .model_file(&path)
             .with_policy(Policy::Static);
         assert!(s3.model().is_empty(), "{junk}");
@@ -481,6 +502,7 @@ fn a_slow_device_gets_a_smaller_share() {
     ] {
         let mut s = Scheduler::new(&[fast.clone(), slow.clone()])
             .unwrap()
+            .allow_shared_cores(true)
             .with_policy(policy)
             .in_memory_model();
         let mut y = vec![f32::NAN; n];
@@ -521,6 +543,7 @@ fn chunks_show_in_the_profile() {
     rt.profiler().take();
     let mut s = Scheduler::new(&devs)
         .unwrap()
+        .allow_shared_cores(true)
         .with_policy(Policy::Dynamic { chunk: 10_000 })
         .in_memory_model();
     let mut rng = Rng::fresh("profile");
@@ -554,4 +577,26 @@ fn chunks_show_in_the_profile() {
     assert!(r.devices.iter().all(|d| d.idle <= r.wall));
     let text = r.to_string();
     assert!(text.contains("cpu:0#2") && text.contains("busy ms"), "{text}");
+}
+
+#[test]
+fn host_cpu_devices_beyond_the_cores_are_left_out_by_default() {
+    // Three single-thread CPU devices on fewer than three cores would only contend:
+    // by default the first is kept and the others are excluded with the reason.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rts = cpu_runtimes(cores + 1);
+    let devs = devices(&rts);
+    let mut rng = Rng::fresh("shared_cores");
+    let mut s = Scheduler::new(&devs).unwrap().in_memory_model();
+    let r = vector_add_case(&mut s, &mut rng, 50_000, "shared cores");
+    assert_eq!(r.devices.iter().filter(|d| d.items > 0).count(), 1, "{r}");
+    assert_eq!(r.excluded.len(), cores, "{r}");
+    assert!(r.excluded.iter().all(|e| e.reason.contains("same host cores")), "{r}");
+    // Allowed explicitly, every device takes part again.
+    let mut s = Scheduler::new(&devs)
+        .unwrap()
+        .in_memory_model()
+        .allow_shared_cores(true);
+    let r = vector_add_case(&mut s, &mut rng, 50_000, "shared cores allowed");
+    assert!(r.excluded.is_empty(), "{r}");
 }

@@ -197,6 +197,7 @@ pub struct Scheduler {
     policy: Policy,
     max_block: u32,
     model: PerfModel,
+    shared_cores: bool,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -248,6 +249,7 @@ impl Scheduler {
             policy: Policy::from_env()?,
             max_block: 256,
             model: PerfModel::load_default(),
+            shared_cores: false,
         })
     }
 
@@ -266,6 +268,15 @@ impl Scheduler {
     /// Load the model from (and save it to) `path` instead of the cache directory.
     pub fn model_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.model = PerfModel::load(&path.into());
+        self
+    }
+
+    /// Let devices that compute on the host's cores (the CPU backend, OpenCL CPU
+    /// devices such as PoCL) share a run even when their threads together exceed
+    /// the host's cores. Off by default: such devices only contend for the same
+    /// cores, so all but the first are left out (and the report says why).
+    pub fn allow_shared_cores(mut self, allow: bool) -> Self {
+        self.shared_cores = allow;
         self
     }
 
@@ -334,6 +345,9 @@ impl Scheduler {
                 });
             }
         }
+        if !self.shared_cores {
+            exclude_shared_cores(&mut parts, &mut excluded);
+        }
         if parts.is_empty() {
             return Err(Error::NoCapableDevice {
                 kernel: kernel.name().to_string(),
@@ -358,6 +372,32 @@ impl Scheduler {
         }
         result
     }
+}
+
+/// Leave out host-CPU devices beyond the first when their threads together
+/// exceed the host's cores: two such devices only take cores from each other
+/// (measured: N-body on the CPU backend plus PoCL on the same two cores runs at
+/// half the CPU backend's speed alone).
+fn exclude_shared_cores(parts: &mut Vec<run::Participant<'_>>, excluded: &mut Vec<Excluded>) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let host: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].device.info().host_cpu).collect();
+    let threads: u64 = host.iter().map(|&i| parts[i].device.info().compute_units as u64).sum();
+    if host.len() < 2 || threads <= cores {
+        return;
+    }
+    let first = parts[host[0]].label.clone();
+    parts.retain(|p| {
+        let keep = !p.device.info().host_cpu || p.label == first;
+        if !keep {
+            excluded.push(Excluded {
+                device: p.label.clone(),
+                reason: format!(
+                    "computes on the same host cores as {first} ({threads} threads of host-CPU devices on {cores} cores would only contend; Scheduler::allow_shared_cores overrides)"
+                ),
+            });
+        }
+        keep
+    });
 }
 
 /// An argument's index, host memory `(address, length)` if any, and whether it is written.

@@ -54,6 +54,7 @@ pub(crate) fn discover(threads: Option<usize>) -> Discovery {
         max_alloc_bytes: sys.mem_bytes,
         compute_capability: None,
         requires_uniform_blocks: false,
+        host_cpu: true,
     };
     Ok(vec![Arc::new(CpuBackend { info, pool }) as Arc<dyn Backend>])
 }

@@ -142,5 +142,6 @@ pub(crate) fn device_info(ctx: &Arc<CudaContext>, ordinal: usize, driver: &str) 
         max_alloc_bytes: total,
         compute_capability: Some((major.max(0) as u32, minor.max(0) as u32)),
         requires_uniform_blocks: false,
+        host_cpu: false,
     })
 }

@@ -31,8 +31,8 @@ use opencl3::device::{
     CL_DEVICE_ADDRESS_BITS, CL_DEVICE_GLOBAL_MEM_SIZE, CL_DEVICE_LOCAL_MEM_SIZE, CL_DEVICE_MAX_COMPUTE_UNITS,
     CL_DEVICE_MAX_MEM_ALLOC_SIZE, CL_DEVICE_MAX_WORK_GROUP_SIZE, CL_DEVICE_MAX_WORK_ITEM_SIZES, CL_DEVICE_NAME,
     CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, CL_DEVICE_PREFERRED_WORK_GROUP_SIZE_MULTIPLE, CL_DEVICE_TYPE,
-    CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_GPU, CL_DEVICE_VENDOR, CL_DEVICE_VERSION, CL_DRIVER_VERSION, get_device_data,
-    get_device_ids,
+    CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_CPU, CL_DEVICE_TYPE_GPU, CL_DEVICE_VENDOR, CL_DEVICE_VERSION, CL_DRIVER_VERSION,
+    get_device_data, get_device_ids,
 };
 use opencl3::error_codes::{CL_DEVICE_NOT_FOUND, DLOPEN_RUNTIME_LOAD_FAILED};
 use opencl3::kernel::{CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE, get_kernel_work_group_data};
@@ -147,6 +147,7 @@ fn open_device(platform: cl_platform_id, id: cl_device_id, index: usize) -> Resu
         max_alloc_bytes: max_alloc,
         compute_capability: None,
         requires_uniform_blocks: version < (2, 0),
+        host_cpu: dev_type & CL_DEVICE_TYPE_CPU != 0,
     };
 
     // SAFETY: `id` is a device of this platform; no properties, no callback.
