@@ -372,7 +372,6 @@ fn suites(args: &crate::Args, dir: &std::path::Path) -> Res<()> {
     bench_line(
         "coexec_vector_add_shared_cores_vs_best",
         1.0 / t_shared,
-        "1/s",
         Some(1.0 / best.as_secs_f64()),
     );
     drop(va_run);
