@@ -372,9 +372,9 @@ fn suites(args: &crate::Args, dir: &std::path::Path) -> Res<()> {
     bench_line(
         "coexec_vector_add_shared_cores_vs_best",
         1.0 / t_shared,
+        "1/s",
         Some(1.0 / best.as_secs_f64()),
     );
-    drop(va_run);
     let ok = c.iter().enumerate().step_by(1013).all(|(i, v)| *v == a[i] + b[i]);
     if !ok {
         return Err("split vector add result is wrong".into());
