@@ -104,6 +104,11 @@ summary() {
     grep '^BENCH ' "$logs/bench-cuda.log" | sed 's/^BENCH /  /'
     awk '/^cuda measure/{p=1} p' "$logs/bench-cuda.log" | sed 's/^/  /'
   fi
+  if [ -s "$logs/nbody-262k.log" ]; then
+    echo
+    echo "nbody N=262144 on cuda (target >= 40 TFLOP/s on an H100):"
+    grep -E 'GFLOP/s|energy' "$logs/nbody-262k.log" | sed 's/^/  /'
+  fi
   if [ -s "$logs/tests.log" ]; then
     echo
     echo "tests: $(grep -c '^test .* ok$' "$logs/tests.log") ok, $(grep -c '^test .* FAILED$' "$logs/tests.log") failed, $(grep -c '^SKIP' "$logs/tests.log") skip lines"
@@ -202,6 +207,11 @@ for ex in vector_add nbody; do
     rows+=("example $ex|SKIP|0|not in this tree")
   fi
 done
+
+# N-body at the size of the GPU target (>= 40 TFLOP/s on an H100 at N >= 262144).
+if example_exists nbody; then
+  run_example "nbody N=262144 cuda" nbody "$logs/nbody-262k.log" --device cuda --bodies 262144 --steps 10 --quiet
+fi
 
 # ---------------------------------------------------------------- bench
 run_example "bench cuda suite" bench "$logs/bench-cuda.log" cuda --strict "${bench_flags[@]}"
