@@ -12,6 +12,12 @@ struct Args {
     /// Print the device facts as JSON.
     #[arg(long)]
     json: bool,
+    /// Write a Chrome trace-event JSON of discovery (init stage per device).
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
+    /// Write an SVG timeline of discovery.
+    #[arg(long)]
+    timeline: Option<std::path::PathBuf>,
 }
 
 fn mib(b: u64) -> String {
@@ -45,6 +51,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for u in rt.unavailable() {
         println!("{} unavailable: {}", u.backend, u.reason);
+    }
+    let profile = rt.profile();
+    if let Some(p) = &args.trace {
+        profile.write_chrome_trace(p)?;
+        println!("trace written to {}", p.display());
+    }
+    if let Some(p) = &args.timeline {
+        profile.write_svg_timeline(p)?;
+        println!("timeline written to {}", p.display());
     }
     Ok(())
 }

@@ -37,6 +37,11 @@ struct Args {
     /// Write an SVG timeline.
     #[arg(long)]
     timeline: Option<std::path::PathBuf>,
+    /// With several devices: let host-CPU devices (the CPU backend, PoCL) share the
+    /// host's cores even when their threads exceed them (the scheduler's default
+    /// leaves the extra ones out).
+    #[arg(long)]
+    shared_cores: bool,
 }
 
 fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -56,7 +61,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         None => rt.default_devices()?,
     };
     if args.device.as_deref() == Some("all") || devices.len() > 1 {
-        run_split(&devices, &k, &a, &b, &mut c)?;
+        run_split(&devices, &k, &a, &b, &mut c, args.shared_cores)?;
     } else {
         let dev = &devices[0];
         println!("device {} ({})", dev.label(), dev.info().name);
@@ -133,9 +138,10 @@ fn run_split(
     a: &[f32],
     b: &[f32],
     c: &mut [f32],
+    shared_cores: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use offload::schedule::{HostArg, Scheduler};
-    let mut s = Scheduler::new(devices)?;
+    let mut s = Scheduler::new(devices)?.allow_shared_cores(shared_cores);
     println!(
         "splitting {} items over {} with policy {:?}",
         a.len(),
