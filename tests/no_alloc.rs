@@ -1,0 +1,89 @@
+//! The CPU backend's launch path allocates nothing on the heap: a counting global
+//! allocator watches 200 launches (one inline, one spread over the worker pool).
+//! With recording on, each launch adds only its profile record (two strings and
+//! a vector slot). One test in its own binary, so no other test allocates meanwhile.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use offload::{Arg, BackendKind, LaunchConfig, Runtime, kernels};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn cpu_launch_path_does_not_allocate() {
+    let rt = Runtime::builder()
+        .backends(&[BackendKind::Cpu])
+        .cpu_threads(2)
+        .build()
+        .unwrap();
+    let dev = rt.device("cpu").unwrap();
+    let k = kernels::vector_add().unwrap();
+    let noop = kernels::noop().unwrap();
+    let n = 1 << 18;
+    let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 + 1.0).collect();
+    let da = dev.upload(&a).unwrap();
+    let mut dc = dev.alloc::<f32>(n).unwrap();
+    let big = LaunchConfig::for_items(n, dev.info());
+    let one = LaunchConfig::new(1, 1);
+    let mut launch_all = |times: usize| {
+        for _ in 0..times {
+            dev.launch(
+                &k,
+                &big,
+                &[
+                    Arg::input(&da),
+                    Arg::input(&da),
+                    Arg::output(&mut dc),
+                    0u32.into(),
+                    (n as u32).into(),
+                ],
+            )
+            .unwrap();
+            dev.launch(&noop, &one, &[0u32.into(), 1u32.into()]).unwrap();
+        }
+    };
+    launch_all(3); // warm-up: first-use allocations (thread-locals, lazy statics)
+
+    rt.profiler().set_enabled(false);
+    let before = ALLOCS.load(Ordering::Relaxed);
+    launch_all(100);
+    let quiet = ALLOCS.load(Ordering::Relaxed) - before;
+    assert_eq!(quiet, 0, "{quiet} heap allocations in 200 launches with recording off");
+
+    rt.profiler().set_enabled(true);
+    rt.profiler().take();
+    let before = ALLOCS.load(Ordering::Relaxed);
+    launch_all(100);
+    let recorded = ALLOCS.load(Ordering::Relaxed) - before;
+    // Two strings per record plus amortised growth of the record vector.
+    assert!(
+        recorded <= 200 * 3,
+        "{recorded} heap allocations in 200 recorded launches"
+    );
+    assert_eq!(rt.profiler().take().records.len(), 200);
+    let c = dc.to_vec().unwrap();
+    assert!(c.iter().zip(&a).all(|(c, a)| *c == a + a));
+}
