@@ -13,6 +13,7 @@ fn offload_device_env() {
     // SAFETY: this test binary has a single test, so no other thread reads the environment.
     unsafe { std::env::set_var("OFFLOAD_DEVICE", "cpu:0") };
     assert_eq!(rt.default_device().unwrap().label(), "cpu:0");
+    // SAFETY: single-test binary, as above.
     unsafe { std::env::set_var("OFFLOAD_DEVICE", "gpu-please") };
     let e = rt.default_device().unwrap_err();
     let msg = e.to_string();
@@ -30,8 +31,10 @@ fn offload_device_env() {
         msg.contains("gpu-please") && msg.contains("valid selectors are all, cpu, cpu:0"),
         "{msg}"
     );
+    // SAFETY: single-test binary, as above.
     unsafe { std::env::set_var("OFFLOAD_DEVICE", "opencl:9") };
     assert!(matches!(rt.default_device(), Err(Error::NoSuchDevice { .. })));
+    // SAFETY: single-test binary, as above.
     unsafe { std::env::remove_var("OFFLOAD_DEVICE") };
     assert_eq!(rt.default_device().unwrap().label(), "cpu:0");
 }

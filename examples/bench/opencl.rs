@@ -150,6 +150,7 @@ mod imp {
         let global = [cfg.grid.x as usize * cfg.block.x as usize];
         let local = [cfg.block.x as usize];
         let mut raw_run = || -> Result<(), BoxErr> {
+            // SAFETY: see above (buffers, host slices and arguments as the kernel expects).
             unsafe {
                 raw.queue.enqueue_write_buffer(&mut ra, CL_BLOCKING, 0, &a, &[])?;
                 raw.queue.enqueue_write_buffer(&mut rb, CL_BLOCKING, 0, &b, &[])?;
