@@ -65,7 +65,18 @@ fn cpu_launch_path_does_not_allocate() {
             dev.launch(&noop, &one, &[0u32.into(), 1u32.into()]).unwrap();
         }
     };
-    launch_all(3); // warm-up: first-use allocations (thread-locals, lazy statics)
+    // Warm-up: one-time, process-wide lazy allocations are not per-launch costs:
+    // parking_lot's global parking table (made at the first park of any thread),
+    // each thread's first use of its handle. Park the main thread once, and launch
+    // until every pool thread has run chunks and parked.
+    {
+        let m = parking_lot::Mutex::new(());
+        parking_lot::Condvar::new().wait_for(&mut m.lock(), std::time::Duration::from_millis(1));
+    }
+    for _ in 0..20 {
+        launch_all(5);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 
     rt.profiler().set_enabled(false);
     let before = ALLOCS.load(Ordering::Relaxed);

@@ -9,6 +9,13 @@ use offload::schedule::{FaultPlan, HostArg, PerfModel, Policy, Scheduler, inject
 use offload::{Access, BackendKind, CpuCtx, Device, Error, Kernel, Param, Runtime, Split, kernels};
 
 /// `n` single-thread CPU runtimes (independent devices).
+/// Tests here time devices against each other (shares follow measured speed), so
+/// they run one at a time: a neighbour test's threads would skew the timings.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn cpu_runtimes(n: usize) -> Vec<Runtime> {
     (0..n)
         .map(|_| {
@@ -66,6 +73,7 @@ fn vector_add_case(sched: &mut Scheduler, rng: &mut Rng, n: usize, what: &str) -
 
 #[test]
 fn vector_add_split_matches_reference_for_every_policy() {
+    let _serial = serial();
     let rts = cpu_runtimes(3);
     let devs = devices(&rts);
     let mut rng = Rng::fresh("vector_add_split");
@@ -91,6 +99,7 @@ fn vector_add_split_matches_reference_for_every_policy() {
 
 #[test]
 fn every_available_device_together() {
+    let _serial = serial();
     // OpenCL and CUDA devices join when present; the CPU is always there.
     let rt = common::runtime();
     let mut devs = common::devices(&rt);
@@ -162,6 +171,7 @@ fn in_place_kernel() -> Kernel {
 
 #[test]
 fn broadcast_scalar_offset_and_read_write_buffers() {
+    let _serial = serial();
     let rts = cpu_runtimes(3);
     let devs = devices(&rts);
     let mut rng = Rng::fresh("broadcast_scalar_offset");
@@ -207,6 +217,7 @@ fn broadcast_scalar_offset_and_read_write_buffers() {
 
 #[test]
 fn bad_input_gives_typed_errors_and_leaves_outputs_alone() {
+    let _serial = serial();
     let rts = cpu_runtimes(2);
     let devs = devices(&rts);
     let k = kernels::vector_add().unwrap();
@@ -345,6 +356,7 @@ fn bad_input_gives_typed_errors_and_leaves_outputs_alone() {
 
 #[test]
 fn devices_without_an_implementation_are_excluded_with_a_reason() {
+    let _serial = serial();
     let rt = common::runtime();
     let other: Vec<Device> = rt
         .devices()
@@ -391,6 +403,7 @@ fn devices_without_an_implementation_are_excluded_with_a_reason() {
 
 #[test]
 fn model_persists_and_a_corrupt_file_is_recalibrated() {
+    let _serial = serial();
     let rts = cpu_runtimes(2);
     let devs = devices(&rts);
     let dir = temp_dir("model");
@@ -486,6 +499,7 @@ fn poly_reference(x: &[f32], iters: u32) -> Vec<f64> {
 
 #[test]
 fn a_slow_device_gets_a_smaller_share() {
+    let _serial = serial();
     let rts = cpu_runtimes(2);
     let fast = rts[0].device("cpu").unwrap();
     let slow = inject_faults(&rts[1].device("cpu").unwrap(), FaultPlan::none().slow_down(4.0));
@@ -529,6 +543,7 @@ fn a_slow_device_gets_a_smaller_share() {
 
 #[test]
 fn chunks_show_in_the_profile() {
+    let _serial = serial();
     let rt = Runtime::builder()
         .cpu_threads(1)
         .backends(&[BackendKind::Cpu])
@@ -581,6 +596,7 @@ fn chunks_show_in_the_profile() {
 
 #[test]
 fn host_cpu_devices_beyond_the_cores_are_left_out_by_default() {
+    let _serial = serial();
     // Three single-thread CPU devices on fewer than three cores would only contend:
     // by default the first is kept and the others are excluded with the reason.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
