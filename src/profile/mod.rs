@@ -97,11 +97,79 @@ impl StageRecord {
 
 /// Collects stage records for every device of a runtime. Cheap to record into;
 /// can be disabled (then `record` is one atomic load).
+///
+/// Recording allocates nothing per record once a device label and a record label
+/// have been seen: records are stored compactly with their strings interned, and
+/// full [`StageRecord`]s are built only by [`Profiler::snapshot`] / [`Profiler::take`].
 #[derive(Debug)]
 pub struct Profiler {
     epoch: Instant,
     enabled: AtomicBool,
-    records: Mutex<Vec<StageRecord>>,
+    store: Mutex<Store>,
+}
+
+/// A record with interned strings.
+#[derive(Clone, Copy, Debug)]
+struct Compact {
+    device: u32,
+    label: u32,
+    stage: Stage,
+    clock: Clock,
+    bytes: u64,
+    items: u64,
+    start_ns: u64,
+    end_ns: u64,
+}
+
+/// Interned strings plus compact records.
+#[derive(Debug, Default)]
+struct Store {
+    names: Vec<Box<str>>,
+    index: std::collections::HashMap<Box<str>, u32>,
+    records: Vec<Compact>,
+}
+
+impl Store {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.names.push(s.into());
+        self.index.insert(s.into(), i);
+        i
+    }
+
+    fn expand(&self) -> Vec<StageRecord> {
+        let name = |i: u32| self.names.get(i as usize).map_or_else(String::new, |s| s.to_string());
+        self.records
+            .iter()
+            .map(|c| StageRecord {
+                device: name(c.device),
+                stage: c.stage,
+                label: name(c.label),
+                bytes: c.bytes,
+                items: c.items,
+                start_ns: c.start_ns,
+                end_ns: c.end_ns,
+                clock: c.clock,
+            })
+            .collect()
+    }
+
+    fn push(&mut self, r: &StageRecord) {
+        let (device, label) = (self.intern(&r.device), self.intern(&r.label));
+        self.records.push(Compact {
+            device,
+            label,
+            stage: r.stage,
+            clock: r.clock,
+            bytes: r.bytes,
+            items: r.items,
+            start_ns: r.start_ns,
+            end_ns: r.end_ns,
+        });
+    }
 }
 
 impl Default for Profiler {
@@ -116,7 +184,10 @@ impl Profiler {
         Profiler {
             epoch: Instant::now(),
             enabled: AtomicBool::new(true),
-            records: Mutex::new(Vec::with_capacity(1024)),
+            store: Mutex::new(Store {
+                records: Vec::with_capacity(4096),
+                ..Store::default()
+            }),
         }
     }
 
@@ -166,38 +237,40 @@ impl Profiler {
             Some(_) => (s, Clock::Device),
             None => (s, Clock::Host),
         };
-        let rec = StageRecord {
-            device: device.to_string(),
+        let mut st = self.store.lock();
+        let (device, label) = (st.intern(device), st.intern(label));
+        st.records.push(Compact {
+            device,
+            label,
             stage,
-            label: label.to_string(),
+            clock,
             bytes,
             items,
             start_ns,
             end_ns: e,
-            clock,
-        };
-        self.records.lock().push(rec);
+        });
     }
 
     /// Add a record built elsewhere (the scheduler's idle spans, tests).
     pub fn push(&self, rec: StageRecord) {
         if self.is_enabled() {
-            self.records.lock().push(rec);
+            self.store.lock().push(&rec);
         }
     }
 
     /// A copy of everything recorded so far.
     pub fn snapshot(&self) -> Profile {
         Profile {
-            records: self.records.lock().clone(),
+            records: self.store.lock().expand(),
         }
     }
 
     /// Take everything recorded so far, leaving the profiler empty.
     pub fn take(&self) -> Profile {
-        Profile {
-            records: std::mem::take(&mut *self.records.lock()),
-        }
+        let mut st = self.store.lock();
+        let records = st.expand();
+        st.records.clear();
+        Profile { records }
     }
 }
 
