@@ -36,8 +36,34 @@
 //! ```
 //!
 //! Layers (see `DESIGN.md`): the public API in this crate's root modules; the
-//! backends in `backend/` (the only code touching driver APIs); the profiler in
-//! [`profile`]; the built-in kernels in [`kernels`].
+//! backends in `backend/` (the only code touching driver APIs); the scheduler in
+//! [`schedule`]; the profiler in [`profile`]; the built-in kernels in [`kernels`];
+//! the N-body simulation in [`nbody`]; NVRTC without a GPU in `nvrtc` (feature `cuda`).
+//!
+//! ## Where this crate departs from the design, and why
+//!
+//! * **Synchronous backend calls.** Every backend call returns when its work is
+//!   complete (see the contract in `src/backend/mod.rs`); there are no async hooks.
+//!   Overlap comes instead from several queues/streams per device, each taken by
+//!   whichever host thread calls: the scheduler runs two host threads per OpenCL or
+//!   CUDA device, so one chunk's upload overlaps another's kernel. This keeps the
+//!   public API borrow-checked (a `&mut Buffer` is exclusive for exactly one call)
+//!   and every stage's timing exact.
+//! * **`Offset` and `Count` are `u32`**, the natural index type of CUDA and OpenCL
+//!   kernels; a launch of more than `u32::MAX` items is refused.
+//! * **CPU grain per kernel** ([`Kernel::cpu_grain`]): how many items a CPU kernel
+//!   call gets at least, so cheap kernels amortise a worker wake-up and expensive
+//!   ones (N-body) still use every core on small launches.
+//! * **`Param::Local` on CUDA** adds to the dynamic shared memory instead of being
+//!   a kernel parameter (CUDA C reaches it through `extern __shared__`); the
+//!   built-in N-body kernels use static tiles and take no `Local` parameter.
+//! * **Shared host cores** ([`DeviceInfo::host_cpu`]): the scheduler leaves out
+//!   host-CPU devices (the CPU backend, PoCL) beyond the first when their threads
+//!   exceed the host's cores, because they only contend (measured: N-body at half
+//!   the CPU backend's speed); [`schedule::Scheduler::allow_shared_cores`] overrides.
+//! * **Warm-up launch**: before timed chunks, the scheduler launches each kernel
+//!   once with `Count = 0` per device, keeping first-launch JIT costs (PoCL compiles
+//!   per work-group size at the first enqueue) out of the performance model.
 
 #![warn(missing_docs)]
 
