@@ -117,7 +117,7 @@ mod imp {
         stream: &Arc<CudaStream>,
         rows: &mut Vec<Row>,
     ) -> Res<()> {
-        // 3 × 1 GiB for the library, 2 × 1 GiB for the copy (quick: 64 MiB each).
+        // 3 × 1 GiB for the library, 2 × 2 GiB for the copy (quick: 3 × 64 MiB, 2 × 128 MiB).
         let n: usize = if args.quick { 16 << 20 } else { 256 << 20 };
         let k = kernels::vector_add()?;
         let a: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 0.5).collect();

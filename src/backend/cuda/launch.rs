@@ -34,6 +34,8 @@ use crate::launch::LaunchConfig;
 
 /// Arguments up to this count are marshalled without a heap allocation.
 const FIXED_ARGS: usize = 16;
+/// Shared memory per block (static plus dynamic) that needs no opt-in.
+const DEFAULT_SHARED_BYTES: u64 = 48 << 10;
 
 impl CudaBackend {
     /// Run `kernel` to completion; returns the device-clock kernel time.
@@ -148,9 +150,14 @@ impl CudaBackend {
             )));
         }
         let dyn_smem = u32::try_from(dyn_smem).map_err(|_| err(format!("{dyn_smem} bytes of shared memory")))?;
-        if dyn_smem > built.dyn_smem_allowed.load(Ordering::Acquire) {
+        let allowed = built.dyn_smem_allowed.load(Ordering::Acquire) as u64;
+        let full = limit - built.static_smem as u64;
+        // Opt in when the function's reported allowance is too small, and also whenever
+        // static plus dynamic memory exceeds the 48 KiB every function gets without
+        // opting in: the reported default need not subtract the static part.
+        if dyn_smem as u64 > allowed || (total > DEFAULT_SHARED_BYTES && allowed < full) {
             // Allow as much as the device permits next to the static part, once.
-            let allow = (limit - built.static_smem as u64).min(i32::MAX as u64) as i32;
+            let allow = full.min(i32::MAX as u64) as i32;
             self.ctx
                 .bind_to_thread()
                 .and_then(|()| {
@@ -163,5 +170,35 @@ impl CudaBackend {
             built.dyn_smem_allowed.fetch_max(allow as u32, Ordering::AcqRel);
         }
         Ok(dyn_smem)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::kernel::Scalar;
+
+    /// `cuLaunchKernel` reads each parameter's own width from the start of its cell:
+    /// the first 4 or 8 bytes of the 8-byte cell must be the value's native bytes.
+    #[test]
+    fn scalar_cells_start_with_the_value_bytes() {
+        let cases: [(Scalar, Vec<u8>); 6] = [
+            (Scalar::I32(-7), (-7i32).to_ne_bytes().to_vec()),
+            (Scalar::U32(4_000_000_000), 4_000_000_000u32.to_ne_bytes().to_vec()),
+            (Scalar::F32(3.5), 3.5f32.to_ne_bytes().to_vec()),
+            (Scalar::I64(i64::MIN + 4096), (i64::MIN + 4096).to_ne_bytes().to_vec()),
+            (Scalar::U64(u64::MAX - 4095), (u64::MAX - 4095).to_ne_bytes().to_vec()),
+            (Scalar::F64(1.25e300), 1.25e300f64.to_ne_bytes().to_vec()),
+        ];
+        for (s, want) in cases {
+            let (bytes, n) = s.to_ne_bytes();
+            assert_eq!(n, want.len(), "{s:?}");
+            // The cell as `launch_kernel` builds it, read back as the driver does.
+            let cell = u64::from_ne_bytes(bytes);
+            let seen = cell.to_ne_bytes();
+            assert_eq!(&seen[..n], &want[..], "{s:?}");
+            if n == 4 {
+                assert_eq!(&seen[4..], &[0u8; 4], "{s:?}: the unused half is zero");
+            }
+        }
     }
 }

@@ -6,7 +6,8 @@
 //! are recorded in the context, never panicked on). Because every operation of
 //! this backend completes before it returns, a buffer is never in use on another
 //! stream when it is freed, so `cudarc`'s per-slice event tracking is switched off
-//! for the context (see `CudaBackend::open`).
+//! for the context (see `CudaBackend::open`). Dropping a [`CudaMemory`] first makes
+//! the context current on the dropping thread, which may never have used CUDA.
 //!
 //! Before allocating, free device memory is read with `cuMemGetInfo`; a request
 //! above it is [`Error::OutOfMemory`] with limit "free device memory", and so is a
@@ -14,8 +15,8 @@
 
 use std::any::Any;
 
-use cudarc::driver::CudaSlice;
 use cudarc::driver::sys::CUdeviceptr;
+use cudarc::driver::{CudaContext, CudaSlice, result};
 
 use super::CudaBackend;
 use super::error::{map_driver_err, out_of_memory};
@@ -39,6 +40,33 @@ impl CudaMemory {
     /// Ordinal of the device that owns it.
     pub(crate) fn ordinal(&self) -> usize {
         self.ordinal
+    }
+}
+
+impl Drop for CudaMemory {
+    fn drop(&mut self) {
+        // `CudaSlice`'s own Drop frees with `cuMemFreeAsync` (or `cuMemFree`) without
+        // making its context current first, and a buffer may be dropped on a thread
+        // that never called the driver (no current context) or has another device's
+        // context current. Stream-ordered calls check the current context against the
+        // stream's, so the free could fail there (CUDA_ERROR_INVALID_CONTEXT), leak
+        // the memory, and the error cudarc records would surface at the next
+        // unrelated call on this device (`bind_to_thread` returns it). Bind first.
+        if let Some(slice) = &self.slice {
+            bind_quietly(slice.context());
+        }
+    }
+}
+
+/// Make `ctx` current on this thread for a `Drop`: never panics, and (unlike
+/// `CudaContext::bind_to_thread`) does not consume an error recorded earlier in
+/// the context; a failure is recorded there for `close`/`check_err` to report.
+pub(crate) fn bind_quietly(ctx: &CudaContext) {
+    match result::ctx::get_current() {
+        Ok(Some(current)) if current == ctx.cu_ctx() => {}
+        // SAFETY: `ctx` is alive (borrowed) and owns its retained primary context, so
+        // `cu_ctx()` is a valid context handle; making it current frees nothing.
+        _ => ctx.record_err(unsafe { result::ctx::set_current(ctx.cu_ctx()) }),
     }
 }
 
