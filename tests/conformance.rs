@@ -9,36 +9,10 @@ mod common;
 use common::{Rng, assert_close, devices_of, runtime};
 use offload::{Arg, BackendKind, Device, Error, LaunchConfig, kernels};
 
-/// vector add of `n` fresh random items, output poisoned with NaN first.
-fn vector_add_case(dev: &Device, n: usize, rng: &mut Rng) {
-    let k = kernels::vector_add().unwrap();
-    let a = rng.vec_f32(n, -100.0, 100.0);
-    let b = rng.vec_f32(n, -100.0, 100.0);
-    let reference: Vec<f64> = a.iter().zip(&b).map(|(x, y)| *x as f64 + *y as f64).collect();
-    let da = dev.upload(&a).unwrap();
-    let db = dev.upload(&b).unwrap();
-    let mut dc = dev.upload(&vec![f32::NAN; n]).unwrap();
-    let cfg = LaunchConfig::for_items(n, dev.info());
-    dev.launch(
-        &k,
-        &cfg,
-        &[
-            Arg::input(&da),
-            Arg::input(&db),
-            Arg::output(&mut dc),
-            0u32.into(),
-            (n as u32).into(),
-        ],
-    )
-    .unwrap();
-    let c = dc.to_vec().unwrap();
-    assert_close(&format!("vector_add n={n} on {}", dev.label()), &c, &reference, 1e-6);
-}
-
 fn vector_add_sizes(dev: &Device) {
     let mut rng = Rng::fresh("vector_add_sizes");
     for n in [1usize, 7, 1000, 4099, 65_537, 1 << 20] {
-        vector_add_case(dev, n, &mut rng);
+        common::vector_add_ok(dev, n, &mut rng);
     }
 }
 
@@ -119,7 +93,7 @@ fn noop_shapes(dev: &Device) {
 fn profile_records_stages(dev: &Device) {
     let before = dev.profiler().snapshot().records.len();
     let mut rng = Rng::fresh("profile_records_stages");
-    vector_add_case(dev, 5000, &mut rng);
+    common::vector_add_ok(dev, 5000, &mut rng);
     let p = dev.profiler().snapshot();
     let mine: Vec<_> = p.records[before..].iter().filter(|r| r.device == dev.label()).collect();
     use offload::profile::Stage;
@@ -143,7 +117,7 @@ fn concurrent_launches(dev: &Device) {
                 let mut rng = Rng(t * 7919 + 17);
                 for _ in 0..5 {
                     let n = 1000 + rng.below(50_000) as usize;
-                    vector_add_case(&dev, n, &mut rng);
+                    common::vector_add_ok(&dev, n, &mut rng);
                 }
             });
         }

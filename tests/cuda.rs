@@ -9,7 +9,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Rng, assert_close};
+use common::Rng;
 use offload::profile::{Clock, Stage};
 use offload::{Access, Arg, BackendKind, Device, Dim3, Error, Kernel, LaunchConfig, Param, Runtime, Split, kernels};
 
@@ -98,30 +98,6 @@ fn device_info_is_read_from_the_driver() {
     }
 }
 
-fn vector_add_on(dev: &Device, n: usize, cfg: LaunchConfig, rng: &mut Rng) {
-    let k = kernels::vector_add().expect("vector_add");
-    let a = rng.vec_f32(n, -100.0, 100.0);
-    let b = rng.vec_f32(n, -100.0, 100.0);
-    let da = dev.upload(&a).expect("upload a");
-    let db = dev.upload(&b).expect("upload b");
-    let mut dc = dev.upload(&vec![f32::NAN; n]).expect("poisoned c");
-    dev.launch(
-        &k,
-        &cfg,
-        &[
-            Arg::input(&da),
-            Arg::input(&db),
-            Arg::output(&mut dc),
-            0u32.into(),
-            (n as u32).into(),
-        ],
-    )
-    .expect("launch");
-    let c = dc.to_vec().expect("read c");
-    let reference: Vec<f64> = a.iter().zip(&b).map(|(x, y)| *x as f64 + *y as f64).collect();
-    assert_close(&format!("vector_add n={n} cfg={cfg:?}"), &c, &reference, 1e-6);
-}
-
 #[test]
 fn vector_add_matches_the_f64_reference() {
     let rt = runtime();
@@ -130,10 +106,10 @@ fn vector_add_matches_the_f64_reference() {
         // Sizes below, at and across staging chunks (8 MiB = 2M f32), plus a random one.
         let random = 1 + rng.below(3_000_000) as usize;
         for n in [1usize, 1000, 2 << 20, 5_000_001, random] {
-            vector_add_on(&dev, n, LaunchConfig::for_items(n, dev.info()), &mut rng);
+            common::vector_add_on(&dev, n, LaunchConfig::for_items(n, dev.info()), &mut rng);
         }
         // A grid that overshoots the items.
-        vector_add_on(
+        common::vector_add_on(
             &dev,
             1_000_003,
             LaunchConfig::new(1_000_003u32.div_ceil(512) + 3, 512),
@@ -241,7 +217,7 @@ fn launch_limits_are_launch_config_errors() {
         // Still usable afterwards.
         dev.launch(&noop, &LaunchConfig::new(1, 32), &args)
             .expect("noop after errors");
-        vector_add_on(&dev, 4097, LaunchConfig::for_items(4097, &info), &mut rng);
+        common::vector_add_on(&dev, 4097, LaunchConfig::for_items(4097, &info), &mut rng);
     }
 }
 
@@ -271,7 +247,7 @@ fn allocation_above_free_memory_is_out_of_memory_and_the_runtime_survives() {
         println!("{err}");
         let err = dev.alloc::<u8>(total as usize + 1).expect_err("above max allocation");
         assert!(matches!(err, Error::OutOfMemory { .. }), "{err:?}");
-        vector_add_on(&dev, 100_000, LaunchConfig::for_items(100_000, dev.info()), &mut rng);
+        common::vector_add_on(&dev, 100_000, LaunchConfig::for_items(100_000, dev.info()), &mut rng);
     }
 }
 
@@ -282,7 +258,7 @@ fn profile_has_device_clock_records_for_copies_and_kernels() {
     for dev in gpus(&rt) {
         rt.profiler().take();
         let n = 1 << 20;
-        vector_add_on(&dev, n, LaunchConfig::for_items(n, dev.info()), &mut rng);
+        common::vector_add_on(&dev, n, LaunchConfig::for_items(n, dev.info()), &mut rng);
         let p = rt.profile();
         for stage in [Stage::HostToDevice, Stage::Kernel, Stage::DeviceToHost] {
             let recs: Vec<_> = p.device_records(dev.label()).filter(|r| r.stage == stage).collect();
@@ -457,7 +433,7 @@ fn two_host_threads_share_a_device() {
                     let mut rng = Rng::fresh(&format!("cuda thread {t}"));
                     for _ in 0..5 {
                         let n = 3_000_000 + rng.below(1000) as usize;
-                        vector_add_on(&dev, n, LaunchConfig::for_items(n, dev.info()), &mut rng);
+                        common::vector_add_on(&dev, n, LaunchConfig::for_items(n, dev.info()), &mut rng);
                     }
                 })
             })

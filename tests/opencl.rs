@@ -16,32 +16,6 @@ fn opencl() -> (Runtime, Vec<Device>) {
     (rt, devs)
 }
 
-/// Run vector add of `n` random items on `dev`, poisoning the output first.
-fn vector_add_ok(dev: &Device, n: usize, rng: &mut Rng) {
-    let k = kernels::vector_add().unwrap();
-    let a = rng.vec_f32(n, -100.0, 100.0);
-    let b = rng.vec_f32(n, -100.0, 100.0);
-    let da = dev.upload(&a).unwrap();
-    let db = dev.upload(&b).unwrap();
-    let mut dc = dev.upload(&vec![f32::NAN; n]).unwrap();
-    let cfg = LaunchConfig::for_items(n, dev.info());
-    dev.launch(
-        &k,
-        &cfg,
-        &[
-            Arg::input(&da),
-            Arg::input(&db),
-            Arg::output(&mut dc),
-            0u32.into(),
-            (n as u32).into(),
-        ],
-    )
-    .unwrap();
-    let c = dc.to_vec().unwrap();
-    let reference: Vec<f64> = a.iter().zip(&b).map(|(x, y)| *x as f64 + *y as f64).collect();
-    assert_close(&format!("vector_add n={n} on {}", dev.label()), &c, &reference, 1e-6);
-}
-
 #[test]
 fn device_info_is_filled_from_the_driver() {
     let (_rt, devs) = opencl();
@@ -74,7 +48,7 @@ fn vector_add_matches_f64_reference_with_device_clocks() {
     let mut rng = Rng::fresh("vector_add");
     for d in &devs {
         for n in [1usize, 1000, (1 << 20) + 3] {
-            vector_add_ok(d, n, &mut rng);
+            common::vector_add_ok(d, n, &mut rng);
         }
         let p = rt.profile();
         for stage in [Stage::HostToDevice, Stage::Kernel, Stage::DeviceToHost] {
@@ -115,7 +89,7 @@ fn noop_runs_with_1d_2d_3d_configs() {
             d.label()
         );
         // Still correct afterwards.
-        vector_add_ok(d, 4096, &mut Rng::fresh("noop then vector_add"));
+        common::vector_add_ok(d, 4096, &mut Rng::fresh("noop then vector_add"));
     }
 }
 
@@ -330,7 +304,7 @@ fn bad_input_gives_typed_errors_and_the_device_stays_usable() {
         }
         let e = d.launch(&broken, &LaunchConfig::new(1, 1), &[1u32.into()]).unwrap_err();
         assert!(matches!(e, Error::Build { .. }), "launch of a broken kernel: {e:?}");
-        vector_add_ok(d, 333, &mut rng);
+        common::vector_add_ok(d, 333, &mut rng);
 
         // 2. Entry point not in the program.
         let wrong_entry = Kernel::builder("wrong_entry")
@@ -344,7 +318,7 @@ fn bad_input_gives_typed_errors_and_the_device_stays_usable() {
             }
             other => panic!("expected Error::EntryNotFound, got {other:?}"),
         }
-        vector_add_ok(d, 334, &mut rng);
+        common::vector_add_ok(d, 334, &mut rng);
 
         // 3. Wrong argument count.
         let e = d.launch(&va, &cfg, &[Arg::input(&da), Arg::input(&db)]).unwrap_err();
@@ -485,7 +459,7 @@ fn bad_input_gives_typed_errors_and_the_device_stays_usable() {
         assert_eq!(dx.to_vec().unwrap(), vec![2.0f32; 32], "the refused launch ran nothing");
 
         // Still usable after every error.
-        vector_add_ok(d, 4099, &mut rng);
+        common::vector_add_ok(d, 4099, &mut rng);
     }
 }
 
@@ -500,7 +474,7 @@ fn concurrent_launches_from_8_threads() {
                 s.spawn(move || {
                     let mut rng = Rng(seed ^ (t * 0x9E37_79B9));
                     for i in 0..10 {
-                        vector_add_ok(&d, 10_000 + 37 * i + t as usize, &mut rng);
+                        common::vector_add_ok(&d, 10_000 + 37 * i + t as usize, &mut rng);
                     }
                 });
             }
@@ -723,7 +697,7 @@ fn child_no_platform() {
         u.reason
     );
     // The rest of the runtime works.
-    vector_add_ok(&rt.device("cpu").unwrap(), 1000, &mut Rng::fresh("cpu without opencl"));
+    common::vector_add_ok(&rt.device("cpu").unwrap(), 1000, &mut Rng::fresh("cpu without opencl"));
     let e = rt.device("opencl").unwrap_err();
     assert!(e.to_string().contains("opencl unavailable"), "{e}");
 }

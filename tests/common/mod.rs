@@ -2,7 +2,7 @@
 //! relative-error checks against a float64 reference.
 #![allow(dead_code)]
 
-use offload::{BackendKind, Device, Runtime};
+use offload::{Arg, BackendKind, Device, LaunchConfig, Runtime, kernels};
 
 /// Backends named in `OFFLOAD_REQUIRE` (comma list of cpu, opencl, cuda, nvrtc).
 pub fn required() -> Vec<String> {
@@ -130,4 +130,40 @@ pub fn rel_err(out: &[f32], reference: &[f64]) -> f64 {
 pub fn assert_close(what: &str, out: &[f32], reference: &[f64], tol: f64) {
     let e = rel_err(out, reference);
     assert!(e <= tol, "{what}: relative error {e:e} exceeds {tol:e}");
+}
+
+/// Vector add of `n` fresh random items on `dev` with `cfg`, the output poisoned
+/// with NaN first, checked against a float64 reference.
+pub fn vector_add_on(dev: &Device, n: usize, cfg: LaunchConfig, rng: &mut Rng) {
+    let k = kernels::vector_add().expect("vector_add");
+    let a = rng.vec_f32(n, -100.0, 100.0);
+    let b = rng.vec_f32(n, -100.0, 100.0);
+    let da = dev.upload(&a).expect("upload a");
+    let db = dev.upload(&b).expect("upload b");
+    let mut dc = dev.upload(&vec![f32::NAN; n]).expect("poisoned c");
+    dev.launch(
+        &k,
+        &cfg,
+        &[
+            Arg::input(&da),
+            Arg::input(&db),
+            Arg::output(&mut dc),
+            0u32.into(),
+            (n as u32).into(),
+        ],
+    )
+    .expect("launch");
+    let c = dc.to_vec().expect("read c");
+    let reference: Vec<f64> = a.iter().zip(&b).map(|(x, y)| *x as f64 + *y as f64).collect();
+    assert_close(
+        &format!("vector_add n={n} {cfg:?} on {}", dev.label()),
+        &c,
+        &reference,
+        1e-6,
+    );
+}
+
+/// [`vector_add_on`] with the device's default configuration for `n` items.
+pub fn vector_add_ok(dev: &Device, n: usize, rng: &mut Rng) {
+    vector_add_on(dev, n, LaunchConfig::for_items(n, dev.info()), rng);
 }
