@@ -95,7 +95,7 @@
 //! * **Aliasing** — an output's host memory may not overlap any other argument's:
 //!   [`Error::InvalidInput`]. In safe Rust the borrow checker already forbids it;
 //!   the check guards slices built with `unsafe`.
-//! * **One CPU-backend device left** (alone, or after the shared-cores rule below)
+//! * **One host-CPU device left** (alone, or after the shared-cores rule below)
 //!   runs the whole range as one chunk: nothing to overlap or balance.
 //! * **Shared host cores** — host-CPU devices (the CPU backend, PoCL) beyond the
 //!   first are left out when their threads together exceed the host's cores
@@ -365,10 +365,9 @@ impl Scheduler {
             r.excluded = excluded;
             return Ok(r);
         }
-        // A lone CPU-backend device gains nothing from chunks (its copies are
-        // memcpys on the same cores, there is no queue to overlap and nobody to
-        // balance against): give it the whole range as one chunk.
-        let policy = if parts.len() == 1 && parts[0].device.backend() == crate::error::BackendKind::Cpu {
+        // A lone host-CPU device gains nothing from chunks (no queue to overlap,
+        // nobody to balance against): give it the whole range as one chunk.
+        let policy = if parts.len() == 1 && parts[0].device.info().host_cpu {
             Policy::Dynamic { chunk: items }
         } else {
             self.policy
