@@ -95,12 +95,6 @@
 //! * **Aliasing** — an output's host memory may not overlap any other argument's:
 //!   [`Error::InvalidInput`]. In safe Rust the borrow checker already forbids it;
 //!   the check guards slices built with `unsafe`.
-//! * **One host-CPU device left** (alone, or after the shared-cores rule below)
-//!   runs the whole range as one chunk: nothing to overlap or balance.
-//! * **Shared host cores** — host-CPU devices (the CPU backend, PoCL) beyond the
-//!   first are left out when their threads together exceed the host's cores
-//!   (listed in [`SplitReport::excluded`]); [`Scheduler::allow_shared_cores`]
-//!   overrides.
 //! * Devices that have no implementation of the kernel are left out and listed in
 //!   [`SplitReport::excluded`]; if none can run it, [`Error::NoCapableDevice`].
 //!
@@ -365,18 +359,11 @@ impl Scheduler {
             r.excluded = excluded;
             return Ok(r);
         }
-        // A lone host-CPU device gains nothing from chunks (no queue to overlap,
-        // nobody to balance against): give it the whole range as one chunk.
-        let policy = if parts.len() == 1 && parts[0].device.info().host_cpu {
-            Policy::Dynamic { chunk: items }
-        } else {
-            self.policy
-        };
         let job = run::Job {
             kernel,
             items,
             slots,
-            policy,
+            policy: self.policy,
             max_block: self.max_block,
         };
         let result = run::execute(&job, &parts, &mut self.model, excluded);
