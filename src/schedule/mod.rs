@@ -95,6 +95,10 @@
 //! * **Aliasing** — an output's host memory may not overlap any other argument's:
 //!   [`Error::InvalidInput`]. In safe Rust the borrow checker already forbids it;
 //!   the check guards slices built with `unsafe`.
+//! * **Shared host cores** — host-CPU devices (the CPU backend, PoCL) beyond the
+//!   first are left out when their threads together exceed the host's cores
+//!   (listed in [`SplitReport::excluded`]); [`Scheduler::allow_shared_cores`]
+//!   overrides.
 //! * Devices that have no implementation of the kernel are left out and listed in
 //!   [`SplitReport::excluded`]; if none can run it, [`Error::NoCapableDevice`].
 //!
