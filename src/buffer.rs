@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::DeviceMemory;
 use crate::device::Device;
@@ -53,169 +53,87 @@ impl dyn AnyBuffer + '_ {
     }
 }
 
-/// A typed allocation of `len` elements of `T` on one device.
-pub struct Buffer<T: bytemuck::Pod> {
+/// One untyped allocation on one device: the shared core of [`Buffer<T>`] and of
+/// the scheduler's chunk buffers (whose element type is only known at run time).
+/// It checks the allocation limit, times and records every copy, and frees the
+/// memory on drop. Byte ranges are checked by its callers.
+pub(crate) struct RawBuffer {
     device: Device,
     mem: Box<dyn DeviceMemory>,
+    ty: ElemType,
     len: usize,
-    _t: PhantomData<fn() -> T>,
 }
 
-impl<T: bytemuck::Pod> fmt::Debug for Buffer<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Buffer<{}>[{}] on {}",
-            std::any::type_name::<T>(),
-            self.len,
-            self.device.label()
-        )
-    }
-}
-
-impl<T: bytemuck::Pod> Buffer<T> {
-    /// Allocate `len` elements on `device`.
-    pub fn new(device: &Device, len: usize) -> Result<Self> {
+impl RawBuffer {
+    /// Allocate `len` elements of `ty` on `device`, within its max allocation.
+    pub(crate) fn alloc(device: &Device, ty: ElemType, len: usize) -> Result<RawBuffer> {
         device.check_open("alloc")?;
-        let info = device.info();
-        let bytes = (len as u64).checked_mul(std::mem::size_of::<T>() as u64);
-        let limit = info.max_alloc_bytes;
-        match bytes {
-            Some(b) if b <= limit => {}
-            _ => {
-                return Err(Error::OutOfMemory {
-                    device: device.label().to_string(),
-                    requested: bytes.unwrap_or(u64::MAX),
-                    limit_name: "the device's max allocation",
-                    limit,
-                });
-            }
-        }
-        let bytes = len * std::mem::size_of::<T>();
-        let mem = device.backend_impl().alloc(bytes)?;
-        Ok(Buffer {
+        let limit = device.info().max_alloc_bytes;
+        let bytes = (len as u64)
+            .checked_mul(ty.size as u64)
+            .filter(|b| *b <= limit && *b <= usize::MAX as u64)
+            .ok_or_else(|| Error::OutOfMemory {
+                device: device.label().to_string(),
+                requested: (len as u64).saturating_mul(ty.size as u64),
+                limit_name: "the device's max allocation",
+                limit,
+            })?;
+        let mem = device.backend_impl().alloc(bytes as usize)?;
+        Ok(RawBuffer {
             device: device.clone(),
             mem,
+            ty,
             len,
-            _t: PhantomData,
         })
     }
 
-    /// Allocate and upload.
-    pub fn from_slice(device: &Device, data: &[T]) -> Result<Self> {
-        device.upload(data)
-    }
-
-    /// Length in elements.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Owning device.
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    /// Host → device: copy all of `data` (length must equal the buffer's).
-    pub fn write(&mut self, data: &[T]) -> Result<()> {
-        if data.len() != self.len {
-            return Err(Error::LengthMismatch {
-                what: "Buffer::write".into(),
-                host: data.len(),
-                buffer: self.len,
-            });
-        }
-        self.write_at(0, data, "write")
-    }
-
-    /// Host → device: copy `data` into elements `offset..offset + data.len()`.
-    pub fn write_at(&mut self, offset: usize, data: &[T], label: &str) -> Result<()> {
-        self.check_range("Buffer::write_at", offset, data.len())?;
+    /// Host → device at byte `offset`, recorded as `label`; returns the host time taken.
+    pub(crate) fn write_bytes(&self, offset: usize, src: &[u8], label: &str) -> Result<Duration> {
         self.device.check_open("write")?;
-        let bytes: &[u8] = bytemuck::cast_slice(data);
-        let _span = tracing::debug_span!("h2d", device = %self.device.label(), bytes = bytes.len()).entered();
+        let _span = tracing::debug_span!("h2d", device = %self.device.label(), bytes = src.len()).entered();
         let t0 = Instant::now();
-        let timing = self
-            .device
-            .backend_impl()
-            .write(&*self.mem, offset * std::mem::size_of::<T>(), bytes)?;
-        self.device.profiler().record(
+        let timing = self.device.backend_impl().write(&*self.mem, offset, src)?;
+        let t1 = Instant::now();
+        let p = self.device.profiler();
+        p.record(
             self.device.label(),
             Stage::HostToDevice,
             label,
-            bytes.len() as u64,
+            src.len() as u64,
             0,
             t0,
-            Instant::now(),
+            t1,
             timing.device_ns,
         );
-        Ok(())
+        Ok(t1 - t0)
     }
 
-    /// Device → host: copy the whole buffer into `out` (length must equal the buffer's).
-    pub fn read(&self, out: &mut [T]) -> Result<()> {
-        if out.len() != self.len {
-            return Err(Error::LengthMismatch {
-                what: "Buffer::read".into(),
-                host: out.len(),
-                buffer: self.len,
-            });
-        }
-        self.read_at(0, out, "read")
-    }
-
-    /// Device → host: copy elements `offset..offset + out.len()` into `out`.
-    pub fn read_at(&self, offset: usize, out: &mut [T], label: &str) -> Result<()> {
-        self.check_range("Buffer::read_at", offset, out.len())?;
+    /// Device → host from byte `offset`, recorded as `label`; returns the host time taken.
+    pub(crate) fn read_bytes(&self, offset: usize, dst: &mut [u8], label: &str) -> Result<Duration> {
         self.device.check_open("read")?;
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
-        let n = bytes.len() as u64;
+        let n = dst.len() as u64;
         let _span = tracing::debug_span!("d2h", device = %self.device.label(), bytes = n).entered();
         let t0 = Instant::now();
-        let timing = self
-            .device
-            .backend_impl()
-            .read(&*self.mem, offset * std::mem::size_of::<T>(), bytes)?;
-        self.device.profiler().record(
+        let timing = self.device.backend_impl().read(&*self.mem, offset, dst)?;
+        let t1 = Instant::now();
+        let p = self.device.profiler();
+        p.record(
             self.device.label(),
             Stage::DeviceToHost,
             label,
             n,
             0,
             t0,
-            Instant::now(),
+            t1,
             timing.device_ns,
         );
-        Ok(())
-    }
-
-    /// Device → host into a new vector.
-    pub fn to_vec(&self) -> Result<Vec<T>> {
-        let mut v = vec![T::zeroed(); self.len];
-        self.read(&mut v)?;
-        Ok(v)
-    }
-
-    fn check_range(&self, what: &str, offset: usize, n: usize) -> Result<()> {
-        match offset.checked_add(n) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(Error::LengthMismatch {
-                what: format!("{what} at offset {offset}"),
-                host: n,
-                buffer: self.len.saturating_sub(offset),
-            }),
-        }
+        Ok(t1 - t0)
     }
 }
 
-impl<T: bytemuck::Pod> AnyBuffer for Buffer<T> {
+impl AnyBuffer for RawBuffer {
     fn elem_type(&self) -> ElemType {
-        ElemType::of::<T>()
+        self.ty
     }
     fn len(&self) -> usize {
         self.len
@@ -228,5 +146,126 @@ impl<T: bytemuck::Pod> AnyBuffer for Buffer<T> {
             mem: &*self.mem,
             device: &self.device,
         }
+    }
+}
+
+/// A typed allocation of `len` elements of `T` on one device.
+pub struct Buffer<T: bytemuck::Pod> {
+    raw: RawBuffer,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: bytemuck::Pod> fmt::Debug for Buffer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Buffer<{}>[{}] on {}",
+            std::any::type_name::<T>(),
+            self.raw.len,
+            self.raw.device.label()
+        )
+    }
+}
+
+impl<T: bytemuck::Pod> Buffer<T> {
+    /// Allocate `len` elements on `device`.
+    pub fn new(device: &Device, len: usize) -> Result<Self> {
+        Ok(Buffer {
+            raw: RawBuffer::alloc(device, ElemType::of::<T>(), len)?,
+            _t: PhantomData,
+        })
+    }
+
+    /// Allocate and upload.
+    pub fn from_slice(device: &Device, data: &[T]) -> Result<Self> {
+        device.upload(data)
+    }
+
+    /// Length in elements.
+    pub fn len(&self) -> usize {
+        self.raw.len
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.raw.len == 0
+    }
+
+    /// Owning device.
+    pub fn device(&self) -> &Device {
+        &self.raw.device
+    }
+
+    /// Host → device: copy all of `data` (length must equal the buffer's).
+    pub fn write(&mut self, data: &[T]) -> Result<()> {
+        if data.len() != self.len() {
+            return Err(Error::LengthMismatch {
+                what: "Buffer::write".into(),
+                host: data.len(),
+                buffer: self.len(),
+            });
+        }
+        self.write_at(0, data, "write")
+    }
+
+    /// Host → device: copy `data` into elements `offset..offset + data.len()`.
+    pub fn write_at(&mut self, offset: usize, data: &[T], label: &str) -> Result<()> {
+        self.check_range("Buffer::write_at", offset, data.len())?;
+        let at = offset * std::mem::size_of::<T>();
+        self.raw.write_bytes(at, bytemuck::cast_slice(data), label).map(|_| ())
+    }
+
+    /// Device → host: copy the whole buffer into `out` (length must equal the buffer's).
+    pub fn read(&self, out: &mut [T]) -> Result<()> {
+        if out.len() != self.len() {
+            return Err(Error::LengthMismatch {
+                what: "Buffer::read".into(),
+                host: out.len(),
+                buffer: self.len(),
+            });
+        }
+        self.read_at(0, out, "read")
+    }
+
+    /// Device → host: copy elements `offset..offset + out.len()` into `out`.
+    pub fn read_at(&self, offset: usize, out: &mut [T], label: &str) -> Result<()> {
+        self.check_range("Buffer::read_at", offset, out.len())?;
+        let at = offset * std::mem::size_of::<T>();
+        self.raw
+            .read_bytes(at, bytemuck::cast_slice_mut(out), label)
+            .map(|_| ())
+    }
+
+    /// Device → host into a new vector.
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        let mut v = vec![T::zeroed(); self.len()];
+        self.read(&mut v)?;
+        Ok(v)
+    }
+
+    fn check_range(&self, what: &str, offset: usize, n: usize) -> Result<()> {
+        match offset.checked_add(n) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(Error::LengthMismatch {
+                what: format!("{what} at offset {offset}"),
+                host: n,
+                buffer: self.len().saturating_sub(offset),
+            }),
+        }
+    }
+}
+
+impl<T: bytemuck::Pod> AnyBuffer for Buffer<T> {
+    fn elem_type(&self) -> ElemType {
+        self.raw.ty
+    }
+    fn len(&self) -> usize {
+        self.raw.len
+    }
+    fn device(&self) -> &Device {
+        &self.raw.device
+    }
+    fn raw(&self) -> BufferRef<'_> {
+        self.raw.raw()
     }
 }

@@ -163,17 +163,7 @@ impl Device {
 
     fn check_impl(&self, kernel: &Kernel) -> Result<()> {
         if !self.supports(kernel) {
-            return Err(Error::NoImplementation {
-                kernel: kernel.name().to_string(),
-                backend: self.backend(),
-                device: self.label().to_string(),
-                has: kernel
-                    .backends()
-                    .iter()
-                    .map(|b| b.name())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+            return Err(kernel.no_implementation(self.backend(), self.label()));
         }
         Ok(())
     }

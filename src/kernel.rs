@@ -363,6 +363,19 @@ impl Kernel {
     pub fn backends(&self) -> Vec<BackendKind> {
         BackendKind::ALL.into_iter().filter(|b| self.supports(*b)).collect()
     }
+    /// Names of the backends this kernel implements, comma-separated (for messages).
+    pub fn backend_names(&self) -> String {
+        self.backends().iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+    }
+    /// The error for running this kernel on `device`, whose backend it does not implement.
+    pub(crate) fn no_implementation(&self, backend: BackendKind, device: &str) -> Error {
+        Error::NoImplementation {
+            kernel: self.name().to_string(),
+            backend,
+            device: device.to_string(),
+            has: self.backend_names(),
+        }
+    }
     /// Whether the signature follows the splittable convention (has `Offset` and `Count`).
     pub fn is_splittable(&self) -> bool {
         self.params().iter().any(|p| matches!(p, Param::Offset))

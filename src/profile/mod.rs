@@ -303,6 +303,16 @@ impl Profile {
         self.records.is_empty()
     }
 
+    /// Write `contents` to `path`; an unwritable path gives [`crate::Error::Io`]
+    /// naming it and `what` was being written.
+    fn write_file(what: &'static str, path: &std::path::Path, contents: String) -> crate::Result<()> {
+        std::fs::write(path, contents).map_err(|source| crate::Error::Io {
+            what,
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
     /// The text report (see [`report`]).
     pub fn report(&self) -> report::Report {
         report::Report::from_profile(self)

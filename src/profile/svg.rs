@@ -18,7 +18,7 @@ use std::path::Path;
 
 use super::trace::assign_tracks;
 use super::{Clock, Profile, Stage, StageRecord};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Width of the picture, px.
 const WIDTH: f64 = 1200.0;
@@ -374,14 +374,10 @@ impl Profile {
     }
 
     /// Write [`Profile::to_svg_timeline`] to `path`. A path that cannot be written
-    /// gives [`Error::Io`] naming it; the profile is unchanged and still usable.
+    /// gives [`crate::Error::Io`] naming it; the profile is unchanged and still usable.
     pub fn write_svg_timeline(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        std::fs::write(path, self.to_svg_timeline()).map_err(|source| Error::Io {
-            what: "SVG timeline",
-            path: path.display().to_string(),
-            source,
-        })
+        Profile::write_file("SVG timeline", path, self.to_svg_timeline())
     }
 }
 

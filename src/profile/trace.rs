@@ -24,7 +24,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use super::{Clock, Profile, Stage, StageRecord};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// One track of one device: a stage and, when records of that stage overlap, a
 /// sub-track number (0 for the first).
@@ -164,14 +164,10 @@ impl Profile {
     }
 
     /// Write [`Profile::to_chrome_trace`] to `path`. A path that cannot be written
-    /// gives [`Error::Io`] naming it; the profile is unchanged and still usable.
+    /// gives [`crate::Error::Io`] naming it; the profile is unchanged and still usable.
     pub fn write_chrome_trace(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        std::fs::write(path, self.to_chrome_trace()).map_err(|source| Error::Io {
-            what: "Chrome trace",
-            path: path.display().to_string(),
-            source,
-        })
+        Profile::write_file("Chrome trace", path, self.to_chrome_trace())
     }
 }
 

@@ -335,12 +335,7 @@ impl Scheduler {
                 let reason = format!(
                     "no implementation for backend {} (the kernel has: {})",
                     d.backend(),
-                    kernel
-                        .backends()
-                        .iter()
-                        .map(|b| b.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    kernel.backend_names()
                 );
                 why.push(format!("{label}: {reason}"));
                 excluded.push(Excluded {

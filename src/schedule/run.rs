@@ -8,6 +8,7 @@
 //! launches through [`Device`]) and the backend trait's copy calls for its own
 //! untyped buffers; it never touches a driver.
 
+use crate::buffer::RawBuffer as RawBuf;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -18,13 +19,11 @@ use super::model::{Estimate, Observation, PerfModel};
 use super::partition::{self, Cost};
 use super::policy::Policy;
 use super::report::{DeviceShare, Excluded, Failure, SplitReport};
-use crate::backend::DeviceMemory;
-use crate::buffer::{AnyBuffer, BufferRef};
+use crate::buffer::AnyBuffer;
 use crate::device::{Device, DeviceInfo};
 use crate::error::{BackendKind, Error, Result};
 use crate::kernel::{ElemType, Kernel, Scalar};
 use crate::launch::{Arg, LaunchConfig};
-use crate::profile::Stage;
 
 /// Host memory written by the run: an output slice shared by the device threads,
 /// each of which only touches the item ranges it was handed.
@@ -152,98 +151,6 @@ pub(crate) struct Participant<'a> {
     pub label: String,
     /// Performance-model key.
     pub key: String,
-}
-
-/// An untyped device buffer for one parameter (the scheduler's own chunk and
-/// broadcast buffers), passed to launches as an [`AnyBuffer`] of the
-/// parameter's element type.
-struct RawBuf {
-    device: Device,
-    mem: Box<dyn DeviceMemory>,
-    ty: ElemType,
-    len: usize,
-}
-
-impl AnyBuffer for RawBuf {
-    fn elem_type(&self) -> ElemType {
-        self.ty
-    }
-    fn len(&self) -> usize {
-        self.len
-    }
-    fn device(&self) -> &Device {
-        &self.device
-    }
-    fn raw(&self) -> BufferRef<'_> {
-        BufferRef {
-            mem: &*self.mem,
-            device: &self.device,
-        }
-    }
-}
-
-impl RawBuf {
-    /// `len` elements of `ty` (at least one, so empty broadcasts still bind).
-    fn alloc(device: &Device, ty: ElemType, len: usize) -> Result<RawBuf> {
-        device.check_open("alloc")?;
-        let len = len.max(1);
-        let bytes = (len as u64).saturating_mul(ty.size as u64);
-        let limit = device.info().max_alloc_bytes;
-        if bytes > limit || bytes > usize::MAX as u64 {
-            return Err(Error::OutOfMemory {
-                device: device.label().to_string(),
-                requested: bytes,
-                limit_name: "the device's max allocation",
-                limit,
-            });
-        }
-        let mem = device.backend_impl().alloc(bytes as usize)?;
-        Ok(RawBuf {
-            device: device.clone(),
-            mem,
-            ty,
-            len,
-        })
-    }
-
-    /// Host → device into the start of the buffer; returns the time taken.
-    fn write(&self, src: &[u8], label: &str) -> Result<Duration> {
-        self.device.check_open("write")?;
-        let t0 = Instant::now();
-        let timing = self.device.backend_impl().write(&*self.mem, 0, src)?;
-        let t1 = Instant::now();
-        self.device.profiler().record(
-            self.device.label(),
-            Stage::HostToDevice,
-            label,
-            src.len() as u64,
-            0,
-            t0,
-            t1,
-            timing.device_ns,
-        );
-        Ok(t1 - t0)
-    }
-
-    /// Device → host from the start of the buffer; returns the time taken.
-    fn read(&self, dst: &mut [u8], label: &str) -> Result<Duration> {
-        self.device.check_open("read")?;
-        let t0 = Instant::now();
-        let n = dst.len() as u64;
-        let timing = self.device.backend_impl().read(&*self.mem, 0, dst)?;
-        let t1 = Instant::now();
-        self.device.profiler().record(
-            self.device.label(),
-            Stage::DeviceToHost,
-            label,
-            n,
-            0,
-            t0,
-            t1,
-            timing.device_ns,
-        );
-        Ok(t1 - t0)
-    }
 }
 
 /// A 1-D launch configuration for `n` items with at most `max_block` threads per block.
@@ -451,8 +358,8 @@ impl Ctx<'_, '_, '_> {
             for s in &self.job.slots {
                 out.push(match s {
                     Slot::Bcast { name, ty, data } => {
-                        let b = RawBuf::alloc(dev, *ty, data.len() / ty.size.max(1))?;
-                        b.write(data, &format!("broadcast {name}"))?;
+                        let b = RawBuf::alloc(dev, *ty, (data.len() / ty.size.max(1)).max(1))?;
+                        b.write_bytes(0, data, &format!("broadcast {name}"))?;
                         Some(b)
                     }
                     _ => None,
@@ -674,9 +581,9 @@ impl Ctx<'_, '_, '_> {
                 continue;
             };
             let elems = n * (bpi / ty.size.max(1));
-            if buf.as_ref().is_none_or(|b| b.len < elems) {
+            if buf.as_ref().is_none_or(|b| b.len() < elems) {
                 *buf = None;
-                *buf = Some(RawBuf::alloc(dev, *ty, elems)?);
+                *buf = Some(RawBuf::alloc(dev, *ty, elems.max(1))?);
             }
             let src: Option<&[u8]> = match (input, output) {
                 (Some(i), _) => Some(&i[range.start * bpi..range.end * bpi]),
@@ -685,7 +592,7 @@ impl Ctx<'_, '_, '_> {
                 _ => None,
             };
             if let (Some(src), Some(b)) = (src, buf.as_ref()) {
-                stats.up += b.write(src, &label)?;
+                stats.up += b.write_bytes(0, src, &label)?;
                 stats.h2d += src.len() as u64;
             }
         }
@@ -706,7 +613,7 @@ impl Ctx<'_, '_, '_> {
             ) = (slot, buf)
             {
                 stage.resize(n * bpi, 0);
-                stats.down += b.read(&mut stage[..n * bpi], &label)?;
+                stats.down += b.read_bytes(0, &mut stage[..n * bpi], &label)?;
                 stats.d2h += (n * bpi) as u64;
             }
         }

@@ -127,12 +127,7 @@ impl Backend for CpuBackend {
 
     fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing> {
         let Some(f) = kernel.cpu_fn() else {
-            return Err(Error::NoImplementation {
-                kernel: kernel.name().into(),
-                backend: BackendKind::Cpu,
-                device: self.info.label(),
-                has: String::new(),
-            });
+            return Err(kernel.no_implementation(BackendKind::Cpu, &self.info.label()));
         };
         let mut fixed = [CpuArg::Local; 16];
         let mut heap = Vec::new();

@@ -87,17 +87,9 @@ impl ModuleCache {
         if let Some(b) = self.get(kernel.id()) {
             return Ok((b, false));
         }
-        let source = kernel.cuda_source().ok_or_else(|| Error::NoImplementation {
-            kernel: kernel.name().to_string(),
-            backend: crate::BackendKind::Cuda,
-            device: device.to_string(),
-            has: kernel
-                .backends()
-                .iter()
-                .map(|b| b.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })?;
+        let source = kernel
+            .cuda_source()
+            .ok_or_else(|| kernel.no_implementation(crate::BackendKind::Cuda, device))?;
         let built = Arc::new(self.build(ctx, kernel.name(), source, device)?);
         self.built.write().insert(kernel.id(), built.clone());
         Ok((built, true))

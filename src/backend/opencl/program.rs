@@ -88,17 +88,7 @@ impl ProgramCache {
 /// Build `kernel`'s OpenCL source for `dev` and create `queues` kernel objects.
 fn build_kernel(ctx: &Context, dev: cl_device_id, info: &DeviceInfo, kernel: &Kernel, queues: usize) -> Result<Built> {
     let Some(src) = kernel.opencl_source() else {
-        return Err(Error::NoImplementation {
-            kernel: kernel.name().to_string(),
-            backend: BackendKind::OpenCl,
-            device: info.label(),
-            has: kernel
-                .backends()
-                .iter()
-                .map(|b| b.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
+        return Err(kernel.no_implementation(BackendKind::OpenCl, &info.label()));
     };
     let options = src.options.join(" ");
     let program = build_program_cached(ctx, dev, info, kernel.name(), &src.code, &options)?;
