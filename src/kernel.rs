@@ -284,6 +284,8 @@ pub type CpuKernelFn = dyn Fn(&CpuCtx<'_>) + Send + Sync;
 
 struct KernelInner {
     id: u64,
+    fingerprint: String,
+    alive: Arc<()>,
     name: String,
     params: Vec<Param>,
     cuda: Option<Source>,
@@ -329,6 +331,17 @@ impl Kernel {
     /// Name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+    /// Stable hex fingerprint of everything that defines this kernel: name,
+    /// signature, each backend's source, entry point and options. Two kernels built
+    /// from the same description have the same fingerprint, in any process.
+    pub fn fingerprint(&self) -> &str {
+        &self.inner.fingerprint
+    }
+    /// A token that dies with the last clone of this kernel: caches keyed by
+    /// [`Kernel::id`] keep it and drop their entry once it is dead.
+    pub(crate) fn liveness(&self) -> std::sync::Weak<()> {
+        Arc::downgrade(&self.inner.alive)
     }
     /// Signature.
     pub fn params(&self) -> &[Param] {
@@ -495,9 +508,12 @@ impl KernelBuilder {
                 )));
             }
         }
+        let fingerprint = fingerprint(&self.name, &self.params, self.cuda.as_ref(), self.opencl.as_ref());
         Ok(Kernel {
             inner: Arc::new(KernelInner {
                 id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
+                fingerprint,
+                alive: Arc::new(()),
                 name: self.name,
                 params: self.params,
                 cuda: self.cuda,
@@ -507,4 +523,35 @@ impl KernelBuilder {
             }),
         })
     }
+}
+
+/// The stable fingerprint of a kernel description (see [`Kernel::fingerprint`]).
+fn fingerprint(name: &str, params: &[Param], cuda: Option<&Source>, opencl: Option<&Source>) -> String {
+    let sig: String = params
+        .iter()
+        .map(|p| match p {
+            Param::Buffer {
+                name,
+                ty,
+                access,
+                split,
+            } => format!("B({name},{},{},{access:?},{split:?})", ty.name, ty.size),
+            Param::Scalar { name, ty } => format!("S({name},{})", ty.name()),
+            Param::Local { name, ty } => format!("L({name},{},{})", ty.name, ty.size),
+            Param::Offset => "O".to_string(),
+            Param::Count => "C".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(";");
+    let mut parts: Vec<Vec<u8>> = vec![b"kernel-v1".to_vec(), name.as_bytes().to_vec(), sig.into_bytes()];
+    for (tag, src) in [("cuda", cuda), ("opencl", opencl)] {
+        parts.push(tag.as_bytes().to_vec());
+        if let Some(s) = src {
+            parts.push(s.code.as_bytes().to_vec());
+            parts.push(s.entry.as_bytes().to_vec());
+            parts.push(s.options.join("\u{1f}").into_bytes());
+        }
+    }
+    let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
+    crate::cache::key(&refs)
 }
