@@ -16,14 +16,40 @@ use crate::error::{Error, Result};
 use crate::kernel::ElemType;
 use crate::profile::Stage;
 
-/// A borrowed view of a buffer's device memory and owner (crate-internal use).
-pub struct BufferRef<'a> {
-    pub(crate) mem: &'a dyn DeviceMemory,
-    pub(crate) device: &'a Device,
+pub(crate) use sealed::{BufferRef, Sealed};
+
+/// The sealed half of [`AnyBuffer`]: only this crate's buffer types implement it,
+/// so no code outside the crate can hand a launch device memory it does not own
+/// (or the same memory through two arguments).
+mod sealed {
+    use crate::backend::DeviceMemory;
+    use crate::device::Device;
+
+    /// A borrowed view of a buffer's device memory and owner.
+    pub struct BufferRef<'a> {
+        pub(crate) mem: &'a dyn DeviceMemory,
+        pub(crate) device: &'a Device,
+    }
+
+    /// Implemented by this crate's buffer types only.
+    pub trait Sealed {
+        /// The device memory behind the buffer.
+        fn raw(&self) -> BufferRef<'_>;
+    }
 }
 
-/// Object-safe view of any [`Buffer<T>`], used for launch arguments.
-pub trait AnyBuffer: Send + Sync {
+/// Object-safe view of any [`Buffer<T>`], used for launch arguments. Sealed: it
+/// cannot be implemented outside this crate.
+///
+/// ```compile_fail
+/// struct Fake;
+/// impl offload::AnyBuffer for Fake {
+///     fn elem_type(&self) -> offload::ElemType { offload::ElemType::of::<f32>() }
+///     fn len(&self) -> usize { 0 }
+///     fn device(&self) -> &offload::Device { unimplemented!() }
+/// }
+/// ```
+pub trait AnyBuffer: Sealed + Send + Sync {
     /// Element type.
     fn elem_type(&self) -> ElemType;
     /// Length in elements.
@@ -34,8 +60,6 @@ pub trait AnyBuffer: Send + Sync {
     }
     /// Owning device.
     fn device(&self) -> &Device;
-    #[doc(hidden)]
-    fn raw(&self) -> BufferRef<'_>;
 }
 
 impl dyn AnyBuffer + '_ {
@@ -78,7 +102,7 @@ impl RawBuffer {
                 limit_name: "the device's max allocation",
                 limit,
             })?;
-        let mem = device.backend_impl().alloc(bytes as usize)?;
+        let mem = device.backend_impl().alloc(bytes as usize, ty.align)?;
         Ok(RawBuffer {
             device: device.clone(),
             mem,
@@ -141,6 +165,9 @@ impl AnyBuffer for RawBuffer {
     fn device(&self) -> &Device {
         &self.device
     }
+}
+
+impl Sealed for RawBuffer {
     fn raw(&self) -> BufferRef<'_> {
         BufferRef {
             mem: &*self.mem,
@@ -265,6 +292,9 @@ impl<T: bytemuck::Pod> AnyBuffer for Buffer<T> {
     fn device(&self) -> &Device {
         &self.raw.device
     }
+}
+
+impl<T: bytemuck::Pod> Sealed for Buffer<T> {
     fn raw(&self) -> BufferRef<'_> {
         self.raw.raw()
     }

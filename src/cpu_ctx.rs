@@ -8,13 +8,16 @@
 //!
 //! Buffers are reached through [`CpuCtx::input`] (read-only parameters: the whole
 //! buffer) and [`CpuCtx::output`] (written parameters: only this call's items, so
-//! concurrent calls never alias). Asking for the wrong parameter kind or type
-//! panics; the backend catches the panic and reports [`crate::Error::KernelPanic`].
+//! concurrent calls never alias). The layout of an output (elements per item)
+//! comes from the kernel's signature, never from the caller, so two calls can
+//! never be handed overlapping elements. Asking for the wrong parameter kind or
+//! element type panics; the backend catches the panic and reports
+//! [`crate::Error::KernelPanic`].
 
 use std::cell::Cell;
 use std::ops::Range;
 
-use crate::kernel::{Param, Scalar, ScalarValue};
+use crate::kernel::{Param, Scalar, ScalarValue, Split};
 use crate::launch::LaunchConfig;
 
 /// One resolved argument of a CPU launch.
@@ -86,8 +89,10 @@ impl<'a> CpuCtx<'a> {
 
     /// Linear thread ids (items) of this call.
     pub fn items(&self) -> Range<usize> {
+        // The public layer checked that grid × block fits in 64 bits.
         let tpb = self.cfg.threads_per_block();
-        (self.blocks.start * tpb) as usize..(self.blocks.end * tpb) as usize
+        let at = |b: u64| usize::try_from(b.saturating_mul(tpb)).unwrap_or(usize::MAX);
+        at(self.blocks.start)..at(self.blocks.end)
     }
 
     /// This call's items that are below `n` (for kernels whose grid overshoots).
@@ -103,21 +108,36 @@ impl<'a> CpuCtx<'a> {
         }
     }
 
+    fn check_elem<T: bytemuck::Pod>(&self, i: usize, ty: &crate::kernel::ElemType) {
+        if ty.id != std::any::TypeId::of::<T>() {
+            panic!(
+                "kernel {:?}: parameter {i} holds {}, asked as {}",
+                self.kernel,
+                ty.name,
+                std::any::type_name::<T>()
+            );
+        }
+    }
+
     /// A read-only buffer parameter, whole.
     pub fn input<T: bytemuck::Pod>(&self, i: usize) -> &'a [T] {
-        match (self.param_kind(i), self.args[i]) {
+        match (self.param_kind(i), self.args.get(i).copied()) {
             (
                 Param::Buffer {
                     access: crate::kernel::Access::Read,
+                    ty,
                     ..
                 },
-                CpuArg::Buf { ptr, bytes, .. },
+                Some(CpuArg::Buf { ptr, bytes, .. }),
             ) => {
-                // SAFETY: `ptr` is a live, 64-byte aligned allocation of `bytes` bytes
-                // borrowed shared for the launch; nobody writes it meanwhile (the
-                // public API holds `&Buffer`). Pod types accept any bit pattern.
-                let raw = unsafe { std::slice::from_raw_parts(ptr as *const u8, bytes) };
-                bytemuck::cast_slice(raw)
+                self.check_elem::<T>(i, ty);
+                let len = bytes / std::mem::size_of::<T>().max(1);
+                // SAFETY: `ptr` is a live allocation of `bytes` bytes, aligned for `T`
+                // (the buffer was allocated for this element type, checked above;
+                // zero-length ones too), borrowed shared for the launch; nobody writes
+                // it meanwhile (the public API holds `&Buffer`, and a read parameter
+                // is never passed writable). Pod types accept any bit pattern.
+                unsafe { std::slice::from_raw_parts(ptr as *const T, len) }
             }
             (p, _) => panic!(
                 "kernel {:?}: parameter {i} ({}) is not a read-only buffer",
@@ -128,20 +148,28 @@ impl<'a> CpuCtx<'a> {
     }
 
     /// A written buffer parameter: only the elements owned by this call's items,
-    /// `items.start × per_item .. items.end × per_item` (clipped to the buffer).
+    /// `items.start × per_item .. items.end × per_item` (clipped to the buffer),
+    /// where `per_item` is the parameter's [`crate::Split::Elementwise`] layout.
     /// Index 0 of the returned slice is item `items().start`. May be taken once per
     /// parameter per call.
     #[allow(clippy::mut_from_ref)]
-    pub fn output<T: bytemuck::Pod>(&self, i: usize, per_item: usize) -> &'a mut [T] {
-        match (self.param_kind(i), self.args[i]) {
+    pub fn output<T: bytemuck::Pod>(&self, i: usize) -> &'a mut [T] {
+        match (self.param_kind(i), self.args.get(i).copied()) {
             (
-                Param::Buffer { .. },
-                CpuArg::Buf {
+                Param::Buffer {
+                    access,
+                    ty,
+                    split: Split::Elementwise { per_item },
+                    ..
+                },
+                Some(CpuArg::Buf {
                     ptr,
                     bytes,
                     writable: true,
-                },
-            ) => {
+                }),
+            ) if access.writes() => {
+                self.check_elem::<T>(i, ty);
+                let per_item = *per_item;
                 let bit = 1u64 << (i % 64);
                 if self.borrowed.get() & bit != 0 || i >= 64 {
                     panic!(
@@ -157,9 +185,10 @@ impl<'a> CpuCtx<'a> {
                 let end = r.end.saturating_mul(per_item).min(len);
                 // SAFETY: the allocation is exclusively borrowed by the launching
                 // thread for the whole launch; concurrent calls get disjoint item
-                // ranges, hence disjoint element ranges, and this call hands the
-                // range out at most once (bitmask above). Alignment: allocations are
-                // 64-byte aligned and `start * size` keeps `T`'s alignment.
+                // ranges and the same `per_item` (from the signature), hence disjoint
+                // element ranges, and this call hands the range out at most once
+                // (bitmask above). Alignment: the buffer was allocated for `T`
+                // (checked above), so `ptr + start * size` is aligned for `T`.
                 unsafe { std::slice::from_raw_parts_mut((ptr as *mut T).add(start), end - start) }
             }
             (p, _) => panic!(

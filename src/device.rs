@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::backend::{Backend, RawArg};
 use crate::buffer::{AnyBuffer, Buffer};
 use crate::error::{BackendKind, Error, Result};
-use crate::kernel::{Kernel, Param};
+use crate::kernel::{Extent, Kernel, Param, Scalar, ScalarArgs, Split};
 use crate::launch::{Arg, LaunchConfig};
 use crate::profile::{Profiler, Stage};
 
@@ -239,6 +239,7 @@ impl Device {
             |i, r| if many { heap.push(r) } else { fixed[i] = r },
         )?;
         cfg.validate(self.info(), kernel.name(), local_bytes)?;
+        check_extents(kernel, cfg, args)?;
         let raw: &[RawArg<'_>] = if many { &heap } else { &fixed[..args.len()] };
         let _span = tracing::debug_span!("launch", device = %self.label(), kernel = kernel.name()).entered();
         let t0 = Instant::now();
@@ -307,14 +308,16 @@ fn check_args<'s>(
                     writable: false,
                 }
             }
-            (Param::Buffer { ty, .. }, Arg::Out(b)) => {
+            (Param::Buffer { ty, access, .. }, Arg::Out(b)) => {
                 let b: &'s dyn AnyBuffer = &**b;
                 if b.elem_type() != *ty {
                     return Err(mismatch());
                 }
+                // An exclusive borrow given for a read-only parameter is demoted:
+                // the kernel gets it read-only, as the signature says.
                 RawArg::Buffer {
                     mem: b.check_owner(device, p.name())?,
-                    writable: true,
+                    writable: access.writes(),
                 }
             }
             (Param::Scalar { ty, .. }, Arg::Scalar(s)) if s.ty() == *ty => RawArg::Scalar(*s),
@@ -329,4 +332,120 @@ fn check_args<'s>(
         push(i, raw);
     }
     Ok(local)
+}
+
+/// The value of each scalar (and `Offset`/`Count`) argument, by position.
+fn scalar_values<'a>(
+    args: &[Arg<'_>],
+    out: &'a mut [Option<Scalar>; 16],
+    heap: &'a mut Vec<Option<Scalar>>,
+) -> &'a [Option<Scalar>] {
+    let get = |a: &Arg<'_>| match a {
+        Arg::Scalar(s) => Some(*s),
+        _ => None,
+    };
+    if args.len() <= out.len() {
+        for (o, a) in out.iter_mut().zip(args) {
+            *o = get(a);
+        }
+        &out[..args.len()]
+    } else {
+        heap.extend(args.iter().map(get));
+        heap
+    }
+}
+
+/// Check every buffer argument against its parameter's declared extent, and the
+/// kernel's own scalar check, before anything is enqueued. Called after
+/// [`check_args`] (so kinds and types match) and after the configuration was
+/// validated (so `grid × block` fits in 64 bits).
+fn check_extents(kernel: &Kernel, cfg: &LaunchConfig, args: &[Arg<'_>]) -> Result<()> {
+    let params = kernel.params();
+    let mut fixed = [None; 16];
+    let mut heap = Vec::new();
+    let values = scalar_values(args, &mut fixed, &mut heap);
+    kernel
+        .check_scalars(&ScalarArgs { params, values })
+        .map_err(|why| Error::InvalidArgument {
+            kernel: kernel.name().to_string(),
+            why,
+        })?;
+    let count = params
+        .iter()
+        .position(|p| matches!(p, Param::Count))
+        .and_then(|i| values.get(i).copied().flatten())
+        .and_then(|s| s.as_count());
+    let threads = cfg.total_threads().unwrap_or(u64::MAX);
+    for (i, (p, a)) in params.iter().zip(args).enumerate() {
+        let len = match a {
+            Arg::In(b) => b.len(),
+            Arg::Out(b) => b.len(),
+            Arg::Scalar(_) | Arg::Local { .. } => continue,
+        };
+        if let Param::Buffer { split, name, .. } = p {
+            check_one(kernel, i, name, split, len, count, threads, cfg, params, values)?;
+        }
+    }
+    Ok(())
+}
+
+/// The extent check of one buffer argument.
+#[allow(clippy::too_many_arguments)]
+fn check_one(
+    kernel: &Kernel,
+    index: usize,
+    name: &str,
+    split: &Split,
+    len: usize,
+    count: Option<u64>,
+    threads: u64,
+    cfg: &LaunchConfig,
+    params: &[Param],
+    values: &[Option<Scalar>],
+) -> Result<()> {
+    let (needed, why): (Option<u64>, &dyn Fn() -> String) = match (kernel.extent(index), split) {
+        (Extent::Items, Split::Elementwise { per_item }) => match count {
+            Some(c) => (c.checked_mul(*per_item as u64), &move || {
+                format!("count {c} × {per_item} per item")
+            }),
+            None => (threads.checked_mul(*per_item as u64), &move || {
+                format!("grid × block = {threads} threads × {per_item} per item")
+            }),
+        },
+        (Extent::Items, Split::Broadcast) => return Ok(()),
+        (Extent::Groups { per }, _) => {
+            let groups = cfg.blocks().unwrap_or(u64::MAX);
+            (groups.checked_mul(*per as u64), &move || {
+                format!("{groups} blocks × {per} per block")
+            })
+        }
+        (Extent::Scalars { params: names, per }, _) => {
+            let value = |name: &String| {
+                params
+                    .iter()
+                    .position(|p| p.name() == name)
+                    .and_then(|j| values.get(j).copied().flatten())
+                    .and_then(|s| s.as_count())
+                    .unwrap_or(0)
+            };
+            let needed = names
+                .iter()
+                .try_fold(*per as u64, |acc, name| acc.checked_mul(value(name)));
+            (needed, &move || {
+                let terms: Vec<String> = names.iter().map(|n| format!("{n} = {}", value(n))).collect();
+                format!("{} × {per}", terms.join(" × "))
+            })
+        }
+    };
+    match needed {
+        Some(n) if n <= len as u64 => Ok(()),
+        _ => Err(Error::BufferTooShort {
+            kernel: kernel.name().to_string(),
+            index,
+            param: name.to_string(),
+            len,
+            needed: needed.unwrap_or(u64::MAX),
+            why: why(),
+        }),
+    }
 }

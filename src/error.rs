@@ -155,6 +155,33 @@ pub enum Error {
         /// Buffer length.
         buffer: usize,
     },
+    /// A buffer argument holds fewer elements than its parameter's declared extent
+    /// for this launch (see [`crate::Extent`]); nothing was enqueued.
+    #[error(
+        "kernel {kernel:?} argument {index} ({param}): buffer has {len} elements, but this launch may touch {needed} ({why})"
+    )]
+    BufferTooShort {
+        /// Kernel name.
+        kernel: String,
+        /// Argument position (0-based).
+        index: usize,
+        /// Parameter name.
+        param: String,
+        /// Buffer length in elements.
+        len: usize,
+        /// Elements the launch may touch.
+        needed: u64,
+        /// Where `needed` comes from (`count 64 × 1 per item`, ...).
+        why: String,
+    },
+    /// A scalar argument value is refused by the kernel's own check.
+    #[error("kernel {kernel:?}: invalid argument: {why}")]
+    InvalidArgument {
+        /// Kernel name.
+        kernel: String,
+        /// The kernel's message (names the parameter and the rule).
+        why: String,
+    },
     /// Invalid launch configuration for the device.
     #[error("invalid launch of {kernel:?} on {device}: {why}")]
     LaunchConfig {

@@ -169,6 +169,32 @@ pub enum Split {
     Broadcast,
 }
 
+/// How many elements of a buffer one launch may touch: what the library checks
+/// against the buffer's length before anything is enqueued (see the crate docs,
+/// "Safety").
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Extent {
+    /// The default. `Elementwise { per_item }` buffers: `Count × per_item` elements
+    /// when the kernel has a `Count` parameter, else `grid × block × per_item`.
+    /// `Broadcast` buffers: no length is implied; the kernel author promises to
+    /// respect the buffer's length (usually by declaring [`Extent::Scalar`]).
+    Items,
+    /// `per` elements per block (work-group) of the grid: per-group results such
+    /// as the partial sums of a reduction.
+    Groups {
+        /// Elements per block.
+        per: usize,
+    },
+    /// At least `per ×` the product of the launch's values of the named integer
+    /// scalar parameters (a negative value counts as 0): `n`, or `w × h`.
+    Scalars {
+        /// Names of integer scalar parameters of the same kernel.
+        params: Vec<String>,
+        /// Elements per unit of the product.
+        per: usize,
+    },
+}
+
 /// Element type of a buffer parameter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ElemType {
@@ -177,6 +203,8 @@ pub struct ElemType {
     pub name: &'static str,
     /// Size in bytes.
     pub size: usize,
+    /// Alignment in bytes.
+    pub align: usize,
 }
 
 impl ElemType {
@@ -186,6 +214,7 @@ impl ElemType {
             id: TypeId::of::<T>(),
             name: std::any::type_name::<T>(),
             size: std::mem::size_of::<T>(),
+            align: std::mem::align_of::<T>(),
         }
     }
 }
@@ -282,6 +311,42 @@ pub struct Source {
 /// A CPU kernel implementation: called once per contiguous range of blocks.
 pub type CpuKernelFn = dyn Fn(&CpuCtx<'_>) + Send + Sync;
 
+/// A check of a launch's scalar arguments (see [`KernelBuilder::check_scalars`]):
+/// `Err(why)` refuses the launch before anything is enqueued.
+pub type ScalarCheckFn = dyn Fn(&ScalarArgs<'_>) -> std::result::Result<(), String> + Send + Sync;
+
+/// The scalar arguments of one launch, by parameter name (what a
+/// [`ScalarCheckFn`] sees).
+pub struct ScalarArgs<'a> {
+    pub(crate) params: &'a [Param],
+    pub(crate) values: &'a [Option<Scalar>],
+}
+
+impl ScalarArgs<'_> {
+    /// The value of the scalar (or `Offset`/`Count`) parameter named `name`.
+    pub fn get(&self, name: &str) -> Option<Scalar> {
+        let i = self.params.iter().position(|p| p.name() == name)?;
+        self.values.get(i).copied().flatten()
+    }
+    /// The value of `name` if it has type `T`.
+    pub fn value<T: ScalarValue>(&self, name: &str) -> Option<T> {
+        self.get(name).and_then(T::from_scalar)
+    }
+}
+
+impl Scalar {
+    /// The value as an element count: integers clamped at 0; `None` for floats.
+    pub fn as_count(&self) -> Option<u64> {
+        match *self {
+            Scalar::I32(v) => Some(v.max(0) as u64),
+            Scalar::U32(v) => Some(v as u64),
+            Scalar::I64(v) => Some(v.max(0) as u64),
+            Scalar::U64(v) => Some(v),
+            Scalar::F32(_) | Scalar::F64(_) => None,
+        }
+    }
+}
+
 struct KernelInner {
     id: u64,
     fingerprint: String,
@@ -292,6 +357,8 @@ struct KernelInner {
     opencl: Option<Source>,
     cpu: Option<Arc<CpuKernelFn>>,
     cpu_grain: usize,
+    extents: Vec<Extent>,
+    scalar_check: Option<Box<ScalarCheckFn>>,
 }
 
 /// A backend-neutral kernel. Cheap to clone.
@@ -320,8 +387,12 @@ impl Kernel {
             params: Vec::new(),
             cuda: None,
             opencl: None,
+            cuda_options: Vec::new(),
+            opencl_options: Vec::new(),
             cpu: None,
             cpu_grain: DEFAULT_CPU_GRAIN,
+            extents: Vec::new(),
+            scalar_check: None,
         }
     }
     /// Unique id of this kernel within the process (backends key caches by it).
@@ -364,6 +435,17 @@ impl Kernel {
     pub fn cpu_grain(&self) -> usize {
         self.inner.cpu_grain
     }
+    /// The declared extent of parameter `i` (see [`Extent`]).
+    pub fn extent(&self, i: usize) -> &Extent {
+        self.inner.extents.get(i).unwrap_or(&Extent::Items)
+    }
+    /// Run the kernel's scalar check, if it has one.
+    pub(crate) fn check_scalars(&self, args: &ScalarArgs<'_>) -> std::result::Result<(), String> {
+        match &self.inner.scalar_check {
+            Some(f) => f(args),
+            None => Ok(()),
+        }
+    }
     /// Whether the kernel has an implementation for `backend`.
     pub fn supports(&self, backend: BackendKind) -> bool {
         match backend {
@@ -402,8 +484,13 @@ pub struct KernelBuilder {
     params: Vec<Param>,
     cuda: Option<Source>,
     opencl: Option<Source>,
+    cuda_options: Vec<String>,
+    opencl_options: Vec<String>,
     cpu: Option<Arc<CpuKernelFn>>,
     cpu_grain: usize,
+    /// `(parameter name, extent)` pairs, resolved in `build`.
+    extents: Vec<(String, Extent)>,
+    scalar_check: Option<Box<ScalarCheckFn>>,
 }
 
 /// Default [`KernelBuilder::cpu_grain`]: enough items that a cheap per-item kernel
@@ -417,7 +504,19 @@ impl KernelBuilder {
         self
     }
     /// CUDA C source whose `extern "C" __global__` entry is named `entry`.
-    pub fn cuda(mut self, code: impl Into<String>, entry: &str) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// The library checks every launch's arguments against the signature and every
+    /// buffer's length against its declared [`Extent`], but it cannot see inside
+    /// device code. The caller promises that the entry point declares exactly the
+    /// parameters of the signature, in order and with the same types, and that for
+    /// every launch the signature accepts it touches only elements inside each
+    /// buffer's declared extent (for example by guarding with `i < count`), writes
+    /// only buffers declared `Write`/`ReadWrite`, and uses no more shared memory than
+    /// the launch provides. Breaking this promise is undefined behaviour on the
+    /// device and, on host-memory devices, in this process.
+    pub unsafe fn cuda(mut self, code: impl Into<String>, entry: &str) -> Self {
         self.cuda = Some(Source {
             code: code.into(),
             entry: entry.to_string(),
@@ -426,7 +525,11 @@ impl KernelBuilder {
         self
     }
     /// OpenCL C source whose `__kernel` entry is named `entry`.
-    pub fn opencl(mut self, code: impl Into<String>, entry: &str) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// The same promise as [`KernelBuilder::cuda`], for the OpenCL entry point.
+    pub unsafe fn opencl(mut self, code: impl Into<String>, entry: &str) -> Self {
         self.opencl = Some(Source {
             code: code.into(),
             entry: entry.to_string(),
@@ -434,18 +537,44 @@ impl KernelBuilder {
         });
         self
     }
-    /// Extra NVRTC options (e.g. `--use_fast_math`).
+    /// Extra NVRTC options (e.g. `--use_fast_math`); may be given before or after
+    /// [`KernelBuilder::cuda`].
     pub fn cuda_options(mut self, opts: &[&str]) -> Self {
-        if let Some(s) = self.cuda.as_mut() {
-            s.options = opts.iter().map(|s| s.to_string()).collect();
-        }
+        self.cuda_options = opts.iter().map(|s| s.to_string()).collect();
         self
     }
-    /// Extra OpenCL build options (e.g. `-cl-fast-relaxed-math`).
+    /// Extra OpenCL build options (e.g. `-cl-fast-relaxed-math`); may be given
+    /// before or after [`KernelBuilder::opencl`].
     pub fn opencl_options(mut self, opts: &[&str]) -> Self {
-        if let Some(s) = self.opencl.as_mut() {
-            s.options = opts.iter().map(|s| s.to_string()).collect();
-        }
+        self.opencl_options = opts.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    /// Declare the extent of the buffer parameter `param` (default
+    /// [`Extent::Items`]); checked against the buffer's length at every launch.
+    pub fn extent(mut self, param: &str, extent: Extent) -> Self {
+        self.extents.push((param.to_string(), extent));
+        self
+    }
+    /// Declare that buffer `param` holds at least `per ×` the product of the
+    /// integer scalar parameters `scalars` (shorthand for [`Extent::Scalars`]):
+    /// `.extent_from("pos", &["n"], 4)`, `.extent_from("img", &["w", "h"], 1)`.
+    pub fn extent_from(self, param: &str, scalars: &[&str], per: usize) -> Self {
+        self.extent(
+            param,
+            Extent::Scalars {
+                params: scalars.iter().map(|s| s.to_string()).collect(),
+                per,
+            },
+        )
+    }
+    /// A check of the scalar arguments run at every launch before anything is
+    /// enqueued (e.g. a softening length must be finite and positive); its
+    /// message becomes an [`Error::InvalidArgument`].
+    pub fn check_scalars<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&ScalarArgs<'_>) -> std::result::Result<(), String> + Send + Sync + 'static,
+    {
+        self.scalar_check = Some(Box::new(f));
         self
     }
     /// Native CPU implementation.
@@ -508,7 +637,46 @@ impl KernelBuilder {
                 )));
             }
         }
-        let fingerprint = fingerprint(&self.name, &self.params, self.cuda.as_ref(), self.opencl.as_ref());
+        let mut extents = vec![Extent::Items; self.params.len()];
+        for (pname, extent) in &self.extents {
+            let bad = |why: &str| Error::InvalidInput(format!("kernel {:?}: extent of {pname:?}: {why}", self.name));
+            let i = self
+                .params
+                .iter()
+                .position(|p| p.name() == pname && matches!(p, Param::Buffer { .. }))
+                .ok_or_else(|| bad("no buffer parameter has this name"))?;
+            match extent {
+                Extent::Scalars { params, per } => {
+                    for param in params {
+                        let ok = self.params.iter().any(|p| match p {
+                            Param::Scalar { name, ty } => {
+                                name == param && !matches!(ty, ScalarType::F32 | ScalarType::F64)
+                            }
+                            Param::Offset | Param::Count => p.name() == param,
+                            _ => false,
+                        });
+                        if !ok {
+                            return Err(bad(&format!("{param:?} is not an integer scalar parameter")));
+                        }
+                    }
+                    if params.is_empty() || *per == 0 {
+                        return Err(bad("needs at least one scalar and per ≥ 1"));
+                    }
+                }
+                Extent::Groups { per: 0 } => return Err(bad("per must be at least 1")),
+                Extent::Groups { .. } | Extent::Items => {}
+            }
+            extents[i] = extent.clone();
+        }
+        let mut cuda = self.cuda;
+        if let Some(c) = cuda.as_mut() {
+            c.options = self.cuda_options;
+        }
+        let mut opencl = self.opencl;
+        if let Some(c) = opencl.as_mut() {
+            c.options = self.opencl_options;
+        }
+        let fingerprint = fingerprint(&self.name, &self.params, &extents, cuda.as_ref(), opencl.as_ref());
         Ok(Kernel {
             inner: Arc::new(KernelInner {
                 id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
@@ -516,17 +684,25 @@ impl KernelBuilder {
                 alive: Arc::new(()),
                 name: self.name,
                 params: self.params,
-                cuda: self.cuda,
-                opencl: self.opencl,
+                cuda,
+                opencl,
                 cpu: self.cpu,
                 cpu_grain: self.cpu_grain,
+                extents,
+                scalar_check: self.scalar_check,
             }),
         })
     }
 }
 
 /// The stable fingerprint of a kernel description (see [`Kernel::fingerprint`]).
-fn fingerprint(name: &str, params: &[Param], cuda: Option<&Source>, opencl: Option<&Source>) -> String {
+fn fingerprint(
+    name: &str,
+    params: &[Param],
+    extents: &[Extent],
+    cuda: Option<&Source>,
+    opencl: Option<&Source>,
+) -> String {
     let sig: String = params
         .iter()
         .map(|p| match p {
@@ -543,6 +719,7 @@ fn fingerprint(name: &str, params: &[Param], cuda: Option<&Source>, opencl: Opti
         })
         .collect::<Vec<_>>()
         .join(";");
+    let sig = format!("{sig}|{extents:?}");
     let mut parts: Vec<Vec<u8>> = vec![b"kernel-v1".to_vec(), name.as_bytes().to_vec(), sig.into_bytes()];
     for (tag, src) in [("cuda", cuda), ("opencl", opencl)] {
         parts.push(tag.as_bytes().to_vec());

@@ -10,7 +10,9 @@ use crate::device::DeviceInfo;
 use crate::error::{Error, Result};
 use crate::kernel::Scalar;
 
-/// A 3-D extent.
+/// A 1-, 2- or 3-D extent. It remembers how many dimensions it was given with
+/// (`5`, `(5, 1)` and `(5, 1, 1)` are 1-, 2- and 3-D), and a launch keeps that
+/// dimension count (OpenCL `get_work_dim()`), whatever the sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Dim3 {
     /// x
@@ -19,16 +21,29 @@ pub struct Dim3 {
     pub y: u32,
     /// z
     pub z: u32,
+    dims: u8,
 }
 
 impl Dim3 {
     /// A 3-D extent.
     pub const fn new(x: u32, y: u32, z: u32) -> Self {
-        Dim3 { x, y, z }
+        Dim3 { x, y, z, dims: 3 }
     }
-    /// Product of the three extents (no overflow: computed in u64).
-    pub fn volume(&self) -> u64 {
-        self.x as u64 * self.y as u64 * self.z as u64
+    /// A 1-D extent.
+    pub const fn d1(x: u32) -> Self {
+        Dim3 { x, y: 1, z: 1, dims: 1 }
+    }
+    /// A 2-D extent.
+    pub const fn d2(x: u32, y: u32) -> Self {
+        Dim3 { x, y, z: 1, dims: 2 }
+    }
+    /// How many dimensions this extent was given with (1, 2 or 3).
+    pub fn dims(&self) -> u32 {
+        self.dims as u32
+    }
+    /// Product of the three extents, or `None` if it does not fit in 64 bits.
+    pub fn volume(&self) -> Option<u64> {
+        (self.x as u64 * self.y as u64).checked_mul(self.z as u64)
     }
     /// As an array.
     pub fn to_array(self) -> [u32; 3] {
@@ -38,12 +53,12 @@ impl Dim3 {
 
 impl From<u32> for Dim3 {
     fn from(x: u32) -> Self {
-        Dim3::new(x, 1, 1)
+        Dim3::d1(x)
     }
 }
 impl From<(u32, u32)> for Dim3 {
     fn from((x, y): (u32, u32)) -> Self {
-        Dim3::new(x, y, 1)
+        Dim3::d2(x, y)
     }
 }
 impl From<(u32, u32, u32)> for Dim3 {
@@ -99,14 +114,24 @@ impl LaunchConfig {
         self
     }
 
-    /// Threads per block.
+    /// Threads per block (saturating at `u64::MAX`; a block is at most 2^96).
     pub fn threads_per_block(&self) -> u64 {
-        self.block.volume()
+        self.block.volume().unwrap_or(u64::MAX)
+    }
+
+    /// Blocks in the grid, or `None` if that does not fit in 64 bits.
+    pub fn blocks(&self) -> Option<u64> {
+        self.grid.volume()
     }
 
     /// Total threads (`grid × block`), or `None` on overflow of u64.
     pub fn total_threads(&self) -> Option<u64> {
-        self.grid.volume().checked_mul(self.block.volume())
+        self.grid.volume()?.checked_mul(self.block.volume()?)
+    }
+
+    /// The launch's dimension count: the larger of the grid's and the block's.
+    pub fn work_dim(&self) -> u32 {
+        self.grid.dims().max(self.block.dims())
     }
 
     /// Check against a device's limits; the message names the limit.
@@ -120,8 +145,10 @@ impl LaunchConfig {
         if tpb == 0 {
             return Err(err("block has 0 threads".into()));
         }
-        if self.grid.volume() == 0 {
-            return Err(err("grid has 0 blocks".into()));
+        match self.grid.volume() {
+            None => return Err(err("grid × block overflows 64 bits".into())),
+            Some(0) => return Err(err("grid has 0 blocks".into())),
+            Some(_) => {}
         }
         if tpb > info.max_threads_per_block as u64 {
             return Err(err(format!(

@@ -84,13 +84,13 @@ mod runtime;
 pub mod schedule;
 mod selector;
 
-pub use buffer::{AnyBuffer, Buffer, BufferRef};
+pub use buffer::{AnyBuffer, Buffer};
 pub use cpu_ctx::CpuCtx;
 pub use device::{Device, DeviceInfo};
 pub use error::{BackendKind, Error, Result};
 pub use kernel::{
-    Access, CpuKernelFn, DEFAULT_CPU_GRAIN, ElemType, Kernel, KernelBuilder, Param, Scalar, ScalarType, ScalarValue,
-    Source, Split,
+    Access, CpuKernelFn, DEFAULT_CPU_GRAIN, ElemType, Extent, Kernel, KernelBuilder, Param, Scalar, ScalarArgs,
+    ScalarCheckFn, ScalarType, ScalarValue, Source, Split,
 };
 pub use launch::{Arg, Dim3, LaunchConfig};
 pub use runtime::{DEVICE_ENV, Runtime, RuntimeBuilder, Unavailable};

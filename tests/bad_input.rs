@@ -81,12 +81,15 @@ fn backend_missing_is_reported_with_reason() {
 #[test]
 fn kernel_without_implementation_for_backend() {
     let (_rt, dev) = cpu();
-    let k = Kernel::builder("only_cl")
-        .param(Param::Offset)
-        .param(Param::Count)
-        .opencl("__kernel void only_cl(uint o, uint c) {}", "only_cl")
-        .build()
-        .unwrap();
+    // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+    let k = unsafe {
+        Kernel::builder("only_cl")
+            .param(Param::Offset)
+            .param(Param::Count)
+            .opencl("__kernel void only_cl(uint o, uint c) {}", "only_cl")
+    }
+    .build()
+    .unwrap();
     let e = dev
         .launch(&k, &LaunchConfig::new(1, 1), &[0u32.into(), 0u32.into()])
         .unwrap_err();
@@ -310,7 +313,7 @@ fn cpu_kernel_panic_is_caught_and_pool_stays_healthy() {
             if ctx.items().contains(&5000) {
                 panic!("item 5000 is cursed");
             }
-            for v in ctx.output::<f32>(0, 1) {
+            for v in ctx.output::<f32>(0) {
                 *v = 1.0;
             }
         })

@@ -299,19 +299,22 @@ extern "C" __global__ void probe(double* out, unsigned int* blocks, double a, in
 }
 "#;
     let each = Split::Elementwise { per_item: 1 };
-    Kernel::builder("probe")
-        .param(Param::buffer::<f64>("out", Access::Write, each))
-        .param(Param::buffer::<u32>("blocks", Access::ReadWrite, each))
-        .param(Param::scalar::<f64>("a"))
-        .param(Param::scalar::<i32>("b"))
-        .param(Param::scalar::<u64>("c"))
-        .param(Param::scalar::<f32>("d"))
-        .param(Param::local::<f32>("scratch"))
-        .param(Param::scalar::<i64>("e"))
-        .param(Param::scalar::<u32>("f"))
-        .cuda(code, "probe")
-        .build()
-        .expect("probe kernel")
+    // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+    unsafe {
+        Kernel::builder("probe")
+            .param(Param::buffer::<f64>("out", Access::Write, each))
+            .param(Param::buffer::<u32>("blocks", Access::ReadWrite, each))
+            .param(Param::scalar::<f64>("a"))
+            .param(Param::scalar::<i32>("b"))
+            .param(Param::scalar::<u64>("c"))
+            .param(Param::scalar::<f32>("d"))
+            .param(Param::local::<f32>("scratch"))
+            .param(Param::scalar::<i64>("e"))
+            .param(Param::scalar::<u32>("f"))
+            .cuda(code, "probe")
+    }
+    .build()
+    .expect("probe kernel")
 }
 
 #[test]
@@ -383,15 +386,15 @@ fn scalars_of_every_width_and_local_memory_reach_the_kernel() {
 fn build_errors_and_missing_entries_are_typed() {
     let rt = runtime();
     for dev in gpus(&rt) {
-        let bad = Kernel::builder("bad")
-            .param(Param::Offset)
-            .param(Param::Count)
-            .cuda(
+        // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+        let bad = unsafe {
+            Kernel::builder("bad").param(Param::Offset).param(Param::Count).cuda(
                 "extern \"C\" __global__ void bad(unsigned int o, unsigned int c) { o = ; }",
                 "bad",
             )
-            .build()
-            .expect("kernel");
+        }
+        .build()
+        .expect("kernel");
         let err = dev.build(&bad).expect_err("syntax error");
         match &err {
             Error::Build { kernel, log, .. } => {
@@ -400,15 +403,18 @@ fn build_errors_and_missing_entries_are_typed() {
             }
             other => panic!("expected Build, got {other:?}"),
         }
-        let wrong = Kernel::builder("wrong_entry")
-            .param(Param::Offset)
-            .param(Param::Count)
-            .cuda(
-                "extern \"C\" __global__ void actual(unsigned int o, unsigned int c) {}",
-                "expected",
-            )
-            .build()
-            .expect("kernel");
+        // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+        let wrong = unsafe {
+            Kernel::builder("wrong_entry")
+                .param(Param::Offset)
+                .param(Param::Count)
+                .cuda(
+                    "extern \"C\" __global__ void actual(unsigned int o, unsigned int c) {}",
+                    "expected",
+                )
+        }
+        .build()
+        .expect("kernel");
         let err = dev.build(&wrong).expect_err("entry not in program");
         assert!(matches!(err, Error::EntryNotFound { .. }), "{err:?}");
         // The device still builds and runs good kernels.

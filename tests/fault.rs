@@ -34,7 +34,7 @@ fn in_place_kernel() -> Kernel {
         .param(Param::Count)
         .cpu(|ctx: &CpuCtx<'_>| {
             let n = ctx.items_below(ctx.count()).len();
-            let v = ctx.output::<f32>(0, 2);
+            let v = ctx.output::<f32>(0);
             for p in v[..2 * n].chunks_exact_mut(2) {
                 p[0] = 3.0 * p[0] - 1.0;
                 p[1] += 0.5;

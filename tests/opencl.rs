@@ -8,7 +8,9 @@ use std::process::Command;
 
 use common::{Rng, assert_close, devices_of, rel_err};
 use offload::profile::{Clock, Stage};
-use offload::{Access, Arg, BackendKind, Device, Dim3, Error, Kernel, LaunchConfig, Param, Runtime, Split, kernels};
+use offload::{
+    Access, Arg, BackendKind, Device, Dim3, Error, Extent, Kernel, LaunchConfig, Param, Runtime, Split, kernels,
+};
 
 fn opencl() -> (Runtime, Vec<Device>) {
     let rt = common::runtime();
@@ -109,18 +111,23 @@ __kernel void block_sum(__global const float* x, __global float* partial, __loca
 "#;
 
 fn block_sum() -> Kernel {
-    Kernel::builder("block_sum")
-        .param(Param::buffer::<f32>("x", Access::Read, Split::Broadcast))
-        .param(Param::buffer::<f32>(
-            "partial",
-            Access::Write,
-            Split::Elementwise { per_item: 1 },
-        ))
-        .param(Param::local::<f32>("scratch"))
-        .param(Param::scalar::<u32>("n"))
-        .opencl(REDUCE_SRC, "block_sum")
-        .build()
-        .unwrap()
+    // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+    unsafe {
+        Kernel::builder("block_sum")
+            .param(Param::buffer::<f32>("x", Access::Read, Split::Broadcast))
+            .param(Param::buffer::<f32>(
+                "partial",
+                Access::Write,
+                Split::Elementwise { per_item: 1 },
+            ))
+            .param(Param::local::<f32>("scratch"))
+            .param(Param::scalar::<u32>("n"))
+            .extent_from("x", &["n"], 1)
+            .extent("partial", Extent::Groups { per: 1 })
+            .opencl(REDUCE_SRC, "block_sum")
+    }
+    .build()
+    .unwrap()
 }
 
 #[test]
@@ -166,19 +173,24 @@ __kernel void affine2d(__global const float* a, __global float* out, const uint 
 #[test]
 fn two_dimensional_grid_launch() {
     let (_rt, devs) = opencl();
-    let k = Kernel::builder("affine2d")
-        .param(Param::buffer::<f32>("a", Access::Read, Split::Broadcast))
-        .param(Param::buffer::<f32>(
-            "out",
-            Access::Write,
-            Split::Elementwise { per_item: 1 },
-        ))
-        .param(Param::scalar::<u32>("w"))
-        .param(Param::scalar::<u32>("h"))
-        .param(Param::scalar::<f32>("s"))
-        .opencl(GRID2D_SRC, "affine2d")
-        .build()
-        .unwrap();
+    // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+    let k = unsafe {
+        Kernel::builder("affine2d")
+            .param(Param::buffer::<f32>("a", Access::Read, Split::Broadcast))
+            .param(Param::buffer::<f32>(
+                "out",
+                Access::Write,
+                Split::Elementwise { per_item: 1 },
+            ))
+            .param(Param::scalar::<u32>("w"))
+            .param(Param::scalar::<u32>("h"))
+            .param(Param::scalar::<f32>("s"))
+            .extent_from("a", &["w", "h"], 1)
+            .extent_from("out", &["w", "h"], 1)
+            .opencl(GRID2D_SRC, "affine2d")
+    }
+    .build()
+    .unwrap();
     let mut rng = Rng::fresh("affine2d");
     for d in &devs {
         let (w, h) = (203u32, 77u32);
@@ -223,21 +235,24 @@ __kernel void scalars(__global ulong* out, const int a, const uint b, const long
 #[test]
 fn scalar_arguments_of_all_six_types_arrive_intact() {
     let (_rt, devs) = opencl();
-    let k = Kernel::builder("scalars")
-        .param(Param::buffer::<u64>(
-            "out",
-            Access::Write,
-            Split::Elementwise { per_item: 6 },
-        ))
-        .param(Param::scalar::<i32>("a"))
-        .param(Param::scalar::<u32>("b"))
-        .param(Param::scalar::<i64>("c"))
-        .param(Param::scalar::<u64>("d"))
-        .param(Param::scalar::<f32>("e"))
-        .param(Param::scalar::<f64>("f"))
-        .opencl(SCALARS_SRC, "scalars")
-        .build()
-        .unwrap();
+    // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+    let k = unsafe {
+        Kernel::builder("scalars")
+            .param(Param::buffer::<u64>(
+                "out",
+                Access::Write,
+                Split::Elementwise { per_item: 6 },
+            ))
+            .param(Param::scalar::<i32>("a"))
+            .param(Param::scalar::<u32>("b"))
+            .param(Param::scalar::<i64>("c"))
+            .param(Param::scalar::<u64>("d"))
+            .param(Param::scalar::<f32>("e"))
+            .param(Param::scalar::<f64>("f"))
+            .opencl(SCALARS_SRC, "scalars")
+    }
+    .build()
+    .unwrap();
     let mut rng = Rng::fresh("scalars");
     for d in &devs {
         let a = -(rng.below(1 << 30) as i32) - 1;
@@ -285,14 +300,17 @@ fn bad_input_gives_typed_errors_and_the_device_stays_usable() {
         let cfg = LaunchConfig::for_items(n, d.info());
 
         // 1. Source that does not compile: the build log and the kernel name are in the error.
-        let broken = Kernel::builder("broken_kernel")
-            .param(Param::scalar::<u32>("n"))
-            .opencl(
-                "__kernel void broken_kernel(uint n) { this is not C; }",
-                "broken_kernel",
-            )
-            .build()
-            .unwrap();
+        // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+        let broken = unsafe {
+            Kernel::builder("broken_kernel")
+                .param(Param::scalar::<u32>("n"))
+                .opencl(
+                    "__kernel void broken_kernel(uint n) { this is not C; }",
+                    "broken_kernel",
+                )
+        }
+        .build()
+        .unwrap();
         match d.build(&broken) {
             Err(e @ Error::Build { .. }) => {
                 let msg = e.to_string();
@@ -307,11 +325,14 @@ fn bad_input_gives_typed_errors_and_the_device_stays_usable() {
         common::vector_add_ok(d, 333, &mut rng);
 
         // 2. Entry point not in the program.
-        let wrong_entry = Kernel::builder("wrong_entry")
-            .param(Param::scalar::<u32>("n"))
-            .opencl("__kernel void present(uint n) { }", "absent")
-            .build()
-            .unwrap();
+        // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+        let wrong_entry = unsafe {
+            Kernel::builder("wrong_entry")
+                .param(Param::scalar::<u32>("n"))
+                .opencl("__kernel void present(uint n) { }", "absent")
+        }
+        .build()
+        .unwrap();
         match d.build(&wrong_entry) {
             Err(Error::EntryNotFound { kernel, entry, .. }) => {
                 assert_eq!((kernel.as_str(), entry.as_str()), ("wrong_entry", "absent"));
@@ -428,27 +449,33 @@ fn bad_input_gives_typed_errors_and_the_device_stays_usable() {
             other => panic!("expected Error::ForeignBuffer, got {other:?}"),
         }
         // 9. Signature and OpenCL source disagree on the parameter count.
-        let mismatched = Kernel::builder("mismatched")
-            .param(Param::scalar::<u32>("n"))
-            .opencl("__kernel void mismatched(uint n, uint m) { }", "mismatched")
-            .build()
-            .unwrap();
+        // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+        let mismatched = unsafe {
+            Kernel::builder("mismatched")
+                .param(Param::scalar::<u32>("n"))
+                .opencl("__kernel void mismatched(uint n, uint m) { }", "mismatched")
+        }
+        .build()
+        .unwrap();
         assert!(matches!(d.build(&mismatched), Err(Error::InvalidInput(_))));
 
         // 10. A block the kernel's source forbids (reqd_work_group_size) is refused by the driver.
-        let fixed = Kernel::builder("fixed_wg")
-            .param(Param::buffer::<f32>(
-                "x",
-                Access::ReadWrite,
-                Split::Elementwise { per_item: 1 },
-            ))
-            .opencl(
-                "__kernel __attribute__((reqd_work_group_size(8, 1, 1))) void fixed_wg(__global float* x) \
+        // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+        let fixed = unsafe {
+            Kernel::builder("fixed_wg")
+                .param(Param::buffer::<f32>(
+                    "x",
+                    Access::ReadWrite,
+                    Split::Elementwise { per_item: 1 },
+                ))
+                .opencl(
+                    "__kernel __attribute__((reqd_work_group_size(8, 1, 1))) void fixed_wg(__global float* x) \
                  { x[get_global_id(0)] += 1.0f; }",
-                "fixed_wg",
-            )
-            .build()
-            .unwrap();
+                    "fixed_wg",
+                )
+        }
+        .build()
+        .unwrap();
         let mut dx = d.upload(&[1.0f32; 32]).unwrap();
         match d.launch(&fixed, &LaunchConfig::new(2, 16), &[Arg::output(&mut dx)]) {
             Err(Error::LaunchConfig { why, .. }) => assert!(why.contains("16 work-items"), "{why}"),
@@ -543,21 +570,26 @@ fn adder(add: f32, nonce: u64) -> Kernel {
         "// nonce {nonce}\n__kernel void adder(__global const float* x, __global float* out, const uint n) {{\n  \
          uint i = get_global_id(0); if (i < n) out[i] = x[i] + {add:.1}f;\n}}\n"
     );
-    Kernel::builder("adder")
-        .param(Param::buffer::<f32>(
-            "x",
-            Access::Read,
-            Split::Elementwise { per_item: 1 },
-        ))
-        .param(Param::buffer::<f32>(
-            "out",
-            Access::Write,
-            Split::Elementwise { per_item: 1 },
-        ))
-        .param(Param::scalar::<u32>("n"))
-        .opencl(src, "adder")
-        .build()
-        .unwrap()
+    // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+    unsafe {
+        Kernel::builder("adder")
+            .param(Param::buffer::<f32>(
+                "x",
+                Access::Read,
+                Split::Elementwise { per_item: 1 },
+            ))
+            .param(Param::buffer::<f32>(
+                "out",
+                Access::Write,
+                Split::Elementwise { per_item: 1 },
+            ))
+            .param(Param::scalar::<u32>("n"))
+            .extent_from("x", &["n"], 1)
+            .extent_from("out", &["n"], 1)
+            .opencl(src, "adder")
+    }
+    .build()
+    .unwrap()
 }
 
 /// Run `k` in a fresh runtime; returns (build seconds, max |out - x - expect_add|).

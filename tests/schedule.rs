@@ -137,7 +137,7 @@ fn table_kernel() -> Kernel {
             let x = ctx.input::<f32>(0);
             let table = ctx.input::<f32>(1);
             let scale: f32 = ctx.scalar(2);
-            let y = ctx.output::<f32>(3, 1);
+            let y = ctx.output::<f32>(3);
             let off = ctx.offset();
             for (j, i) in items.clone().enumerate() {
                 y[j] = x[i] * scale + table[(off + i) % table.len()];
@@ -159,7 +159,7 @@ fn in_place_kernel() -> Kernel {
         .param(Param::Count)
         .cpu(|ctx: &CpuCtx<'_>| {
             let n = ctx.items_below(ctx.count()).len();
-            let v = ctx.output::<f32>(0, 2);
+            let v = ctx.output::<f32>(0);
             for p in v[..2 * n].chunks_exact_mut(2) {
                 p[0] = 2.0 * p[0] + 1.0;
                 p[1] -= 3.0;
@@ -315,15 +315,18 @@ fn bad_input_gives_typed_errors_and_leaves_outputs_alone() {
     assert!(r.devices.is_empty() && r.failures.is_empty());
 
     // A kernel no device here can run.
-    let gpu_only = Kernel::builder("gpu_only")
-        .param(Param::Offset)
-        .param(Param::Count)
-        .cuda(
-            "extern \"C\" __global__ void gpu_only(unsigned o, unsigned c) {}",
-            "gpu_only",
-        )
-        .build()
-        .unwrap();
+    // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+    let gpu_only = unsafe {
+        Kernel::builder("gpu_only")
+            .param(Param::Offset)
+            .param(Param::Count)
+            .cuda(
+                "extern \"C\" __global__ void gpu_only(unsigned o, unsigned c) {}",
+                "gpu_only",
+            )
+    }
+    .build()
+    .unwrap();
     let e = s.run(&gpu_only, 10, &mut []).unwrap_err();
     assert!(
         matches!(&e, Error::NoCapableDevice { why, .. } if why.contains("no implementation for backend cpu")),
@@ -471,7 +474,7 @@ fn poly_kernel() -> Kernel {
         .cpu(|ctx: &CpuCtx<'_>| {
             let items = ctx.items_below(ctx.count());
             let x = &ctx.input::<f32>(0)[items.clone()];
-            let y = ctx.output::<f32>(1, 1);
+            let y = ctx.output::<f32>(1);
             let iters: u32 = ctx.scalar(2);
             for (o, &v) in y.iter_mut().zip(x) {
                 let mut acc = v;

@@ -66,22 +66,22 @@ __kernel void coexec_poly(__global const float* x, __global float* y, uint iters
 /// The compute-bound kernel: `iters` steps of `y = y·a + b` per item.
 fn poly_kernel() -> offload::Result<Kernel> {
     let each = Split::Elementwise { per_item: 1 };
-    Kernel::builder("coexec_poly")
+    let builder = Kernel::builder("coexec_poly")
         .param(Param::buffer::<f32>("x", Access::Read, each))
         .param(Param::buffer::<f32>("y", Access::Write, each))
         .param(Param::scalar::<u32>("iters"))
         .param(Param::Offset)
-        .param(Param::Count)
-        .opencl(POLY_CL, "coexec_poly")
-        .cpu(poly_cpu)
-        .build()
+        .param(Param::Count);
+    // SAFETY: POLY_CL declares this signature and touches `x[i]`, `y[i]` only for
+    // `i < count`, the checked extent of both.
+    unsafe { builder.opencl(POLY_CL, "coexec_poly") }.cpu(poly_cpu).build()
 }
 
 fn poly_cpu(ctx: &CpuCtx<'_>) {
     const LANES: usize = 64;
     let items = ctx.items_below(ctx.count());
     let x = &ctx.input::<f32>(0)[items.clone()];
-    let y = ctx.output::<f32>(1, 1);
+    let y = ctx.output::<f32>(1);
     let iters: u32 = ctx.scalar(2);
     // 64 independent chains per step: the inner loop vectorizes and hides FMA latency.
     for (yc, xc) in y.chunks_mut(LANES).zip(x.chunks(LANES)) {

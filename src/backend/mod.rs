@@ -90,8 +90,10 @@ pub(crate) enum RawArg<'a> {
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Static facts about the device.
     fn info(&self) -> &DeviceInfo;
-    /// Allocate `bytes` bytes (zero-filled where the backend can do so cheaply).
-    fn alloc(&self, bytes: usize) -> Result<Box<dyn DeviceMemory>>;
+    /// Allocate `bytes` bytes (zero-filled where the backend can do so cheaply),
+    /// aligned to at least `align` bytes where the host dereferences the memory
+    /// (the CPU backend: `max(align, 64)`, zero-length allocations included).
+    fn alloc(&self, bytes: usize, align: usize) -> Result<Box<dyn DeviceMemory>>;
     /// Copy `src` into `mem` at byte offset `offset`.
     fn write(&self, mem: &dyn DeviceMemory, offset: usize, src: &[u8]) -> Result<Timing>;
     /// Copy from `mem` at byte offset `offset` into `dst`.

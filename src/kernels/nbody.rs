@@ -31,7 +31,7 @@ use std::ops::Range;
 use crate::cpu_ctx::CpuCtx;
 use crate::device::DeviceInfo;
 use crate::error::{Error, Result};
-use crate::kernel::{Access, Kernel, Param, Split};
+use crate::kernel::{Access, Kernel, Param, ScalarArgs, Split};
 use crate::launch::LaunchConfig;
 
 /// Bodies staged per tile in shared/local memory by the CUDA and OpenCL kernels.
@@ -136,7 +136,7 @@ pub fn nbody_with_cpu_path(path: NbodyCpuPath) -> Result<Kernel> {
     }
     let path = path.resolve();
     let src = super::sources("nbody")?;
-    Kernel::builder("nbody")
+    let builder = Kernel::builder("nbody")
         .param(Param::buffer::<f32>("pos", Access::Read, Split::Broadcast))
         .param(Param::buffer::<f32>(
             "acc",
@@ -147,12 +147,38 @@ pub fn nbody_with_cpu_path(path: NbodyCpuPath) -> Result<Kernel> {
         .param(Param::scalar::<f32>("eps2"))
         .param(Param::Offset)
         .param(Param::Count)
-        .cuda(src.cuda, "nbody")
-        .opencl(src.opencl, "nbody")
+        .extent_from("pos", &["n"], 4)
+        .check_scalars(check_scalars);
+    // SAFETY: audited built-in sources (kernels/nbody.cu, kernels/nbody.cl): they
+    // declare this signature, read `pos` only below `n` float4s (its checked
+    // extent), write `acc[i]` only for `i < count` (its checked extent), and use
+    // only their static shared/local tile.
+    let builder = unsafe { builder.cuda(src.cuda, "nbody").opencl(src.opencl, "nbody") };
+    builder
         .cpu(move |ctx: &CpuCtx<'_>| cpu(ctx, path))
         // Each body costs n interactions: small chunks still pay for a wake-up.
         .cpu_grain(64)
         .build()
+}
+
+/// The launch-time rules of [`nbody`]: `eps2` finite and positive (so every
+/// backend computes the same finite result, the self-interaction included) and
+/// the chunk `offset .. offset + count` inside the `n` bodies.
+fn check_scalars(args: &ScalarArgs<'_>) -> std::result::Result<(), String> {
+    let eps2 = args.value::<f32>("eps2").unwrap_or(f32::NAN);
+    if !(eps2.is_finite() && eps2 > 0.0) {
+        return Err(format!("eps2 = {eps2} must be finite and greater than 0"));
+    }
+    let n = args.value::<u32>("n").unwrap_or(0) as u64;
+    let offset = args.value::<u32>("offset").unwrap_or(0) as u64;
+    let count = args.value::<u32>("count").unwrap_or(0) as u64;
+    if offset + count > n {
+        return Err(format!(
+            "bodies offset {offset} + count {count} = {} exceed n = {n}",
+            offset + count
+        ));
+    }
+    Ok(())
 }
 
 /// A 1-D launch covering `count` bodies on a device: blocks of the device's warp
@@ -175,7 +201,7 @@ fn cpu(ctx: &CpuCtx<'_>, path: NbodyCpuPath) {
     let offset = ctx.offset();
     let items = ctx.items_below(ctx.count());
     let pos = ctx.input::<f32>(0);
-    let acc = ctx.output::<f32>(1, 4);
+    let acc = ctx.output::<f32>(1);
     if pos.len() < n * 4 {
         panic!("pos holds {} floats, fewer than n × 4 = {}", pos.len(), n * 4);
     }

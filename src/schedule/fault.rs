@@ -178,9 +178,9 @@ impl Backend for FaultBackend {
         &self.info
     }
 
-    fn alloc(&self, bytes: usize) -> Result<Box<dyn DeviceMemory>> {
+    fn alloc(&self, bytes: usize, align: usize) -> Result<Box<dyn DeviceMemory>> {
         self.tick(FaultOp::Alloc)?;
-        self.backend().alloc(bytes)
+        self.backend().alloc(bytes, align)
     }
 
     fn write(&self, mem: &dyn DeviceMemory, offset: usize, src: &[u8]) -> Result<Timing> {

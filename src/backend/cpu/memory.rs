@@ -6,13 +6,16 @@ use std::ptr::NonNull;
 
 use crate::backend::DeviceMemory;
 
-/// Alignment of every CPU allocation (one cache line, one AVX-512 vector).
+/// Smallest alignment of every CPU allocation (one cache line, one AVX-512 vector).
 pub(crate) const ALIGN: usize = 64;
 
-/// A zero-initialised, 64-byte aligned host allocation, freed on drop.
+/// A zero-initialised host allocation aligned to at least [`ALIGN`] and to its
+/// element type, freed on drop. Zero-length allocations get a dangling pointer
+/// with the same alignment, so slices made from it are always well aligned.
 pub(crate) struct CpuMemory {
     ptr: NonNull<u8>,
     bytes: usize,
+    align: usize,
 }
 
 // SAFETY: `CpuMemory` owns its allocation exclusively; access to the bytes is
@@ -22,19 +25,20 @@ unsafe impl Send for CpuMemory {}
 unsafe impl Sync for CpuMemory {}
 
 impl CpuMemory {
-    /// Allocate `bytes` zeroed bytes; `None` if the allocator refuses.
-    pub(crate) fn zeroed(bytes: usize) -> Option<Self> {
+    /// Allocate `bytes` zeroed bytes aligned to `max(align, ALIGN)`; `None` if
+    /// the alignment is not a power of two or the allocator refuses.
+    pub(crate) fn zeroed(bytes: usize, align: usize) -> Option<Self> {
+        let align = align.max(ALIGN);
+        let layout = Layout::from_size_align(bytes, align).ok()?;
         if bytes == 0 {
-            // A dangling but aligned pointer: never dereferenced for 0 bytes.
-            return Some(CpuMemory {
-                ptr: NonNull::<[u8; ALIGN]>::dangling().cast(),
-                bytes: 0,
-            });
+            // A dangling pointer at address `align`: aligned for every type the
+            // buffer may hold, never dereferenced for 0 bytes.
+            let ptr = NonNull::new(std::ptr::without_provenance_mut::<u8>(align))?;
+            return Some(CpuMemory { ptr, bytes: 0, align });
         }
-        let layout = Layout::from_size_align(bytes, ALIGN).ok()?;
         // SAFETY: `layout` has non-zero size.
         let p = unsafe { alloc_zeroed(layout) };
-        NonNull::new(p).map(|ptr| CpuMemory { ptr, bytes })
+        NonNull::new(p).map(|ptr| CpuMemory { ptr, bytes, align })
     }
 
     /// Base pointer (valid for `bytes` bytes).
@@ -56,7 +60,12 @@ impl Drop for CpuMemory {
     fn drop(&mut self) {
         if self.bytes > 0 {
             // SAFETY: allocated in `zeroed` with exactly this layout (which was valid then).
-            unsafe { dealloc(self.ptr.as_ptr(), Layout::from_size_align_unchecked(self.bytes, ALIGN)) };
+            unsafe {
+                dealloc(
+                    self.ptr.as_ptr(),
+                    Layout::from_size_align_unchecked(self.bytes, self.align),
+                )
+            };
         }
     }
 }

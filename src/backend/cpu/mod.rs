@@ -95,8 +95,8 @@ impl Backend for CpuBackend {
         &self.info
     }
 
-    fn alloc(&self, bytes: usize) -> Result<Box<dyn DeviceMemory>> {
-        let m = CpuMemory::zeroed(bytes).ok_or(Error::OutOfMemory {
+    fn alloc(&self, bytes: usize, align: usize) -> Result<Box<dyn DeviceMemory>> {
+        let m = CpuMemory::zeroed(bytes, align).ok_or(Error::OutOfMemory {
             device: self.info.label(),
             requested: bytes as u64,
             limit_name: "available host memory",
@@ -152,7 +152,8 @@ impl Backend for CpuBackend {
             }
         }
         let cargs = CpuArgs(if many { &heap } else { &fixed[..args.len()] });
-        let blocks = cfg.grid.volume();
+        // Validated by the public layer: grid × block fits in 64 bits.
+        let blocks = cfg.blocks().unwrap_or(0);
         let tpb = cfg.threads_per_block().max(1);
         // Aim for ~8 chunks per thread, each at least the kernel's grain of items,
         // for balance without per-chunk overhead dominating.

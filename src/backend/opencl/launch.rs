@@ -62,13 +62,8 @@ pub(super) fn enqueue(
         g[2] as usize * l[2] as usize,
     ];
     let local = [l[0] as usize, l[1] as usize, l[2] as usize];
-    let dims: u32 = if global[2] > 1 {
-        3
-    } else if global[1] > 1 {
-        2
-    } else {
-        1
-    };
+    // The dimension count the user gave (a 2-D launch of height 1 stays 2-D).
+    let dims: u32 = cfg.work_dim();
     // SAFETY: every argument was set above; `global`/`local` have `dims` valid entries
     // (checked against the device's limits by the public layer); no wait list.
     let ev = unsafe {

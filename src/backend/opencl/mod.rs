@@ -163,7 +163,7 @@ impl Backend for OpenClBackend {
         &self.info
     }
 
-    fn alloc(&self, bytes: usize) -> Result<Box<dyn DeviceMemory>> {
+    fn alloc(&self, bytes: usize, _align: usize) -> Result<Box<dyn DeviceMemory>> {
         Ok(Box::new(ClMemory::alloc(&self.context, &self.info, bytes)?))
     }
 
