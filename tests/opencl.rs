@@ -682,12 +682,18 @@ fn child_program_binary_cache() {
 
 #[test]
 fn no_platform_makes_opencl_unavailable_with_a_reason() {
+    // With an ICD loader installed, no vendor file means no platform; on a machine
+    // without the loader itself the library is missing first. Either is the right
+    // reason for its environment.
     let dir = temp_dir("no-icd");
     run_child(
         "child_no_platform",
         &[
             ("OCL_ICD_VENDORS", &dir.join("nonexistent")),
-            ("OFFLOAD_TEST_EXPECT_REASON", Path::new("no OpenCL platform")),
+            (
+                "OFFLOAD_TEST_EXPECT_REASON",
+                Path::new("no OpenCL platform|libOpenCL.so.1 could not be loaded"),
+            ),
         ],
     );
     std::fs::remove_dir_all(&dir).ok();
@@ -722,10 +728,12 @@ fn child_no_platform() {
         .find(|u| u.backend == BackendKind::OpenCl)
         .expect("opencl listed as unavailable");
     println!("opencl unavailable: {}", u.reason);
+    // One of `|`-separated alternatives.
     let expect = std::env::var("OFFLOAD_TEST_EXPECT_REASON").expect("set by the parent");
+    assert!(!u.reason.trim().is_empty(), "a reason is given");
     assert!(
-        u.reason.contains(&expect),
-        "reason {:?} should contain {expect:?}",
+        expect.split('|').any(|e| u.reason.contains(e)),
+        "reason {:?} should contain one of {expect:?}",
         u.reason
     );
     // The rest of the runtime works.

@@ -10,8 +10,14 @@
 //! are correct, just not spread over the pool.
 //!
 //! Panics inside a chunk are caught, the rest of the job is skipped, and the
-//! message is returned; the workers stay alive.
+//! message is returned; the workers stay alive. Nothing unwinds out of the pool,
+//! whatever the payload: a payload is dropped under its own `catch_unwind` (a
+//! payload whose `Drop` panics again is leaked, never re-thrown), workers are
+//! counted out by a drop guard, and the caller retracts its job and waits for the
+//! workers that entered it in a drop guard too, so no worker can still hold a
+//! pointer into the caller's stack frame once `Pool::run` is left by any path.
 
+use std::any::Any;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -43,6 +49,7 @@ impl RangeJob<'_> {
             let e = (s + self.grain).min(self.end);
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| (self.f)(s..e))) {
                 let msg = panic_message(&*p);
+                drop_payload(p);
                 self.panic.lock().get_or_insert(msg);
                 self.next.store(self.end, Ordering::Relaxed);
                 return;
@@ -57,8 +64,17 @@ impl Job for RangeJob<'_> {
     }
 }
 
+/// Drop a caught panic payload without letting its destructor unwind: a payload
+/// whose `Drop` panics would otherwise escape the `catch_unwind` that caught it.
+/// If dropping it panics, that second payload is leaked (its `Drop` may panic too).
+fn drop_payload(p: Box<dyn Any + Send>) {
+    if let Err(again) = catch_unwind(AssertUnwindSafe(move || drop(p))) {
+        std::mem::forget(again);
+    }
+}
+
 /// Text of a panic payload.
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -147,9 +163,10 @@ impl Pool {
                 let mut slot = self.shared.slot.lock();
                 if slot.job.is_none() && !slot.shutdown {
                     let dynjob: &(dyn Job + '_) = &job;
-                    // SAFETY: only the lifetime is erased. The pointer is removed from
-                    // the slot below before this function returns, and we wait until
-                    // every worker that copied it (`active`) has finished with it.
+                    // SAFETY: only the lifetime is erased. The `Retract` guard below
+                    // removes the pointer from the slot before `job` is dropped, on
+                    // every path out (unwinding included), and waits until every
+                    // worker that copied it (`active`) has finished with it.
                     let ptr: *const (dyn Job + 'static) =
                         unsafe { std::mem::transmute(dynjob as *const (dyn Job + '_)) };
                     slot.job = Some(JobPtr(ptr));
@@ -160,15 +177,14 @@ impl Pool {
                 }
             };
             if published {
+                // Declared after `job`, so dropped before it: on every way out of this
+                // block, unwinding included, the job leaves the slot and the workers
+                // that entered it have left before `job` goes out of scope.
+                let _retract = Retract(&self.shared);
                 for _ in 1..wanted {
                     self.shared.work.notify_one();
                 }
                 job.run_chunks();
-                let mut slot = self.shared.slot.lock();
-                slot.job = None;
-                while slot.active > 0 {
-                    self.shared.done.wait(&mut slot);
-                }
             } else {
                 job.run_chunks();
             }
@@ -199,31 +215,64 @@ impl Drop for Pool {
     }
 }
 
-fn worker(sh: Arc<Shared>) {
-    let mut seen = 0u64;
-    loop {
-        let job = {
-            let mut slot = sh.slot.lock();
-            loop {
-                if slot.shutdown {
-                    return;
-                }
-                if slot.generation != seen {
-                    seen = slot.generation;
-                    if let Some(j) = slot.job {
-                        slot.active += 1;
-                        break j;
-                    }
-                }
-                sh.work.wait(&mut slot);
-            }
-        };
-        // SAFETY: the job stays alive until `active` drops back to zero (see `Pool::run`).
-        unsafe { (*job.0).work() };
-        let mut slot = sh.slot.lock();
+/// Retracts the published job and waits until every worker that entered it has
+/// left; runs on drop so that it also runs if the caller unwinds.
+struct Retract<'a>(&'a Shared);
+
+impl Drop for Retract<'_> {
+    fn drop(&mut self) {
+        let mut slot = self.0.slot.lock();
+        slot.job = None;
+        while slot.active > 0 {
+            self.0.done.wait(&mut slot);
+        }
+    }
+}
+
+/// Counts a worker out of the job it entered; runs on drop so that nothing a job
+/// does can leave the worker counted `active`.
+struct Active<'a>(&'a Shared);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        let mut slot = self.0.slot.lock();
         slot.active -= 1;
         if slot.active == 0 {
-            sh.done.notify_all();
+            self.0.done.notify_all();
+        }
+    }
+}
+
+/// Wait for a job not seen yet and enter it (count this worker `active`); `None`
+/// on shutdown.
+fn enter(sh: &Shared, seen: &mut u64) -> Option<JobPtr> {
+    let mut slot = sh.slot.lock();
+    loop {
+        if slot.shutdown {
+            return None;
+        }
+        if slot.generation != *seen {
+            *seen = slot.generation;
+            if let Some(j) = slot.job {
+                slot.active += 1;
+                return Some(j);
+            }
+        }
+        sh.work.wait(&mut slot);
+    }
+}
+
+/// A worker's loop. It ends only on shutdown: a job's panics are caught (chunks
+/// already catch theirs; this is the last line), their payloads dropped safely.
+fn worker(sh: Arc<Shared>) {
+    let mut seen = 0u64;
+    while let Some(job) = enter(&sh, &mut seen) {
+        let _active = Active(&sh);
+        // SAFETY: the job stays alive until `active` drops back to zero: `Pool::run`
+        // retracts it and waits for that in a drop guard declared after the job.
+        let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0).work() }));
+        if let Err(p) = r {
+            drop_payload(p);
         }
     }
 }

@@ -25,7 +25,7 @@ use opencl3::event::{
     CL_EVENT_COMMAND_EXECUTION_STATUS, CL_PROFILING_COMMAND_END, CL_PROFILING_COMMAND_START, get_event_data,
     get_event_profiling_info, wait_for_events,
 };
-use opencl3::types::{CL_NON_BLOCKING, cl_command_queue, cl_device_id};
+use opencl3::types::{CL_NON_BLOCKING, cl_command_queue, cl_device_id, cl_int};
 use parking_lot::{Mutex, MutexGuard};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -144,6 +144,28 @@ impl OpenClBackend {
     }
 }
 
+/// Wait for a copy between device and host memory, and do not return before the
+/// driver is done with the host memory.
+///
+/// `wait` waits for the copy's event. When it fails, the copy may still be queued
+/// or running, reading or writing the caller's host slice, which the caller frees
+/// or reuses as soon as this returns. So `finish` (`clFinish` on the copy's
+/// in-order queue: it returns once every command on the queue has completed)
+/// runs first, and only then is the wait's error returned. A failing `finish` is
+/// logged: `clFinish` is the last synchronisation OpenCL offers.
+fn wait_or_finish<T>(
+    wait: impl FnOnce() -> Result<T>,
+    finish: impl FnOnce() -> std::result::Result<(), cl_int>,
+) -> Result<T> {
+    let r = wait();
+    if r.is_err()
+        && let Err(c) = finish()
+    {
+        tracing::error!(error = %code_name(c), "clFinish failed after a failed wait for a copy");
+    }
+    r
+}
+
 /// Device-clock duration of a completed event (`HOST` if profiling info is unavailable).
 fn event_duration(ev: &Event) -> Timing {
     // cl3 answers these two queries with its `Ulong` variant, so `to_ulong` cannot panic.
@@ -175,7 +197,8 @@ impl Backend for OpenClBackend {
         let (_g, q) = self.take_queue("write")?;
         let op = Op::new("clEnqueueWriteBuffer").bytes(src.len() as u64);
         // SAFETY: the public layer checked `offset + src.len() <= byte_len`; `src` stays
-        // borrowed (alive, unchanged) until the event completes below.
+        // borrowed (alive, unchanged) until the copy is done: `wait_or_finish` returns
+        // only after the event completed or, if waiting failed, after `clFinish`.
         let ev = unsafe {
             enqueue_write_buffer(
                 q,
@@ -191,7 +214,7 @@ impl Backend for OpenClBackend {
         .map_err(|c| map_cl_err(c, &self.info, op))?;
         // SAFETY: a successful enqueue returns an event with one reference, ours.
         let ev = unsafe { Event::from_raw(ev) };
-        self.wait_timed(&ev, op)
+        wait_or_finish(|| self.wait_timed(&ev, op), || finish(q))
     }
 
     fn read(&self, mem: &dyn DeviceMemory, offset: usize, dst: &mut [u8]) -> Result<Timing> {
@@ -202,7 +225,8 @@ impl Backend for OpenClBackend {
         let (_g, q) = self.take_queue("read")?;
         let op = Op::new("clEnqueueReadBuffer").bytes(dst.len() as u64);
         // SAFETY: bounds checked above us; `dst` stays exclusively borrowed until the
-        // event completes below, and nothing else writes it meanwhile.
+        // copy is done (`wait_or_finish`: the event completed, or `clFinish` returned
+        // after a failed wait), and nothing else writes it meanwhile.
         let ev = unsafe {
             enqueue_read_buffer(
                 q,
@@ -218,7 +242,7 @@ impl Backend for OpenClBackend {
         .map_err(|c| map_cl_err(c, &self.info, op))?;
         // SAFETY: a successful enqueue returns an event with one reference, ours.
         let ev = unsafe { Event::from_raw(ev) };
-        self.wait_timed(&ev, op)
+        wait_or_finish(|| self.wait_timed(&ev, op), || finish(q))
     }
 
     fn build(&self, kernel: &Kernel) -> Result<Timing> {
@@ -258,5 +282,59 @@ impl Backend for OpenClBackend {
         }
         self.programs.clear();
         first.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::wait_or_finish;
+    use crate::error::{BackendKind, Error};
+
+    fn wait_failed() -> Error {
+        Error::Driver {
+            backend: BackendKind::OpenCl,
+            device: "opencl:test".into(),
+            operation: "clWaitForEvents".into(),
+            message: "CL_OUT_OF_RESOURCES (-5)".into(),
+        }
+    }
+
+    /// A failed wait returns only once the queued copy is over: the fake device
+    /// (a thread holding the host buffer while it copies) has let go of it.
+    #[test]
+    fn a_failed_wait_returns_only_after_the_queue_finished() {
+        let host = Arc::new(vec![7u8; 1 << 16]);
+        let in_flight = host.clone();
+        let copied = Arc::new(AtomicBool::new(false));
+        let done = copied.clone();
+        let device = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let sum: u64 = in_flight.iter().map(|b| *b as u64).sum();
+            done.store(sum == 7 << 16, Ordering::SeqCst);
+            drop(in_flight);
+        });
+        let r: crate::Result<()> = wait_or_finish(
+            || Err(wait_failed()),
+            || {
+                device.join().map_err(|_| -36)?;
+                Ok(())
+            },
+        );
+        assert!(matches!(r, Err(Error::Driver { .. })), "{r:?}");
+        assert!(copied.load(Ordering::SeqCst), "the copy completed before the return");
+        assert_eq!(Arc::strong_count(&host), 1, "nothing references the host buffer");
+    }
+
+    #[test]
+    fn a_successful_wait_does_not_finish_and_a_failed_finish_keeps_the_wait_error() {
+        let r = wait_or_finish(|| Ok(5), || panic!("no clFinish after a successful wait"));
+        assert_eq!(r.ok(), Some(5));
+        let r: crate::Result<()> = wait_or_finish(|| Err(wait_failed()), || Err(-36));
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("clWaitForEvents"), "{e}");
     }
 }
