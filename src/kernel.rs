@@ -177,7 +177,7 @@ pub enum Extent {
     /// The default. `Elementwise { per_item }` buffers: `Count × per_item` elements
     /// when the kernel has a `Count` parameter, else `grid × block × per_item`.
     /// `Broadcast` buffers: no length is implied; the kernel author promises to
-    /// respect the buffer's length (usually by declaring [`Extent::Scalar`]).
+    /// respect the buffer's length (usually by declaring [`Extent::Scalars`]).
     Items,
     /// `per` elements per block (work-group) of the grid: per-group results such
     /// as the partial sums of a reduction.

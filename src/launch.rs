@@ -215,6 +215,30 @@ impl LaunchConfig {
 }
 
 /// One launch argument.
+///
+/// A written buffer is an exclusive borrow, so one launch can never receive the
+/// same buffer twice as an output, or as an input and an output:
+///
+/// ```compile_fail
+/// # use offload::{Arg, Runtime};
+/// # let rt = Runtime::new().unwrap();
+/// # let dev = rt.device("cpu").unwrap();
+/// let mut c = dev.alloc::<f32>(4).unwrap();
+/// let args = [Arg::output(&mut c), Arg::output(&mut c)];
+/// # drop(args);
+/// ```
+///
+/// and no buffer can be dropped while an argument list borrows it:
+///
+/// ```compile_fail
+/// # use offload::{Arg, Runtime};
+/// # let rt = Runtime::new().unwrap();
+/// # let dev = rt.device("cpu").unwrap();
+/// let a = dev.alloc::<f32>(4).unwrap();
+/// let args = [Arg::input(&a)];
+/// drop(a);
+/// # drop(args);
+/// ```
 pub enum Arg<'a> {
     /// A buffer read by the kernel.
     In(&'a dyn crate::buffer::AnyBuffer),

@@ -35,6 +35,42 @@
 //! # }
 //! ```
 //!
+//! ## Safety
+//!
+//! No program without `unsafe` can make this crate touch memory it does not own.
+//! The promise is split in two:
+//!
+//! * **What the library checks at every launch, before anything is enqueued:**
+//!   the argument list against the kernel's signature (count, kinds, element and
+//!   scalar types; on OpenCL also against the driver's argument info), that every
+//!   buffer belongs to the launching device, the launch configuration against the
+//!   device's limits (with checked arithmetic on every size), and that every
+//!   buffer holds at least the elements its parameter's declared [`Extent`] says
+//!   this launch may touch: `Count × per_item` for split kernels, `grid × block ×
+//!   per_item` otherwise, `per` per block for [`Extent::Groups`], or a product of
+//!   scalar arguments for [`Extent::Scalars`]. A written buffer is an exclusive
+//!   borrow, so no buffer is written through two arguments; an exclusive borrow
+//!   given for a read-only parameter is passed read-only. A kernel's own scalar
+//!   rules ([`KernelBuilder::check_scalars`]) run there too.
+//! * **The one `unsafe` promise is the kernel author's:** device code (CUDA C,
+//!   OpenCL C) is opaque to the library, so [`KernelBuilder::cuda`] and
+//!   [`KernelBuilder::opencl`] are `unsafe fn`s whose caller promises that the
+//!   entry point declares the signature and stays inside the declared extents.
+//!   One promise per kernel, made where it is built, is easier to audit than
+//!   one per launch (cudarc instead makes every launch `unsafe`). The built-in
+//!   kernels in [`kernels`] are audited and safe to build. CPU implementations
+//!   are safe Rust: [`CpuCtx`] hands them read-only views of inputs and disjoint
+//!   `&mut` slices of outputs, whose layout comes from the signature, aligned
+//!   for their element type (zero-length ones too).
+//!
+//! Inside the crate: the buffer trait that hands out device memory
+//! ([`AnyBuffer`]) is sealed; the CPU worker pool survives any panic payload
+//! (even one whose `Drop` panics) and never lets a job outlive the launch that
+//! borrows it; on-disk caches key entries by everything that makes them valid and
+//! validate what they load; in-memory caches are bounded. The on-disk cache
+//! directory is trusted like a compiler's: whoever can write there can make a
+//! driver load arbitrary code.
+//!
 //! Layers (see `DESIGN.md`): the public API in this crate's root modules; the
 //! backends in `backend/` (the only code touching driver APIs); the scheduler in
 //! [`schedule`]; the profiler in [`profile`]; the built-in kernels in [`kernels`];
@@ -49,6 +85,10 @@
 //!   CUDA device, so one chunk's upload overlaps another's kernel. This keeps the
 //!   public API borrow-checked (a `&mut Buffer` is exclusive for exactly one call)
 //!   and every stage's timing exact.
+//! * **Extents live on the kernel, not on [`Param`]**: [`KernelBuilder::extent`]
+//!   declares them by parameter name, with [`Extent::Items`] (the split layout)
+//!   the default, so signatures written before extents existed keep meaning the
+//!   same thing and stay checked.
 //! * **`Offset` and `Count` are `u32`**, the natural index type of CUDA and OpenCL
 //!   kernels; a launch of more than `u32::MAX` items is refused.
 //! * **CPU grain per kernel** ([`Kernel::cpu_grain`]): how many items a CPU kernel
