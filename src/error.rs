@@ -235,4 +235,25 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A kernel's signature disagrees with the parameter its device source declares.
+    #[error(
+        "kernel {kernel:?} parameter {index} ({param}): its source on {device} declares `{source_type}{}` but the signature declares {signature}",
+        if source_name.is_empty() { String::new() } else { format!(" {source_name}") }
+    )]
+    SignatureMismatch {
+        /// Kernel name.
+        kernel: String,
+        /// Device whose driver reported the source's parameter types.
+        device: String,
+        /// Parameter position (0-based).
+        index: usize,
+        /// Parameter name in the signature.
+        param: String,
+        /// Parameter name in the source (empty when the driver does not say).
+        source_name: String,
+        /// The type the source declares, with its address space (`__global float*`).
+        source_type: String,
+        /// What the signature declares (`i32 scalar`, `Read buffer of f32`).
+        signature: String,
+    },
 }

@@ -43,6 +43,8 @@ pub(crate) mod cpu;
 pub(crate) mod cuda;
 #[cfg(feature = "opencl")]
 pub(crate) mod opencl;
+#[cfg(any(feature = "cuda", feature = "opencl"))]
+mod kernel_cache;
 
 /// What a backend measured about one operation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

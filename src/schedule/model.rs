@@ -11,7 +11,9 @@
 //! `OFFLOAD_CACHE_DIR` overrides). A missing file is an empty model; a corrupt
 //! file, one written by another format version, or an entry with impossible
 //! numbers is ignored with a `tracing` warning, and the devices concerned are
-//! probed again. Writes are atomic (temporary file + rename). This module only
+//! probed again. Writes are atomic ([`crate::cache::write_atomic`]: a temporary
+//! file unique to the write, then a rename), so concurrent savers never fail on
+//! each other's temporary file and readers never see half a file. This module only
 //! reads and writes that file; it never touches a device.
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::kernel::Kernel;
 
 /// File name of the model inside the cache directory.
 pub const MODEL_FILE: &str = "perf-model.json";
@@ -190,21 +193,25 @@ impl PerfModel {
             entries: self.entries.clone(),
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| io(std::io::Error::other(e)))?;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{MODEL_FILE}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, json).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::cache::write_atomic(path, &json).map_err(io)
     }
 
-    /// The key of `kernel` on `device`: kernel name, device label, device name and
-    /// compute units (a CPU pool of 1 thread and one of 8 are different devices).
-    pub fn key(kernel: &str, device: &Device) -> String {
+    /// The key of `kernel` on `device`: kernel name and [`Kernel::fingerprint`]
+    /// (signature and sources: an edited kernel is a new entry), device label,
+    /// device name, driver version (a driver update can change the compiled code)
+    /// and compute units (a CPU pool of 1 thread and one of 8 are different devices).
+    pub fn key(kernel: &Kernel, device: &Device) -> String {
         let i = device.info();
-        format!("{kernel} @ {} {} ({} CU)", device.label(), i.name, i.compute_units)
+        let fp = kernel.fingerprint();
+        format!(
+            "{} [{}] @ {} {} (driver {}, {} CU)",
+            kernel.name(),
+            &fp[..fp.len().min(16)],
+            device.label(),
+            i.name,
+            i.driver_version,
+            i.compute_units
+        )
     }
 
     /// The estimate for a key.
