@@ -627,11 +627,11 @@ fn child_program_binary_cache() {
         warm_s * 1e3
     );
 
-    // Proof that the binary is what runs: put program two's binary under program
-    // one's key; a fresh runtime building program one now adds 2, not 1.
+    // Program two's entry under program one's key is refused (each entry is bound
+    // to its key): a fresh runtime building program one rebuilds it from source.
     std::fs::write(&file_one, &bytes_two).unwrap();
-    let (_, err) = run_adder(&one, &x, 2.0);
-    assert!(err < 1e-6, "the cached binary was executed: rel err {err}");
+    let (_, err) = run_adder(&one, &x, 1.0);
+    assert!(err < 1e-6, "another program's cached binary must not run: rel err {err}");
 
     // A corrupt entry falls back to a source build, gives correct results and is replaced.
     std::fs::write(&file_one, b"definitely not a program binary").unwrap();

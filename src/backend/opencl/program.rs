@@ -13,9 +13,9 @@
 //!
 //! The cache directory is trusted like PoCL's own kernel cache: anyone who can
 //! write there can make the driver load any program. What is validated guards
-//! against accidents: each entry starts with a format magic, the binary's length
-//! and a hash over the key material (everything the key is made of) and the
-//! binary. So an entry of another format version, a truncated or damaged file,
+//! against accidents: each entry is sealed ([`crate::cache::seal`]) behind a
+//! format magic, the binary's length and a hash over the key material (everything
+//! the key is made of) and the binary. So an entry of another format version, a truncated or damaged file,
 //! and another program's binary copied under this key (even with a header made
 //! consistent for that binary alone) are all rejected with a warning, never
 //! handed to the driver; the program is then built from source and the entry
@@ -59,10 +59,6 @@ use crate::kernel::{Kernel, Param, ScalarType};
 
 /// Cache kind (sub-directory) of program binaries.
 const CACHE_KIND: &str = "opencl";
-/// Magic at the start of every cache entry (format version included).
-const MAGIC: &[u8; 14] = b"OFFLOADCLBIN2\n";
-/// Header: magic, u64 length, 32 hex digits of the hash over key material and binary.
-const HEADER: usize = MAGIC.len() + 8 + 32;
 /// Build option that makes the driver keep parameter types for `clGetKernelArgInfo`.
 const ARG_INFO_OPTION: &str = "-cl-kernel-arg-info";
 
@@ -433,33 +429,31 @@ pub(crate) fn build_program_cached(
     let c_options = CString::new(options)
         .map_err(|_| Error::InvalidInput(format!("kernel {name:?}: OpenCL build options contain a NUL byte")))?;
     let material = key_material(info, code, entry, options);
-    let key = crate::cache::key(&material);
-    if let Some(bytes) = crate::cache::read(CACHE_KIND, &key) {
-        match decode_entry(&bytes, &material) {
-            Ok(binary) => match build_from_binary(ctx, dev, binary, &c_options) {
-                Ok(p) => {
-                    tracing::debug!(kernel = name, device = %info.label(), "program loaded from the binary cache");
-                    return Ok(p);
-                }
-                Err(why) => tracing::warn!(
-                    kernel = name,
-                    device = %info.label(),
-                    %why,
-                    "cached OpenCL program binary refused by the driver; rebuilding from source"
-                ),
-            },
+    match crate::cache::read_sealed(CACHE_KIND, &material) {
+        crate::cache::Sealed::Valid(binary) => match build_from_binary(ctx, dev, &binary, &c_options) {
+            Ok(p) => {
+                tracing::debug!(kernel = name, device = %info.label(), "program loaded from the binary cache");
+                return Ok(p);
+            }
             Err(why) => tracing::warn!(
                 kernel = name,
                 device = %info.label(),
-                key = %key,
-                why,
-                "invalid OpenCL program binary cache entry; rebuilding from source"
+                %why,
+                "cached OpenCL program binary refused by the driver; rebuilding from source"
             ),
-        }
+        },
+        crate::cache::Sealed::Invalid(why) => tracing::warn!(
+            kernel = name,
+            device = %info.label(),
+            key = %crate::cache::key(&material),
+            why,
+            "invalid OpenCL program binary cache entry; rebuilding from source"
+        ),
+        crate::cache::Sealed::Missing => {}
     }
     let program = build_from_source(ctx, dev, info, name, code, &c_options)?;
     match program_binary(&program) {
-        Some(bin) if !bin.is_empty() => crate::cache::write(CACHE_KIND, &key, &encode_entry(&bin, &material)),
+        Some(bin) if !bin.is_empty() => crate::cache::write_sealed(CACHE_KIND, &material, &bin),
         _ => tracing::debug!(kernel = name, "the driver returned no program binary; nothing cached"),
     }
     Ok(program)
@@ -533,77 +527,9 @@ fn program_binary(program: &Program) -> Option<Vec<u8>> {
     }
 }
 
-/// Hash binding a binary to the key material it is stored under.
-fn entry_hash(binary: &[u8], material: &[&[u8]]) -> String {
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(material.len() + 2);
-    parts.extend_from_slice(material);
-    parts.push(b"binary");
-    parts.push(binary);
-    crate::cache::key(&parts)
-}
-
-/// A cache entry: magic, binary length, hash over key material and binary, binary.
-fn encode_entry(binary: &[u8], material: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + binary.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(binary.len() as u64).to_le_bytes());
-    out.extend_from_slice(entry_hash(binary, material).as_bytes());
-    out.extend_from_slice(binary);
-    out
-}
-
-/// The binary inside a cache entry stored under `material`'s key, or why the
-/// entry is refused.
-fn decode_entry<'e>(entry: &'e [u8], material: &[&[u8]]) -> std::result::Result<&'e [u8], &'static str> {
-    if entry.len() < HEADER {
-        return Err("shorter than its header (truncated)");
-    }
-    if &entry[..MAGIC.len()] != MAGIC {
-        return Err("not an entry of this format version");
-    }
-    let mut len_bytes = [0u8; 8];
-    len_bytes.copy_from_slice(&entry[MAGIC.len()..MAGIC.len() + 8]);
-    let len = u64::from_le_bytes(len_bytes);
-    let binary = &entry[HEADER..];
-    if binary.len() as u64 != len {
-        return Err("its length differs from the header's (truncated or extended)");
-    }
-    if binary.is_empty() {
-        return Err("empty binary");
-    }
-    if entry_hash(binary, material).as_bytes() != &entry[MAGIC.len() + 8..HEADER] {
-        return Err("its hash does not match this key and binary (damaged, or another program's)");
-    }
-    Ok(binary)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{HEADER, MAGIC, decode_entry, encode_entry, source_type};
-
-    #[test]
-    fn cache_entries_round_trip_and_reject_damage() {
-        let material: [&[u8]; 3] = [b"device", b"source a", b"-O2"];
-        let bin = b"some program binary".to_vec();
-        let e = encode_entry(&bin, &material);
-        assert_eq!(decode_entry(&e, &material), Ok(&bin[..]));
-        let mut flipped = e.clone();
-        let last = flipped.len() - 1;
-        flipped[last] ^= 1;
-        assert!(decode_entry(&flipped, &material).is_err());
-        assert!(decode_entry(&e[..e.len() - 1], &material).is_err());
-        assert!(decode_entry(&e[..HEADER - 3], &material).is_err());
-        assert!(decode_entry(b"garbage", &material).is_err());
-        // The same binary under another key is refused.
-        let other: [&[u8]; 3] = [b"device", b"source b", b"-O2"];
-        assert!(decode_entry(&e, &other).is_err());
-        // A header hashed over the binary alone (the previous scheme) is refused.
-        let mut old = MAGIC.to_vec();
-        old.extend_from_slice(&(bin.len() as u64).to_le_bytes());
-        old.extend_from_slice(crate::cache::key(&[&bin]).as_bytes());
-        old.extend_from_slice(&bin);
-        assert!(decode_entry(&old, &material).is_err());
-    }
+    use super::source_type;
 
     #[test]
     fn source_type_names() {
