@@ -249,7 +249,11 @@ mod tests {
             let writers: Vec<_> = (0..8)
                 .map(|t| {
                     let path = &path;
-                    s.spawn(move || (0..200).filter(|i| super::write_atomic(path, &payload(t, *i)).is_err()).count())
+                    s.spawn(move || {
+                        (0..200)
+                            .filter(|i| super::write_atomic(path, &payload(t, *i)).is_err())
+                            .count()
+                    })
                 })
                 .collect();
             let errors: usize = writers.into_iter().map(|w| w.join().unwrap()).sum();

@@ -237,8 +237,7 @@ pub enum Error {
     },
     /// A kernel's signature disagrees with the parameter its device source declares.
     #[error(
-        "kernel {kernel:?} parameter {index} ({param}): its source on {device} declares `{source_type}{}` but the signature declares {signature}",
-        if source_name.is_empty() { String::new() } else { format!(" {source_name}") }
+        "kernel {kernel:?} parameter {index}: its source on {device} declares `{source_decl}` but the signature declares `{signature}`"
     )]
     SignatureMismatch {
         /// Kernel name.
@@ -247,13 +246,9 @@ pub enum Error {
         device: String,
         /// Parameter position (0-based).
         index: usize,
-        /// Parameter name in the signature.
-        param: String,
-        /// Parameter name in the source (empty when the driver does not say).
-        source_name: String,
-        /// The type the source declares, with its address space (`__global float*`).
-        source_type: String,
-        /// What the signature declares (`i32 scalar`, `Read buffer of f32`).
+        /// The source's declaration: address space, type and name (`__global float* x`).
+        source_decl: String,
+        /// The signature's parameter: name and what it declares (`s: i32 scalar`).
         signature: String,
     },
 }

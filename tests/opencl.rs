@@ -631,7 +631,10 @@ fn child_program_binary_cache() {
     // to its key): a fresh runtime building program one rebuilds it from source.
     std::fs::write(&file_one, &bytes_two).unwrap();
     let (_, err) = run_adder(&one, &x, 1.0);
-    assert!(err < 1e-6, "another program's cached binary must not run: rel err {err}");
+    assert!(
+        err < 1e-6,
+        "another program's cached binary must not run: rel err {err}"
+    );
 
     // A corrupt entry falls back to a source build, gives correct results and is replaced.
     std::fs::write(&file_one, b"definitely not a program binary").unwrap();
@@ -796,8 +799,18 @@ fn parameter_types_are_checked_against_the_opencl_source() {
     let cases: [(usize, Param, &str, &str); 6] = [
         (2, Param::scalar::<i32>("s"), "float", "i32 scalar"),
         (4, Param::scalar::<i64>("n"), "uint", "i64 scalar"),
-        (1, Param::buffer::<i32>("out", Access::Write, each), "__global float4*", "buffer of i32"),
-        (1, Param::buffer::<u8>("out", Access::Write, each), "__global float4*", "buffer of u8"),
+        (
+            1,
+            Param::buffer::<i32>("out", Access::Write, each),
+            "__global float4*",
+            "buffer of i32",
+        ),
+        (
+            1,
+            Param::buffer::<u8>("out", Access::Write, each),
+            "__global float4*",
+            "buffer of u8",
+        ),
         (3, Param::scalar::<f32>("tmp"), "__local float*", "f32 scalar"),
         (2, Param::local::<f32>("s"), "float s", "local memory of f32"),
     ];
@@ -807,7 +820,10 @@ fn parameter_types_are_checked_against_the_opencl_source() {
         let k = scale_kernel(&src, params);
         let rt = Runtime::new().unwrap();
         for d in rt.devices().iter().filter(|d| d.backend() == BackendKind::OpenCl) {
-            let e = d.build(&k).err().unwrap_or_else(|| panic!("parameter {index} declared {signature} was accepted"));
+            let e = d
+                .build(&k)
+                .err()
+                .unwrap_or_else(|| panic!("parameter {index} declared {signature} was accepted"));
             let text = e.to_string();
             assert!(
                 matches!(&e, Error::SignatureMismatch { index: i, .. } if *i == index),

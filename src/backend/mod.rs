@@ -41,10 +41,10 @@ use crate::launch::LaunchConfig;
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
-#[cfg(feature = "opencl")]
-pub(crate) mod opencl;
 #[cfg(any(feature = "cuda", feature = "opencl"))]
 mod kernel_cache;
+#[cfg(feature = "opencl")]
+pub(crate) mod opencl;
 
 /// What a backend measured about one operation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -165,14 +165,7 @@ impl ModuleCache {
     }
 
     /// A CUBIN for `arch`, from the disk cache when `use_cache`; returns whether it came from disk.
-    fn cubin(
-        &self,
-        source: &Source,
-        name: &str,
-        device: &str,
-        arch: &str,
-        use_cache: bool,
-    ) -> Result<(Vec<u8>, bool)> {
+    fn cubin(&self, source: &Source, name: &str, device: &str, arch: &str, use_cache: bool) -> Result<(Vec<u8>, bool)> {
         let id = self.key_id(source, arch, "cubin");
         let material = id.material();
         if use_cache {
@@ -377,7 +370,11 @@ mod tests {
         let (second, _) = build(&two);
         let path_two = crate::cache::entry_path("ptx", &key(&cache, &two, "compute_80")).expect("path");
         let entry_two = std::fs::read(&path_two).expect("entry two");
-        for bad in [b"garbage".to_vec(), entry[..entry.len() - 10].to_vec(), entry_two.clone()] {
+        for bad in [
+            b"garbage".to_vec(),
+            entry[..entry.len() - 10].to_vec(),
+            entry_two.clone(),
+        ] {
             std::fs::write(&path, &bad).expect("damage the entry");
             let (fresh, from_disk) = build(&one);
             assert!(!from_disk);

@@ -146,10 +146,8 @@ fn check_arg_types(k: &KernelObj, info: &DeviceInfo, kernel: &Kernel) -> Result<
                     kernel: kernel.name().to_string(),
                     device: info.label(),
                     index,
-                    param: param.name().to_string(),
-                    source_name: arg.name.clone(),
-                    source_type: arg.render(),
-                    signature: param.describe(),
+                    source_decl: arg.render(),
+                    signature: format!("{}: {}", param.name(), param.describe()),
                 });
             }
             None => tracing::debug!(
@@ -171,7 +169,7 @@ struct ArgInfo {
 }
 
 impl ArgInfo {
-    /// The declaration, e.g. `__global float*` or `uint`.
+    /// The declaration, e.g. `__global float* x` or `uint n`.
     fn render(&self) -> String {
         let space = match self.address {
             CL_KERNEL_ARG_ADDRESS_GLOBAL => "__global ",
@@ -179,7 +177,11 @@ impl ArgInfo {
             CL_KERNEL_ARG_ADDRESS_LOCAL => "__local ",
             _ => "",
         };
-        format!("{space}{}", self.type_name)
+        if self.name.is_empty() {
+            format!("{space}{}", self.type_name)
+        } else {
+            format!("{space}{} {}", self.type_name, self.name)
+        }
     }
 }
 
@@ -242,7 +244,10 @@ fn arg_matches(param: &Param, arg: &ArgInfo) -> Option<bool> {
         Param::Scalar { ty: want, .. } => scalar_matches(*want, pointer, arg.address, ty),
         Param::Offset | Param::Count => scalar_matches(ScalarType::U32, pointer, arg.address, ty),
         Param::Buffer { ty: elem, .. } => {
-            let space = matches!(arg.address, CL_KERNEL_ARG_ADDRESS_GLOBAL | CL_KERNEL_ARG_ADDRESS_CONSTANT);
+            let space = matches!(
+                arg.address,
+                CL_KERNEL_ARG_ADDRESS_GLOBAL | CL_KERNEL_ARG_ADDRESS_CONSTANT
+            );
             pointee_matches(elem, pointer && space, ty)
         }
         Param::Local { ty: elem, .. } => {
