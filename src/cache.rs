@@ -8,7 +8,7 @@
 //! are stable 128-bit FNV-1a hashes of everything that determines the cached
 //! content.
 //!
-//! Program binaries are stored *sealed* ([`seal`]): behind a header with a
+//! Program binaries are stored *sealed*: behind a header with a
 //! format magic, the content length and a hash over the key material and the
 //! content, so a reader only accepts an entry written for exactly its key.
 //!
@@ -73,83 +73,91 @@ pub fn write(kind: &str, key: &str, bytes: &[u8]) {
     }
 }
 
-/// Magic at the start of a sealed entry (format version included).
-const MAGIC: &[u8; 14] = b"OFFLOADENTRY2\n";
-/// Header of a sealed entry: magic, u64 content length, 32 hex digits of the hash
-/// over key material and content.
-const HEADER: usize = MAGIC.len() + 8 + 32;
+/// Entries bound to their key (used by the program-binary caches of the GPU backends).
+#[cfg_attr(not(any(feature = "cuda", feature = "opencl")), allow(dead_code))]
+mod sealed {
+    use super::{key, read, write};
 
-/// Hash binding `content` to the key material it is stored under.
-fn seal_hash(content: &[u8], material: &[&[u8]]) -> String {
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(material.len() + 2);
-    parts.extend_from_slice(material);
-    parts.push(b"content");
-    parts.push(content);
-    key(&parts)
-}
+    /// Magic at the start of a sealed entry (format version included).
+    pub(super) const MAGIC: &[u8; 14] = b"OFFLOADENTRY2\n";
+    /// Header of a sealed entry: magic, u64 content length, 32 hex digits of the hash
+    /// over key material and content.
+    pub(super) const HEADER: usize = MAGIC.len() + 8 + 32;
 
-/// A sealed entry: magic, content length, hash over `material` (everything the
-/// entry's key is made of) and `content`, then the content. Only a reader that
-/// asks with the same key material accepts it (see [`unseal`]).
-pub(crate) fn seal(content: &[u8], material: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + content.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(content.len() as u64).to_le_bytes());
-    out.extend_from_slice(seal_hash(content, material).as_bytes());
-    out.extend_from_slice(content);
-    out
-}
+    /// Hash binding `content` to the key material it is stored under.
+    fn seal_hash(content: &[u8], material: &[&[u8]]) -> String {
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(material.len() + 2);
+        parts.extend_from_slice(material);
+        parts.push(b"content");
+        parts.push(content);
+        key(&parts)
+    }
 
-/// The content of a sealed entry stored under `material`'s key, or why it is
-/// refused: another format version, truncated or extended, empty, damaged, or
-/// sealed for other key material (another program's entry under this key).
-pub(crate) fn unseal<'e>(entry: &'e [u8], material: &[&[u8]]) -> std::result::Result<&'e [u8], &'static str> {
-    if entry.len() < HEADER {
-        return Err("shorter than its header (truncated)");
+    /// A sealed entry: magic, content length, hash over `material` (everything the
+    /// entry's key is made of) and `content`, then the content. Only a reader that
+    /// asks with the same key material accepts it (see [`unseal`]).
+    pub(crate) fn seal(content: &[u8], material: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEADER + content.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(content.len() as u64).to_le_bytes());
+        out.extend_from_slice(seal_hash(content, material).as_bytes());
+        out.extend_from_slice(content);
+        out
     }
-    if &entry[..MAGIC.len()] != MAGIC {
-        return Err("not an entry of this format version");
-    }
-    let mut len_bytes = [0u8; 8];
-    len_bytes.copy_from_slice(&entry[MAGIC.len()..MAGIC.len() + 8]);
-    let content = &entry[HEADER..];
-    if content.len() as u64 != u64::from_le_bytes(len_bytes) {
-        return Err("its length differs from the header's (truncated or extended)");
-    }
-    if content.is_empty() {
-        return Err("empty content");
-    }
-    if seal_hash(content, material).as_bytes() != &entry[MAGIC.len() + 8..HEADER] {
-        return Err("its hash does not match this key and content (damaged, or another program's entry)");
-    }
-    Ok(content)
-}
 
-/// What [`read_sealed`] found.
-pub(crate) enum Sealed {
-    /// No entry (or no cache directory).
-    Missing,
-    /// A valid entry's content.
-    Valid(Vec<u8>),
-    /// An entry that [`unseal`] refused, and why.
-    Invalid(&'static str),
-}
+    /// The content of a sealed entry stored under `material`'s key, or why it is
+    /// refused: another format version, truncated or extended, empty, damaged, or
+    /// sealed for other key material (another program's entry under this key).
+    pub(crate) fn unseal<'e>(entry: &'e [u8], material: &[&[u8]]) -> std::result::Result<&'e [u8], &'static str> {
+        if entry.len() < HEADER {
+            return Err("shorter than its header (truncated)");
+        }
+        if &entry[..MAGIC.len()] != MAGIC {
+            return Err("not an entry of this format version");
+        }
+        let mut len_bytes = [0u8; 8];
+        len_bytes.copy_from_slice(&entry[MAGIC.len()..MAGIC.len() + 8]);
+        let content = &entry[HEADER..];
+        if content.len() as u64 != u64::from_le_bytes(len_bytes) {
+            return Err("its length differs from the header's (truncated or extended)");
+        }
+        if content.is_empty() {
+            return Err("empty content");
+        }
+        if seal_hash(content, material).as_bytes() != &entry[MAGIC.len() + 8..HEADER] {
+            return Err("its hash does not match this key and content (damaged, or another program's entry)");
+        }
+        Ok(content)
+    }
 
-/// Read the sealed entry of kind `kind` keyed by `material`.
-pub(crate) fn read_sealed(kind: &str, material: &[&[u8]]) -> Sealed {
-    match read(kind, &key(material)) {
-        None => Sealed::Missing,
-        Some(bytes) => match unseal(&bytes, material) {
-            Ok(content) => Sealed::Valid(content.to_vec()),
-            Err(why) => Sealed::Invalid(why),
-        },
+    /// What [`read_sealed`] found.
+    pub(crate) enum Sealed {
+        /// No entry (or no cache directory).
+        Missing,
+        /// A valid entry's content.
+        Valid(Vec<u8>),
+        /// An entry that [`unseal`] refused, and why.
+        Invalid(&'static str),
+    }
+
+    /// Read the sealed entry of kind `kind` keyed by `material`.
+    pub(crate) fn read_sealed(kind: &str, material: &[&[u8]]) -> Sealed {
+        match read(kind, &key(material)) {
+            None => Sealed::Missing,
+            Some(bytes) => match unseal(&bytes, material) {
+                Ok(content) => Sealed::Valid(content.to_vec()),
+                Err(why) => Sealed::Invalid(why),
+            },
+        }
+    }
+
+    /// Write `content` sealed under the key of `material` (see [`write`](fn@super::write)).
+    pub(crate) fn write_sealed(kind: &str, material: &[&[u8]], content: &[u8]) {
+        write(kind, &key(material), &seal(content, material));
     }
 }
-
-/// Write `content` sealed under the key of `material` (see [`write`]).
-pub(crate) fn write_sealed(kind: &str, material: &[&[u8]], content: &[u8]) {
-    write(kind, &key(material), &seal(content, material));
-}
+#[cfg_attr(not(any(feature = "cuda", feature = "opencl")), allow(unused_imports))]
+pub(crate) use sealed::{Sealed, read_sealed, write_sealed};
 
 /// Process-wide counter making temporary names unique among this process's writers.
 static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
@@ -185,7 +193,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{HEADER, MAGIC, seal, unseal};
+    use super::sealed::{HEADER, MAGIC, seal, unseal};
 
     #[test]
     fn sealed_entries_round_trip_and_reject_damage() {

@@ -196,21 +196,22 @@ impl PerfModel {
         crate::cache::write_atomic(path, &json).map_err(io)
     }
 
-    /// The key of `kernel` on `device`: kernel name and [`Kernel::fingerprint`]
-    /// (signature and sources: an edited kernel is a new entry), device label,
-    /// device name, driver version (a driver update can change the compiled code)
-    /// and compute units (a CPU pool of 1 thread and one of 8 are different devices).
+    /// The key of `kernel` on `device`: kernel name, device label, device name,
+    /// driver version (a driver update can change the compiled code), compute
+    /// units (a CPU pool of 1 thread and one of 8 are different devices) and the
+    /// start of [`Kernel::fingerprint`] (signature and sources: an edited kernel
+    /// is a new entry).
     pub fn key(kernel: &Kernel, device: &Device) -> String {
         let i = device.info();
         let fp = kernel.fingerprint();
         format!(
-            "{} [{}] @ {} {} (driver {}, {} CU)",
+            "{} @ {} {} (driver {}, {} CU) #{}",
             kernel.name(),
-            &fp[..fp.len().min(16)],
             device.label(),
             i.name,
             i.driver_version,
-            i.compute_units
+            i.compute_units,
+            &fp[..fp.len().min(16)]
         )
     }
 
@@ -337,6 +338,26 @@ mod tests {
             bytes: items as u64 * 12,
             transfer_s: items as f64 * 12.0 / 1e10,
         }
+    }
+
+    #[test]
+    fn key_names_the_kernel_source_and_the_driver() {
+        let rt = crate::Runtime::new().unwrap();
+        let cpu = rt.device("cpu").unwrap();
+        let kernel = |body: &str| {
+            crate::Kernel::builder("k")
+                .param(crate::Param::Count)
+                .opencl(format!("__kernel void k(uint n) {{ {body} }}"), "k")
+                .cpu(|_| {})
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (kernel(""), kernel("(void)n;"));
+        let key = PerfModel::key(&a, &cpu);
+        assert!(key.starts_with("k @ cpu:0 "), "{key}");
+        assert!(key.contains(&format!("driver {}", cpu.info().driver_version)), "{key}");
+        assert_eq!(key, PerfModel::key(&kernel(""), &cpu), "same description, same key");
+        assert_ne!(key, PerfModel::key(&b, &cpu), "an edited source is another entry");
     }
 
     #[test]

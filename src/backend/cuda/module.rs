@@ -11,7 +11,7 @@
 //! accept.
 //!
 //! Disk entries are keyed by source, entry point, options, architecture, NVRTC
-//! version, device name and driver version, and sealed ([`crate::cache::seal`]):
+//! version, device name and driver version, and sealed ([`crate::cache::write_sealed`]):
 //! a header with a format magic, the length and a hash over that key material
 //! and the content. The cache directory is trusted like the driver's own
 //! `ComputeCache`: anyone who can write there can make the driver load any code.
@@ -134,7 +134,11 @@ impl ModuleCache {
             Err(e) if e.0 == CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION => {}
             Err(e) if from_disk => {
                 // The cached entry does not load: compile afresh (overwriting it).
-                tracing::warn!(kernel = name, error = %describe(e), "cached PTX failed to load; recompiling from source");
+                tracing::warn!(
+                    kernel = name,
+                    error = %describe(e),
+                    "cached PTX failed to load; recompiling from source"
+                );
                 let (ptx, _) = self.ptx(source, name, device, &virt, false)?;
                 match load_ptx(ctx, ptx) {
                     Ok(m) => return Ok(m),
@@ -155,7 +159,11 @@ impl ModuleCache {
         match ctx.load_module(Ptx::from_binary(cubin)) {
             Ok(m) => Ok(m),
             Err(e) if from_disk => {
-                tracing::warn!(kernel = name, error = %describe(e), "cached CUBIN failed to load; recompiling from source");
+                tracing::warn!(
+                    kernel = name,
+                    error = %describe(e),
+                    "cached CUBIN failed to load; recompiling from source"
+                );
                 let (cubin, _) = self.cubin(source, name, device, &real, false)?;
                 ctx.load_module(Ptx::from_binary(cubin))
                     .map_err(|e| map_driver_err(e, device, "cuModuleLoadData (CUBIN)", name))

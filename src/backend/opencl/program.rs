@@ -13,23 +13,30 @@
 //!
 //! The cache directory is trusted like PoCL's own kernel cache: anyone who can
 //! write there can make the driver load any program. What is validated guards
-//! against accidents: each entry is sealed ([`crate::cache::seal`]) behind a
-//! format magic, the binary's length and a hash over the key material (everything
-//! the key is made of) and the binary. So an entry of another format version, a truncated or damaged file,
-//! and another program's binary copied under this key (even with a header made
-//! consistent for that binary alone) are all rejected with a warning, never
-//! handed to the driver; the program is then built from source and the entry
-//! rewritten. A binary the driver refuses is handled the same way.
+//! against accidents: each entry is sealed ([`crate::cache::write_sealed`]) behind a
+//! format magic, the binary's length and a hash over the key material
+//! (everything the key is made of) and the binary. So an entry of another format
+//! version, a truncated or damaged file, and another program's binary copied
+//! under this key (even with a header made consistent for that binary alone) are
+//! all rejected with a warning, never handed to the driver; the program is then
+//! built from source and the entry rewritten. A binary the driver refuses is
+//! handled the same way.
 //!
 //! Programs are built with `-cl-kernel-arg-info` (appended to the kernel's
-//! options), and each parameter's address space and type name from
-//! `clGetKernelArgInfo` are compared with the signature: scalars must match in
-//! type (`Offset` and `Count` are `uint`), buffers must be `__global` or
-//! `__constant` pointers and local memory `__local` pointers whose element size
-//! matches the signature's when the pointee type is recognisable. A mismatch is
-//! [`Error::SignatureMismatch`]. Type names the check cannot interpret (typedefs,
-//! structs) are accepted; a driver that reports no argument info skips the check
-//! (debug log).
+//! options, so part of the cache key), and each parameter's address space and
+//! type name from `clGetKernelArgInfo` are compared with the signature:
+//! * scalars (and `Offset`/`Count`, which are `uint`) must be by-value
+//!   parameters of the same type (`int`, `uint`/`unsigned int`, `long`, `ulong`,
+//!   `float`, `double`);
+//! * buffers must be `__global` or `__constant` pointers, local memory `__local`
+//!   pointers, to the element type: when both the pointee's component and the
+//!   element are one of those scalar types they must be the same (`float4*` over
+//!   `f32` elements is fine, `int*` is not), otherwise the pointee's size or its
+//!   component's size must be the element's.
+//!
+//! A mismatch is [`Error::SignatureMismatch`] naming both declarations. Type
+//! names the check cannot interpret (typedefs, structs, `void`) are accepted; a
+//! driver that reports no argument info skips the check (debug log).
 //!
 //! Build failures return [`Error::Build`] with the full build log; a missing
 //! entry point returns [`Error::EntryNotFound`].
@@ -103,13 +110,11 @@ fn build_kernel(ctx: &Context, dev: cl_device_id, info: &DeviceInfo, kernel: &Ke
     let Some(src) = kernel.opencl_source() else {
         return Err(kernel.no_implementation(BackendKind::OpenCl, &info.label()));
     };
-    let options = src
-        .options
-        .iter()
-        .map(String::as_str)
-        .chain([ARG_INFO_OPTION])
-        .collect::<Vec<_>>()
-        .join(" ");
+    let mut options: Vec<&str> = src.options.iter().map(String::as_str).collect();
+    if !options.contains(&ARG_INFO_OPTION) {
+        options.push(ARG_INFO_OPTION);
+    }
+    let options = options.join(" ");
     let program = build_program_cached(ctx, dev, info, kernel.name(), &src.code, &src.entry, &options)?;
     let mut kernels = Vec::with_capacity(queues.max(1));
     for _ in 0..queues.max(1) {
