@@ -262,4 +262,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A kernel's signature disagrees with the parameter its device source declares.
+    #[error(
+        "kernel {kernel:?} parameter {index}: its source on {device} declares `{source_decl}` but the signature declares `{signature}`"
+    )]
+    SignatureMismatch {
+        /// Kernel name.
+        kernel: String,
+        /// Device whose driver reported the source's parameter types.
+        device: String,
+        /// Parameter position (0-based).
+        index: usize,
+        /// The source's declaration: address space, type and name (`__global float* x`).
+        source_decl: String,
+        /// The signature's parameter: name and what it declares (`s: i32 scalar`).
+        signature: String,
+    },
 }

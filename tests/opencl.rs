@@ -659,11 +659,14 @@ fn child_program_binary_cache() {
         warm_s * 1e3
     );
 
-    // Proof that the binary is what runs: put program two's binary under program
-    // one's key; a fresh runtime building program one now adds 2, not 1.
+    // Program two's entry under program one's key is refused (each entry is bound
+    // to its key): a fresh runtime building program one rebuilds it from source.
     std::fs::write(&file_one, &bytes_two).unwrap();
-    let (_, err) = run_adder(&one, &x, 2.0);
-    assert!(err < 1e-6, "the cached binary was executed: rel err {err}");
+    let (_, err) = run_adder(&one, &x, 1.0);
+    assert!(
+        err < 1e-6,
+        "another program's cached binary must not run: rel err {err}"
+    );
 
     // A corrupt entry falls back to a source build, gives correct results and is replaced.
     std::fs::write(&file_one, b"definitely not a program binary").unwrap();
@@ -740,4 +743,146 @@ fn child_no_platform() {
     common::vector_add_ok(&rt.device("cpu").unwrap(), 1000, &mut Rng::fresh("cpu without opencl"));
     let e = rt.device("opencl").unwrap_err();
     assert!(e.to_string().contains("opencl unavailable"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// The signature is checked against the parameter types the OpenCL source declares.
+
+/// `out[i] = x[i] * s`, with a nonce so the first build is from source.
+fn scale_src(nonce: u64) -> String {
+    format!(
+        "// nonce {nonce}\ntypedef float real;\n__kernel void scale(__global const real* x, __global float4* out4, \
+         const float s, __local float* tmp, const uint n) {{\n  uint i = get_global_id(0);\n  \
+         if (i < n) {{ __global float* out = (__global float*)out4; out[i] = x[i] * s; }}\n}}\n"
+    )
+}
+
+fn scale_kernel(src: &str, params: [Param; 5]) -> Kernel {
+    params
+        .into_iter()
+        .fold(Kernel::builder("scale"), |b, p| b.param(p))
+        .opencl(src, "scale")
+        .build()
+        .unwrap()
+}
+
+fn scale_params() -> [Param; 5] {
+    let each = Split::Elementwise { per_item: 1 };
+    [
+        Param::buffer::<f32>("x", Access::Read, each),
+        Param::buffer::<f32>("out", Access::Write, each),
+        Param::scalar::<f32>("s"),
+        Param::local::<f32>("tmp"),
+        Param::scalar::<u32>("n"),
+    ]
+}
+
+#[test]
+fn parameter_types_are_checked_against_the_opencl_source() {
+    let (_rt, devs) = opencl();
+    if devs.is_empty() {
+        return; // skipped (printed by `opencl()`)
+    }
+    let src = scale_src(Rng::fresh("signature check").next_u64());
+    // The right signature (a typedef'd pointee, float4* over f32 elements) builds and runs.
+    let good = scale_kernel(&src, scale_params());
+    let n = 64usize;
+    let x: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    for d in &devs {
+        let dx = d.upload(&x).unwrap();
+        let mut out = d.upload(&vec![f32::NAN; n]).unwrap();
+        d.launch(
+            &good,
+            &LaunchConfig::new(n as u32, 16),
+            &[
+                Arg::input(&dx),
+                Arg::output(&mut out),
+                2.5f32.into(),
+                Arg::local(16),
+                (n as u32).into(),
+            ],
+        )
+        .unwrap();
+        let want: Vec<f32> = x.iter().map(|v| v * 2.5).collect();
+        assert_eq!(out.to_vec().unwrap(), want, "on {}", d.label());
+    }
+    // A `float` parameter declared `i32`: refused at launch, nothing runs, both
+    // types named. A new nonce makes this a source build.
+    let mut params = scale_params();
+    params[2] = Param::scalar::<i32>("s");
+    let cold = scale_kernel(&scale_src(Rng::fresh("signature check, cold").next_u64()), params);
+    for d in &devs {
+        let dx = d.upload(&x).unwrap();
+        let mut out = d.upload(&vec![f32::NAN; n]).unwrap();
+        let e = d
+            .launch(
+                &cold,
+                &LaunchConfig::new(n as u32, 16),
+                &[
+                    Arg::input(&dx),
+                    Arg::output(&mut out),
+                    3i32.into(),
+                    Arg::local(16),
+                    (n as u32).into(),
+                ],
+            )
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, Error::SignatureMismatch { index: 2, .. }), "{e:?}");
+        assert!(text.contains("`float s`") && text.contains("i32 scalar"), "{text}");
+        assert!(out.to_vec().unwrap().iter().all(|v| v.is_nan()), "nothing ran");
+    }
+    // Wrong declarations, each refused with both types named. The program is the
+    // one built above, so a fresh runtime loads it from the binary cache: the
+    // check holds there too.
+    let each = Split::Elementwise { per_item: 1 };
+    let cases: [(usize, Param, &str, &str); 6] = [
+        (2, Param::scalar::<i32>("s"), "float", "i32 scalar"),
+        (4, Param::scalar::<i64>("n"), "uint", "i64 scalar"),
+        (
+            1,
+            Param::buffer::<i32>("out", Access::Write, each),
+            "__global float4*",
+            "buffer of i32",
+        ),
+        (
+            1,
+            Param::buffer::<u8>("out", Access::Write, each),
+            "__global float4*",
+            "buffer of u8",
+        ),
+        (3, Param::scalar::<f32>("tmp"), "__local float*", "f32 scalar"),
+        (2, Param::local::<f32>("s"), "float s", "local memory of f32"),
+    ];
+    for (index, wrong, source_type, signature) in cases {
+        let mut params = scale_params();
+        params[index] = wrong;
+        let k = scale_kernel(&src, params);
+        let rt = Runtime::new().unwrap();
+        for d in rt.devices().iter().filter(|d| d.backend() == BackendKind::OpenCl) {
+            let e = d
+                .build(&k)
+                .err()
+                .unwrap_or_else(|| panic!("parameter {index} declared {signature} was accepted"));
+            let text = e.to_string();
+            assert!(
+                matches!(&e, Error::SignatureMismatch { index: i, .. } if *i == index),
+                "parameter {index} on {}: {e:?}",
+                d.label()
+            );
+            assert!(
+                text.contains(source_type) && text.contains(signature),
+                "the error names `{source_type}` and `{signature}`: {text}"
+            );
+            // The device stays usable.
+            common::vector_add_ok(d, 100, &mut Rng::fresh("after a refused kernel"));
+        }
+    }
+    // A typedef'd type name (`real`) is not interpreted, so its element is not checked.
+    let mut params = scale_params();
+    params[0] = Param::buffer::<i32>("x", Access::Read, each);
+    let lenient = scale_kernel(&src, params);
+    for d in &devs {
+        d.build(&lenient).unwrap();
+    }
 }

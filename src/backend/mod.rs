@@ -41,6 +41,8 @@ use crate::launch::LaunchConfig;
 pub(crate) mod cpu;
 #[cfg(feature = "cuda")]
 pub(crate) mod cuda;
+#[cfg(any(feature = "cuda", feature = "opencl"))]
+mod kernel_cache;
 #[cfg(feature = "opencl")]
 pub(crate) mod opencl;
 

@@ -329,7 +329,7 @@ impl Scheduler {
                 parts.push(run::Participant {
                     device: d,
                     label: label.clone(),
-                    key: PerfModel::key(kernel.name(), d),
+                    key: PerfModel::key(kernel, d),
                 });
             } else {
                 let reason = format!(

@@ -11,7 +11,9 @@
 //! `OFFLOAD_CACHE_DIR` overrides). A missing file is an empty model; a corrupt
 //! file, one written by another format version, or an entry with impossible
 //! numbers is ignored with a `tracing` warning, and the devices concerned are
-//! probed again. Writes are atomic (temporary file + rename). This module only
+//! probed again. Writes are atomic ([`crate::cache::write_atomic`]: a temporary
+//! file unique to the write, then a rename), so concurrent savers never fail on
+//! each other's temporary file and readers never see half a file. This module only
 //! reads and writes that file; it never touches a device.
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::kernel::Kernel;
 
 /// File name of the model inside the cache directory.
 pub const MODEL_FILE: &str = "perf-model.json";
@@ -190,21 +193,26 @@ impl PerfModel {
             entries: self.entries.clone(),
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| io(std::io::Error::other(e)))?;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{MODEL_FILE}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, json).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::cache::write_atomic(path, &json).map_err(io)
     }
 
-    /// The key of `kernel` on `device`: kernel name, device label, device name and
-    /// compute units (a CPU pool of 1 thread and one of 8 are different devices).
-    pub fn key(kernel: &str, device: &Device) -> String {
+    /// The key of `kernel` on `device`: kernel name, device label, device name,
+    /// driver version (a driver update can change the compiled code), compute
+    /// units (a CPU pool of 1 thread and one of 8 are different devices) and the
+    /// start of [`Kernel::fingerprint`] (signature and sources: an edited kernel
+    /// is a new entry).
+    pub fn key(kernel: &Kernel, device: &Device) -> String {
         let i = device.info();
-        format!("{kernel} @ {} {} ({} CU)", device.label(), i.name, i.compute_units)
+        let fp = kernel.fingerprint();
+        format!(
+            "{} @ {} {} (driver {}, {} CU) #{}",
+            kernel.name(),
+            device.label(),
+            i.name,
+            i.driver_version,
+            i.compute_units,
+            &fp[..fp.len().min(16)]
+        )
     }
 
     /// The estimate for a key.
@@ -330,6 +338,26 @@ mod tests {
             bytes: items as u64 * 12,
             transfer_s: items as f64 * 12.0 / 1e10,
         }
+    }
+
+    #[test]
+    fn key_names_the_kernel_source_and_the_driver() {
+        let rt = crate::Runtime::new().unwrap();
+        let cpu = rt.device("cpu").unwrap();
+        let kernel = |body: &str| {
+            crate::Kernel::builder("k")
+                .param(crate::Param::Count)
+                .opencl(format!("__kernel void k(uint n) {{ {body} }}"), "k")
+                .cpu(|_| {})
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (kernel(""), kernel("(void)n;"));
+        let key = PerfModel::key(&a, &cpu);
+        assert!(key.starts_with("k @ cpu:0 "), "{key}");
+        assert!(key.contains(&format!("driver {}", cpu.info().driver_version)), "{key}");
+        assert_eq!(key, PerfModel::key(&kernel(""), &cpu), "same description, same key");
+        assert_ne!(key, PerfModel::key(&b, &cpu), "an edited source is another entry");
     }
 
     #[test]

@@ -123,6 +123,7 @@ impl CudaBackend {
             }));
         }
         tracing::debug!(device = %info.label(), name = %info.name, arch, "CUDA device opened");
+        let modules = ModuleCache::new(arch, &info);
         Ok(CudaBackend {
             label: info.label(),
             info,
@@ -132,7 +133,7 @@ impl CudaBackend {
                 lanes,
                 next: AtomicUsize::new(0),
             },
-            modules: ModuleCache::new(arch),
+            modules,
             copy_pool: OnceLock::new(),
         })
     }

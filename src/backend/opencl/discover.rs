@@ -210,8 +210,8 @@ const PROBE_SOURCE: &str =
     "__kernel void offload_probe(__global float* x) { size_t i = get_global_id(0); x[i] = x[i] * 2.0f + 1.0f; }\n";
 
 fn probe_multiple(ctx: &Context, id: cl_device_id, info: &DeviceInfo) -> Result<usize, String> {
-    let program =
-        program::build_program_cached(ctx, id, info, "offload_probe", PROBE_SOURCE, "").map_err(|e| e.to_string())?;
+    let program = program::build_program_cached(ctx, id, info, "offload_probe", PROBE_SOURCE, "offload_probe", "")
+        .map_err(|e| e.to_string())?;
     let k = program::create_entry(&program, info, "offload_probe", "offload_probe").map_err(|e| e.to_string())?;
     let bytes =
         get_kernel_work_group_data(k.raw(), id, CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE).map_err(code_name)?;

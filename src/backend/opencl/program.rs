@@ -1,44 +1,73 @@
 //! Program build for the OpenCL backend: from source, from the on-disk binary
-//! cache, and the per-device in-memory cache of built kernels.
+//! cache, the per-device in-memory cache of built kernels, and the check of a
+//! kernel's signature against the parameter types its source declares.
 //!
-//! * In memory: one [`Built`] per [`Kernel::id`] and device, holding the program
-//!   and one `cl_kernel` per command queue (kernel objects carry their arguments
-//!   as state, so a launch uses the kernel object of the queue it holds).
+//! * In memory: one [`Built`] per live [`Kernel`] and device (a
+//!   [`KernelCache`], evicted with the kernel), holding the program and one
+//!   `cl_kernel` per command queue (kernel objects carry their arguments as state,
+//!   so a launch uses the kernel object of the queue it holds).
 //! * On disk: the program binary from `CL_PROGRAM_BINARIES`, stored through
-//!   [`crate::cache`] under kind `opencl`, keyed by device name, driver version,
-//!   source and build options. A second process loads the binary and skips the
-//!   compiler front end. Each entry carries a header with its length and a hash
-//!   of its contents; an entry that fails that check or that the driver refuses
-//!   is ignored with a warning and replaced after a source build.
+//!   [`crate::cache`] under kind `opencl`, keyed by device name, vendor, driver
+//!   version, source, entry point and build options. A second process loads the
+//!   binary and skips the compiler front end.
+//!
+//! The cache directory is trusted like PoCL's own kernel cache: anyone who can
+//! write there can make the driver load any program. What is validated guards
+//! against accidents: each entry is sealed ([`crate::cache::write_sealed`]) behind a
+//! format magic, the binary's length and a hash over the key material
+//! (everything the key is made of) and the binary. So an entry of another format
+//! version, a truncated or damaged file, and another program's binary copied
+//! under this key (even with a header made consistent for that binary alone) are
+//! all rejected with a warning, never handed to the driver; the program is then
+//! built from source and the entry rewritten. A binary the driver refuses is
+//! handled the same way.
+//!
+//! Programs are built with `-cl-kernel-arg-info` (appended to the kernel's
+//! options, so part of the cache key), and each parameter's address space and
+//! type name from `clGetKernelArgInfo` are compared with the signature:
+//! * scalars (and `Offset`/`Count`, which are `uint`) must be by-value
+//!   parameters of the same type (`int`, `uint`/`unsigned int`, `long`, `ulong`,
+//!   `float`, `double`);
+//! * buffers must be `__global` or `__constant` pointers, local memory `__local`
+//!   pointers, to the element type: when both the pointee's component and the
+//!   element are one of those scalar types they must be the same (`float4*` over
+//!   `f32` elements is fine, `int*` is not), otherwise the pointee's size or its
+//!   component's size must be the element's.
+//!
+//! A mismatch is [`Error::SignatureMismatch`] naming both declarations. Type
+//! names the check cannot interpret (typedefs, structs, `void`) are accepted; a
+//! driver that reports no argument info skips the check (debug log).
 //!
 //! Build failures return [`Error::Build`] with the full build log; a missing
 //! entry point returns [`Error::EntryNotFound`].
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::sync::Arc;
 
-use opencl3::error_codes::CL_INVALID_KERNEL_NAME;
-use opencl3::kernel::{CL_KERNEL_NUM_ARGS, create_kernel, get_kernel_data};
+use opencl3::error_codes::{CL_INVALID_KERNEL_NAME, CL_KERNEL_ARG_INFO_NOT_AVAILABLE};
+use opencl3::kernel::{
+    CL_KERNEL_ARG_ADDRESS_CONSTANT, CL_KERNEL_ARG_ADDRESS_GLOBAL, CL_KERNEL_ARG_ADDRESS_LOCAL,
+    CL_KERNEL_ARG_ADDRESS_PRIVATE, CL_KERNEL_ARG_ADDRESS_QUALIFIER, CL_KERNEL_ARG_NAME, CL_KERNEL_ARG_TYPE_NAME,
+    CL_KERNEL_NUM_ARGS, create_kernel, get_kernel_arg_data, get_kernel_data,
+};
 use opencl3::program::{
     CL_PROGRAM_BINARIES, CL_PROGRAM_BUILD_LOG, build_program, create_program_with_binary, create_program_with_source,
     get_program_build_data, get_program_info,
 };
 use opencl3::types::cl_device_id;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use super::error::{Op, code_name, map_cl_err};
 use super::handles::{Context, KernelObj, Program};
+use crate::backend::kernel_cache::KernelCache;
 use crate::device::DeviceInfo;
 use crate::error::{BackendKind, Error, Result};
-use crate::kernel::Kernel;
+use crate::kernel::{Kernel, Param, ScalarType};
 
 /// Cache kind (sub-directory) of program binaries.
 const CACHE_KIND: &str = "opencl";
-/// Magic at the start of every cache entry (format version included).
-const MAGIC: &[u8; 14] = b"OFFLOADCLBIN1\n";
-/// Header: magic, u64 length, 32 hex digits of the content hash.
-const HEADER: usize = MAGIC.len() + 8 + 32;
+/// Build option that makes the driver keep parameter types for `clGetKernelArgInfo`.
+const ARG_INFO_OPTION: &str = "-cl-kernel-arg-info";
 
 /// A program built for one device, with one kernel object per queue.
 pub(crate) struct Built {
@@ -48,11 +77,10 @@ pub(crate) struct Built {
     _program: Program,
 }
 
-/// The per-device in-memory cache, keyed by [`Kernel::id`].
+/// The per-device in-memory cache of built kernels, evicted with their kernel.
 #[derive(Default)]
 pub(crate) struct ProgramCache {
-    map: RwLock<HashMap<u64, Arc<Built>>>,
-    build_lock: Mutex<()>,
+    built: KernelCache<Built>,
 }
 
 impl ProgramCache {
@@ -65,23 +93,15 @@ impl ProgramCache {
         kernel: &Kernel,
         queues: usize,
     ) -> Result<Arc<Built>> {
-        if let Some(b) = self.map.read().get(&kernel.id()) {
-            return Ok(b.clone());
-        }
-        // One build at a time per device: a second caller waits and then finds it.
-        let _guard = self.build_lock.lock();
-        if let Some(b) = self.map.read().get(&kernel.id()) {
-            return Ok(b.clone());
-        }
-        let built = Arc::new(build_kernel(ctx, dev, info, kernel, queues)?);
-        self.map.write().insert(kernel.id(), built.clone());
+        let (built, _) = self
+            .built
+            .get_or_try_build(kernel, || build_kernel(ctx, dev, info, kernel, queues))?;
         Ok(built)
     }
 
     /// Drop every built program (teardown).
     pub(crate) fn clear(&self) {
-        let _guard = self.build_lock.lock();
-        self.map.write().clear();
+        self.built.clear();
     }
 }
 
@@ -90,8 +110,12 @@ fn build_kernel(ctx: &Context, dev: cl_device_id, info: &DeviceInfo, kernel: &Ke
     let Some(src) = kernel.opencl_source() else {
         return Err(kernel.no_implementation(BackendKind::OpenCl, &info.label()));
     };
-    let options = src.options.join(" ");
-    let program = build_program_cached(ctx, dev, info, kernel.name(), &src.code, &options)?;
+    let mut options: Vec<&str> = src.options.iter().map(String::as_str).collect();
+    if !options.contains(&ARG_INFO_OPTION) {
+        options.push(ARG_INFO_OPTION);
+    }
+    let options = options.join(" ");
+    let program = build_program_cached(ctx, dev, info, kernel.name(), &src.code, &src.entry, &options)?;
     let mut kernels = Vec::with_capacity(queues.max(1));
     for _ in 0..queues.max(1) {
         kernels.push(Mutex::new(create_entry(&program, info, kernel.name(), &src.entry)?));
@@ -106,9 +130,254 @@ fn build_kernel(ctx: &Context, dev: cl_device_id, info: &DeviceInfo, kernel: &Ke
             kernel.params().len()
         )));
     }
+    check_arg_types(&kernels[0].lock(), info, kernel)?;
     Ok(Built {
         kernels,
         _program: program,
+    })
+}
+
+/// Compare each parameter's address space and type name, as the driver reports
+/// them, with the signature; see the module docs for the rules.
+fn check_arg_types(k: &KernelObj, info: &DeviceInfo, kernel: &Kernel) -> Result<()> {
+    for (index, param) in kernel.params().iter().enumerate() {
+        let Some(arg) = arg_info(k, index, info, kernel)? else {
+            return Ok(());
+        };
+        match arg_matches(param, &arg) {
+            Some(true) => {}
+            Some(false) => {
+                return Err(Error::SignatureMismatch {
+                    kernel: kernel.name().to_string(),
+                    device: info.label(),
+                    index,
+                    source_decl: arg.render(),
+                    signature: format!("{}: {}", param.name(), param.describe()),
+                });
+            }
+            None => tracing::debug!(
+                kernel = kernel.name(),
+                index,
+                type_name = %arg.type_name,
+                "parameter type not recognised; its type is not checked"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// One parameter as the OpenCL source declares it.
+struct ArgInfo {
+    address: u32,
+    type_name: String,
+    name: String,
+}
+
+impl ArgInfo {
+    /// The declaration, e.g. `__global float* x` or `uint n`.
+    fn render(&self) -> String {
+        let space = match self.address {
+            CL_KERNEL_ARG_ADDRESS_GLOBAL => "__global ",
+            CL_KERNEL_ARG_ADDRESS_CONSTANT => "__constant ",
+            CL_KERNEL_ARG_ADDRESS_LOCAL => "__local ",
+            _ => "",
+        };
+        if self.name.is_empty() {
+            format!("{space}{}", self.type_name)
+        } else {
+            format!("{space}{} {}", self.type_name, self.name)
+        }
+    }
+}
+
+/// Parameter `index`'s info from `clGetKernelArgInfo`; `None` when the driver
+/// has none (the check is then skipped, logged).
+fn arg_info(k: &KernelObj, index: usize, info: &DeviceInfo, kernel: &Kernel) -> Result<Option<ArgInfo>> {
+    let query = |what| get_kernel_arg_data(k.raw(), index as u32, what);
+    let text = |bytes: Vec<u8>| {
+        String::from_utf8_lossy(&bytes)
+            .trim_end_matches('\0')
+            .trim()
+            .to_string()
+    };
+    let answer = query(CL_KERNEL_ARG_ADDRESS_QUALIFIER).and_then(|address| {
+        let type_name = query(CL_KERNEL_ARG_TYPE_NAME)?;
+        let name = query(CL_KERNEL_ARG_NAME).unwrap_or_default();
+        Ok((address, type_name, name))
+    });
+    let (address, type_name, name) = match answer {
+        Ok(a) => a,
+        Err(CL_KERNEL_ARG_INFO_NOT_AVAILABLE) => {
+            tracing::debug!(
+                kernel = kernel.name(),
+                device = %info.label(),
+                "the driver keeps no kernel argument info; parameter types are not checked"
+            );
+            return Ok(None);
+        }
+        Err(c) => {
+            tracing::warn!(
+                kernel = kernel.name(),
+                device = %info.label(),
+                error = %code_name(c),
+                "clGetKernelArgInfo failed; parameter types are not checked"
+            );
+            return Ok(None);
+        }
+    };
+    let Ok(address) = <[u8; 4]>::try_from(address.as_slice()).map(u32::from_ne_bytes) else {
+        return Err(Error::Driver {
+            backend: BackendKind::OpenCl,
+            device: info.label(),
+            operation: "clGetKernelArgInfo(CL_KERNEL_ARG_ADDRESS_QUALIFIER)".into(),
+            message: format!("expected a 4-byte cl_uint, got {} bytes", address.len()),
+        });
+    };
+    Ok(Some(ArgInfo {
+        address,
+        type_name: text(type_name),
+        name: text(name),
+    }))
+}
+
+/// Whether the source's declaration fits the parameter: `Some(true)` or
+/// `Some(false)`, `None` when the type name is not recognised (not checked).
+fn arg_matches(param: &Param, arg: &ArgInfo) -> Option<bool> {
+    let pointer = arg.type_name.ends_with('*');
+    let ty = source_type(&arg.type_name);
+    match param {
+        Param::Scalar { ty: want, .. } => scalar_matches(*want, pointer, arg.address, ty),
+        Param::Offset | Param::Count => scalar_matches(ScalarType::U32, pointer, arg.address, ty),
+        Param::Buffer { ty: elem, .. } => {
+            let space = matches!(
+                arg.address,
+                CL_KERNEL_ARG_ADDRESS_GLOBAL | CL_KERNEL_ARG_ADDRESS_CONSTANT
+            );
+            pointee_matches(elem, pointer && space, ty)
+        }
+        Param::Local { ty: elem, .. } => {
+            pointee_matches(elem, pointer && arg.address == CL_KERNEL_ARG_ADDRESS_LOCAL, ty)
+        }
+    }
+}
+
+fn scalar_matches(want: ScalarType, pointer: bool, address: u32, ty: Option<SourceType>) -> Option<bool> {
+    if pointer || address != CL_KERNEL_ARG_ADDRESS_PRIVATE {
+        return Some(false);
+    }
+    ty.map(|t| t.lanes == 1 && t.scalar == Some(want))
+}
+
+/// A pointer parameter in the right address space, whose pointee is the buffer's
+/// element: the same size, or a vector of it (`float4*` over `f32` elements).
+/// When both the pointee's component and the element are scalars of
+/// [`ScalarType`], they must be the same type.
+fn pointee_matches(elem: &crate::kernel::ElemType, pointer_in_space: bool, ty: Option<SourceType>) -> Option<bool> {
+    if !pointer_in_space {
+        return Some(false);
+    }
+    let t = ty?;
+    if let (Some(have), Some(want)) = (t.scalar, elem_scalar(elem)) {
+        return Some(have == want);
+    }
+    Some(t.size() == elem.size || t.component == elem.size)
+}
+
+/// The [`ScalarType`] a buffer element type is, if it is one.
+fn elem_scalar(elem: &crate::kernel::ElemType) -> Option<ScalarType> {
+    use std::any::TypeId;
+    [
+        (TypeId::of::<i32>(), ScalarType::I32),
+        (TypeId::of::<u32>(), ScalarType::U32),
+        (TypeId::of::<i64>(), ScalarType::I64),
+        (TypeId::of::<u64>(), ScalarType::U64),
+        (TypeId::of::<f32>(), ScalarType::F32),
+        (TypeId::of::<f64>(), ScalarType::F64),
+    ]
+    .into_iter()
+    .find(|(id, _)| *id == elem.id)
+    .map(|(_, s)| s)
+}
+
+/// A recognised OpenCL C type (of a value, or of a pointer's pointee).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct SourceType {
+    /// The component's type, when it is one of [`ScalarType`].
+    scalar: Option<ScalarType>,
+    /// Bytes of one component.
+    component: usize,
+    /// Vector width (1 for a scalar).
+    lanes: usize,
+}
+
+impl SourceType {
+    /// Bytes of the whole value (3-component vectors are 4 wide).
+    fn size(&self) -> usize {
+        self.component * if self.lanes == 3 { 4 } else { self.lanes }
+    }
+}
+
+/// Parse a `CL_KERNEL_ARG_TYPE_NAME` (`float`, `unsigned int`, `float4*`, ...);
+/// a pointer gives its pointee. `None` for names that are not built-in types
+/// (typedefs, structs, `void`, pointers to pointers).
+fn source_type(name: &str) -> Option<SourceType> {
+    const QUALIFIERS: [&str; 13] = [
+        "const",
+        "volatile",
+        "restrict",
+        "__restrict",
+        "__global",
+        "global",
+        "__local",
+        "local",
+        "__constant",
+        "constant",
+        "__private",
+        "private",
+        "signed",
+    ];
+    let name = name.trim();
+    let stars = name.len() - name.trim_end_matches(['*', ' ']).len();
+    let stars = name[name.len() - stars..].matches('*').count();
+    if stars > 1 {
+        return None;
+    }
+    let base: String = name
+        .trim_end_matches(['*', ' '])
+        .split_whitespace()
+        .filter(|t| !QUALIFIERS.contains(t))
+        .collect();
+    let scalar = |n: &str| -> Option<(Option<ScalarType>, usize)> {
+        Some(match n {
+            "char" | "uchar" | "unsignedchar" => (None, 1),
+            "short" | "ushort" | "unsignedshort" | "half" => (None, 2),
+            "int" => (Some(ScalarType::I32), 4),
+            "uint" | "unsignedint" | "unsigned" => (Some(ScalarType::U32), 4),
+            "long" => (Some(ScalarType::I64), 8),
+            "ulong" | "unsignedlong" => (Some(ScalarType::U64), 8),
+            "float" => (Some(ScalarType::F32), 4),
+            "double" => (Some(ScalarType::F64), 8),
+            _ => return None,
+        })
+    };
+    let (scalar, component, lanes) = match scalar(&base) {
+        Some((s, c)) => (s, c, 1),
+        None => {
+            let digits = base.len() - base.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+            let (head, width) = base.split_at(base.len() - digits);
+            let lanes: usize = width.parse().ok().filter(|n| [2, 3, 4, 8, 16].contains(n))?;
+            // Vector types only exist for the short spellings (`uint4`, not `unsignedint4`).
+            if head.starts_with("unsigned") {
+                return None;
+            }
+            let (s, c) = scalar(head)?;
+            (s, c, lanes)
+        }
+    };
+    Some(SourceType {
+        scalar,
+        component,
+        lanes,
     })
 }
 
@@ -142,55 +411,59 @@ pub(crate) fn create_entry(program: &Program, info: &DeviceInfo, kernel: &str, e
     }
 }
 
-/// The on-disk cache key of a program.
-fn cache_key(info: &DeviceInfo, code: &str, options: &str) -> String {
-    crate::cache::key(&[
-        b"opencl-program-binary-v1",
+/// Everything that determines a program binary (and so names its cache entry).
+fn key_material<'a>(info: &'a DeviceInfo, code: &'a str, entry: &'a str, options: &'a str) -> [&'a [u8]; 7] {
+    [
+        b"opencl-program-binary-v2",
         info.name.as_bytes(),
         info.vendor.as_bytes(),
         info.driver_version.as_bytes(),
         code.as_bytes(),
+        entry.as_bytes(),
         options.as_bytes(),
-    ])
+    ]
 }
 
 /// Build a program: from the on-disk binary cache when a valid entry exists,
-/// else from source (then the binary is stored for the next process).
+/// else from source (then the binary is stored for the next process). `entry`
+/// is the entry point the program is built for (part of the cache key).
 pub(crate) fn build_program_cached(
     ctx: &Context,
     dev: cl_device_id,
     info: &DeviceInfo,
     name: &str,
     code: &str,
+    entry: &str,
     options: &str,
 ) -> Result<Program> {
     let c_options = CString::new(options)
         .map_err(|_| Error::InvalidInput(format!("kernel {name:?}: OpenCL build options contain a NUL byte")))?;
-    let key = cache_key(info, code, options);
-    if let Some(entry) = crate::cache::read(CACHE_KIND, &key) {
-        match decode_entry(&entry) {
-            Some(binary) => match build_from_binary(ctx, dev, binary, &c_options) {
-                Ok(p) => {
-                    tracing::debug!(kernel = name, device = %info.label(), "program loaded from the binary cache");
-                    return Ok(p);
-                }
-                Err(why) => tracing::warn!(
-                    kernel = name,
-                    device = %info.label(),
-                    %why,
-                    "cached OpenCL program binary refused by the driver; rebuilding from source"
-                ),
-            },
-            None => tracing::warn!(
+    let material = key_material(info, code, entry, options);
+    match crate::cache::read_sealed(CACHE_KIND, &material) {
+        crate::cache::Sealed::Valid(binary) => match build_from_binary(ctx, dev, &binary, &c_options) {
+            Ok(p) => {
+                tracing::debug!(kernel = name, device = %info.label(), "program loaded from the binary cache");
+                return Ok(p);
+            }
+            Err(why) => tracing::warn!(
                 kernel = name,
                 device = %info.label(),
-                "corrupt OpenCL program binary cache entry; rebuilding from source"
+                %why,
+                "cached OpenCL program binary refused by the driver; rebuilding from source"
             ),
-        }
+        },
+        crate::cache::Sealed::Invalid(why) => tracing::warn!(
+            kernel = name,
+            device = %info.label(),
+            key = %crate::cache::key(&material),
+            why,
+            "invalid OpenCL program binary cache entry; rebuilding from source"
+        ),
+        crate::cache::Sealed::Missing => {}
     }
     let program = build_from_source(ctx, dev, info, name, code, &c_options)?;
     match program_binary(&program) {
-        Some(bin) if !bin.is_empty() => crate::cache::write(CACHE_KIND, &key, &encode_entry(&bin)),
+        Some(bin) if !bin.is_empty() => crate::cache::write_sealed(CACHE_KIND, &material, &bin),
         _ => tracing::debug!(kernel = name, "the driver returned no program binary; nothing cached"),
     }
     Ok(program)
@@ -264,44 +537,31 @@ fn program_binary(program: &Program) -> Option<Vec<u8>> {
     }
 }
 
-fn encode_entry(binary: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + binary.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(binary.len() as u64).to_le_bytes());
-    out.extend_from_slice(crate::cache::key(&[binary]).as_bytes());
-    out.extend_from_slice(binary);
-    out
-}
-
-/// The binary inside a cache entry, if the entry is intact.
-fn decode_entry(entry: &[u8]) -> Option<&[u8]> {
-    if entry.len() < HEADER || &entry[..MAGIC.len()] != MAGIC {
-        return None;
-    }
-    let len_bytes: [u8; 8] = entry[MAGIC.len()..MAGIC.len() + 8].try_into().ok()?;
-    let len = u64::from_le_bytes(len_bytes);
-    let binary = &entry[HEADER..];
-    if binary.len() as u64 != len || binary.is_empty() {
-        return None;
-    }
-    let hash = &entry[MAGIC.len() + 8..HEADER];
-    (crate::cache::key(&[binary]).as_bytes() == hash).then_some(binary)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{decode_entry, encode_entry};
+    use super::source_type;
 
     #[test]
-    fn cache_entries_round_trip_and_reject_damage() {
-        let bin = b"some program binary".to_vec();
-        let e = encode_entry(&bin);
-        assert_eq!(decode_entry(&e), Some(&bin[..]));
-        let mut flipped = e.clone();
-        let last = flipped.len() - 1;
-        flipped[last] ^= 1;
-        assert_eq!(decode_entry(&flipped), None);
-        assert_eq!(decode_entry(&e[..e.len() - 1]), None);
-        assert_eq!(decode_entry(b"garbage"), None);
+    fn source_type_names() {
+        use crate::kernel::ScalarType::*;
+        let t = |n: &str| source_type(n).map(|t| (t.scalar, t.size(), t.lanes));
+        assert_eq!(t("float"), Some((Some(F32), 4, 1)));
+        assert_eq!(t("uint"), Some((Some(U32), 4, 1)));
+        assert_eq!(t("unsigned int"), Some((Some(U32), 4, 1)));
+        assert_eq!(t("unsignedint"), Some((Some(U32), 4, 1)));
+        assert_eq!(t("const ulong"), Some((Some(U64), 8, 1)));
+        assert_eq!(t("long"), Some((Some(I64), 8, 1)));
+        assert_eq!(t("int"), Some((Some(I32), 4, 1)));
+        assert_eq!(t("double*"), Some((Some(F64), 8, 1)));
+        assert_eq!(t("float4*"), Some((Some(F32), 16, 4)));
+        assert_eq!(t("float4 *"), Some((Some(F32), 16, 4)));
+        assert_eq!(t("float3"), Some((Some(F32), 16, 3)));
+        assert_eq!(t("uchar*"), Some((None, 1, 1)));
+        assert_eq!(t("half"), Some((None, 2, 1)));
+        assert_eq!(t("my_real"), None);
+        assert_eq!(t("struct body*"), None);
+        assert_eq!(t("void*"), None);
+        assert_eq!(t("float**"), None);
+        assert_eq!(t("float5"), None);
     }
 }
