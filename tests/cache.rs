@@ -228,21 +228,24 @@ fn adder(add: f32, nonce: u64) -> Kernel {
         "// nonce {nonce}\n__kernel void adder(__global const float* x, __global float* out, const uint n) {{\n  \
          uint i = get_global_id(0); if (i < n) out[i] = x[i] + {add:.1}f;\n}}\n"
     );
-    Kernel::builder("adder")
-        .param(Param::buffer::<f32>(
-            "x",
-            Access::Read,
-            Split::Elementwise { per_item: 1 },
-        ))
-        .param(Param::buffer::<f32>(
-            "out",
-            Access::Write,
-            Split::Elementwise { per_item: 1 },
-        ))
-        .param(Param::scalar::<u32>("n"))
-        .opencl(src, "adder")
-        .build()
-        .unwrap()
+    // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+    unsafe {
+        Kernel::builder("adder")
+            .param(Param::buffer::<f32>(
+                "x",
+                Access::Read,
+                Split::Elementwise { per_item: 1 },
+            ))
+            .param(Param::buffer::<f32>(
+                "out",
+                Access::Write,
+                Split::Elementwise { per_item: 1 },
+            ))
+            .param(Param::scalar::<u32>("n"))
+            .opencl(src, "adder")
+    }
+    .build()
+    .unwrap()
 }
 
 /// Run `k` in a fresh runtime (so the program comes from disk or source, not

@@ -758,12 +758,13 @@ fn scale_src(nonce: u64) -> String {
 }
 
 fn scale_kernel(src: &str, params: [Param; 5]) -> Kernel {
-    params
+    let b = params
         .into_iter()
         .fold(Kernel::builder("scale"), |b, p| b.param(p))
-        .opencl(src, "scale")
-        .build()
-        .unwrap()
+        .extent_from("x", &["n"], 1)
+        .extent_from("out", &["n"], 1);
+    // SAFETY: test kernel source; it touches x[i], out[i] only for i < n, the declared extents.
+    unsafe { b.opencl(src, "scale") }.build().unwrap()
 }
 
 fn scale_params() -> [Param; 5] {

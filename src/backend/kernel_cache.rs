@@ -100,11 +100,14 @@ mod tests {
     use crate::kernel::{Kernel, Param};
 
     fn kernel() -> Kernel {
-        Kernel::builder("k")
-            .param(Param::Count)
-            .opencl("__kernel void k(uint n) {}", "k")
-            .build()
-            .unwrap()
+        // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+        unsafe {
+            Kernel::builder("k")
+                .param(Param::Count)
+                .opencl("__kernel void k(uint n) {}", "k")
+        }
+        .build()
+        .unwrap()
     }
 
     #[test]

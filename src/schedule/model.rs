@@ -345,12 +345,15 @@ mod tests {
         let rt = crate::Runtime::new().unwrap();
         let cpu = rt.device("cpu").unwrap();
         let kernel = |body: &str| {
-            crate::Kernel::builder("k")
-                .param(crate::Param::Count)
-                .opencl(format!("__kernel void k(uint n) {{ {body} }}"), "k")
-                .cpu(|_| {})
-                .build()
-                .unwrap()
+            // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+            unsafe {
+                crate::Kernel::builder("k")
+                    .param(crate::Param::Count)
+                    .opencl(format!("__kernel void k(uint n) {{ {body} }}"), "k")
+            }
+            .cpu(|_| {})
+            .build()
+            .unwrap()
         };
         let (a, b) = (kernel(""), kernel("(void)n;"));
         let key = PerfModel::key(&a, &cpu);
