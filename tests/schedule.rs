@@ -616,3 +616,42 @@ fn host_cpu_devices_beyond_the_cores_are_left_out_by_default() {
     let r = vector_add_case(&mut s, &mut rng, 50_000, "shared cores allowed");
     assert!(r.excluded.is_empty(), "{r}");
 }
+
+/// Best-of-`reps` wall time of vector add over `n` items on `dev` alone with `policy`
+/// (the model calibrated by a first, untimed run).
+fn best_wall(dev: &Device, policy: Policy, n: usize, reps: usize) -> std::time::Duration {
+    let k = kernels::vector_add().expect("vector_add");
+    let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let b: Vec<f32> = (0..n).map(|i| 2.0 * i as f32).collect();
+    let mut c = vec![0.0f32; n];
+    let mut s = Scheduler::new(std::slice::from_ref(dev))
+        .expect("scheduler")
+        .with_policy(policy)
+        .in_memory_model();
+    let mut best = std::time::Duration::MAX;
+    for _ in 0..=reps {
+        let t0 = std::time::Instant::now();
+        s.run(&k, n, &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)])
+            .expect("run");
+        best = best.min(t0.elapsed());
+    }
+    assert_eq!(c[n - 1], 3.0 * (n - 1) as f32);
+    best
+}
+
+/// Static on one CPU device moves its share in bounded pieces through reused
+/// buffers: it costs about what Dynamic costs, not one huge allocation per run.
+#[test]
+fn static_is_as_fast_as_dynamic_on_the_cpu_device() {
+    let _g = serial();
+    let rt = Runtime::builder().backends(&[BackendKind::Cpu]).build().expect("runtime");
+    let dev = rt.device("cpu").expect("cpu");
+    let n = 10_000_000;
+    let dynamic = best_wall(&dev, Policy::Dynamic { chunk: 0 }, n, 3);
+    let stat = best_wall(&dev, Policy::Static, n, 3);
+    println!("vector add {n} items on {}: static {stat:?}, dynamic {dynamic:?}", dev.label());
+    assert!(
+        stat.as_secs_f64() <= 1.5 * dynamic.as_secs_f64() + 0.005,
+        "static {stat:?} vs dynamic {dynamic:?}"
+    );
+}

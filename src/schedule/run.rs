@@ -236,6 +236,8 @@ struct Ctx<'r, 'a, 'h> {
     multiples: Vec<usize>,
     caps: Vec<usize>,
     bpi: f64,
+    /// Bytes per item of the elementwise device buffers (at least 1).
+    dev_bpi: usize,
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -286,6 +288,7 @@ pub(crate) fn execute(
         multiples,
         caps,
         bpi: job.bytes_per_item() as f64,
+        dev_bpi,
         state: Mutex::new(State {
             cursor: 0,
             retry: VecDeque::new(),
@@ -818,16 +821,29 @@ impl Ctx<'_, '_, '_> {
             if ds.own.is_empty() {
                 ds.retired = Some(self.exclusion_reason(*c, self.multiples[d], t, left as f64));
             }
-            // Devices with two host threads take their share in four pieces so
-            // uploads overlap kernels; others in one piece (bounded by memory).
-            ds.piece = if lanes(self.parts[d].device) > 1 {
-                ds.own.len().div_ceil(4).div_ceil(self.multiples[d]) * self.multiples[d]
-            } else {
-                ds.own.len()
-            };
+            ds.piece = static_piece(ds.own.len(), lanes(self.parts[d].device), self.dev_bpi, self.multiples[d]);
         }
         st.cursor = self.job.items;
     }
+}
+
+/// Device bytes (over all elementwise buffers) one Static piece moves at most,
+/// unless that would make more than [`STATIC_MAX_PIECES`] pieces.
+pub(crate) const STATIC_PIECE_BYTES: usize = 8 << 20;
+/// Most pieces one device's Static share is moved in.
+pub(crate) const STATIC_MAX_PIECES: usize = 64;
+
+/// The piece a device takes of its Static share of `own` items at a time: at
+/// most a quarter of the share on devices with two host threads (so uploads
+/// overlap kernels), and at most [`STATIC_PIECE_BYTES`] of device memory, so
+/// that the chunk buffers stay small and are reused instead of one buffer of
+/// the whole share being allocated, faulted in and copied through per run.
+/// Rounded up to the device's work-group multiple.
+pub(crate) fn static_piece(own: usize, lanes: usize, dev_bpi: usize, multiple: usize) -> usize {
+    let m = multiple.max(1);
+    let by_lanes = if lanes > 1 { own.div_ceil(4) } else { own };
+    let by_bytes = (STATIC_PIECE_BYTES / dev_bpi.max(1)).max(own.div_ceil(STATIC_MAX_PIECES));
+    by_lanes.min(by_bytes).max(1).div_ceil(m) * m
 }
 
 /// Whether two host regions `(address, length)` overlap (empty regions never do).
