@@ -30,7 +30,8 @@ pub enum Policy {
         /// Divisor (≥ 1): larger means smaller first chunks and more of them.
         k: f64,
         /// Smallest chunk in items; 0 means automatic (the size at which the
-        /// device's per-launch latency is at most 5% of the chunk's time).
+        /// device's per-launch latency is at most 5% of the chunk's time). The
+        /// chunk floor ([`super::partition::chunk_floor`]) applies on top.
         min_chunk: usize,
     },
 }

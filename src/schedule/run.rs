@@ -767,7 +767,9 @@ impl Ctx<'_, '_, '_> {
             })
             .max(m)
         };
-        let mut n = partition::hguided_chunk(remaining, share, k, min_chunk, m);
+        // The floor bounds the chunks of one run however small this device's share.
+        let floor = partition::chunk_floor(self.job.items, m);
+        let mut n = partition::hguided_chunk(remaining, share, k, min_chunk.max(floor), m);
         // The end-game guard: never take a chunk that would finish after the
         // calibrated others could finish everything left.
         let calibrated_others: Vec<usize> = others.iter().copied().filter(|&e| self.is_calibrated(st, e)).collect();
@@ -780,10 +782,10 @@ impl Ctx<'_, '_, '_> {
             let rest = remaining as f64 + 0.5 * in_flight as f64;
             let allowed = partition::useful_chunk(me, rest, rate_o);
             if allowed < n {
-                if allowed >= m || allowed >= remaining {
+                if allowed >= floor || allowed >= remaining {
                     n = partition::round_chunk(allowed, remaining, m).min(allowed.max(1));
                 } else {
-                    let reason = self.exclusion_reason(me, m.min(remaining), rest / rate_o, rest);
+                    let reason = self.exclusion_reason(me, floor.min(remaining), rest / rate_o, rest);
                     st.devs[d].retired = Some(reason);
                     return None;
                 }
