@@ -36,6 +36,13 @@
 //! upload overlaps the other's kernel. Each thread allocates its chunk buffers once
 //! (grown if a later chunk is larger) and reuses them.
 //!
+//! Kernel builds start on every device at once, each on a thread of its own.
+//! A device takes part once its build is done; the run waits for a build only
+//! while the device may still get work. A device whose build is still running
+//! when the other devices have taken every item (or, under Static, that the plan
+//! gives nothing) is left out of the run and listed in [`SplitReport::excluded`];
+//! its build finishes in the background and is cached for later runs.
+//!
 //! Chunk lengths are multiples of the device's work-group multiple
 //! ([`crate::DeviceInfo::warp_size`]) except the last chunk of the index space.
 //! Launches use [`LaunchConfig::for_items`] with at most [`Scheduler::max_block`]

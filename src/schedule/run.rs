@@ -11,6 +11,7 @@
 use crate::buffer::RawBuffer as RawBuf;
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -176,6 +177,40 @@ fn lanes(device: &Device) -> usize {
     }
 }
 
+/// A kernel build running on a thread of its own, outside the run's scope:
+/// the run waits for it only while the device is still wanted, so a slow JIT
+/// build on a device the model leaves out never delays the result (the build
+/// still finishes in the background and is cached for later runs).
+#[derive(Default)]
+struct PendingBuild {
+    result: Mutex<Option<Result<()>>>,
+    cv: Condvar,
+}
+
+impl PendingBuild {
+    /// Start building `kernel` on `device` now.
+    fn start(device: &Device, kernel: &Kernel) -> Arc<PendingBuild> {
+        let slot = Arc::new(PendingBuild::default());
+        let (dev, k, done) = (device.clone(), kernel.clone(), slot.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("offload-build {}", device.label()))
+            .spawn(move || {
+                let r = dev.build(&k);
+                *done.result.lock() = Some(r);
+                done.cv.notify_all();
+            });
+        if spawned.is_err() {
+            // No thread to be had: build here (the run then waits for it).
+            *slot.result.lock() = Some(device.build(kernel));
+        }
+        slot
+    }
+}
+
+/// How long a device thread waits for its build before checking again whether
+/// the run still wants the device.
+const BUILD_POLL: Duration = Duration::from_millis(2);
+
 /// What a finished chunk measured.
 #[derive(Default)]
 struct ChunkStats {
@@ -303,10 +338,12 @@ pub(crate) fn execute(
         }),
         cv: Condvar::new(),
     };
+    // Every device's build starts at once, each on its own thread.
+    let builds: Vec<Arc<PendingBuild>> = parts.iter().map(|p| PendingBuild::start(p.device, job.kernel)).collect();
     std::thread::scope(|s| {
-        for d in 0..parts.len() {
+        for (d, build) in builds.iter().enumerate() {
             let ctx = &ctx;
-            s.spawn(move || ctx.device_main(d));
+            s.spawn(move || ctx.device_main(d, build));
         }
     });
     let wall = t0.elapsed();
@@ -352,11 +389,61 @@ pub(crate) fn execute(
 }
 
 impl Ctx<'_, '_, '_> {
-    /// A device's thread: build, upload broadcasts, then run its lane(s).
-    fn device_main(&self, d: usize) {
+    /// Wait for device `d`'s build; `None` when the run stopped wanting the
+    /// device before the build finished (the device is then left out, with the
+    /// reason in the report).
+    fn await_build(&self, d: usize, build: &PendingBuild) -> Option<Result<()>> {
+        loop {
+            {
+                let mut r = build.result.lock();
+                if r.is_none() {
+                    build.cv.wait_for(&mut r, BUILD_POLL);
+                }
+                if let Some(r) = r.take() {
+                    return Some(r);
+                }
+            }
+            let mut st = self.state.lock();
+            if !self.wanted(&st, d) {
+                let ds = &mut st.devs[d];
+                ds.alive = false;
+                // A reason from the plan (Static) stays: it is why there was no work.
+                if ds.retired.is_none() {
+                    ds.retired = Some(
+                        "its kernel build was still running when the other devices had taken all the work".into(),
+                    );
+                }
+                self.cv.notify_all();
+                return None;
+            }
+        }
+    }
+
+    /// Whether device `d` may still get work: items are left to hand out, a
+    /// chunk waits for a retry, or (Static) its own share is not done.
+    fn wanted(&self, st: &State, d: usize) -> bool {
+        let ds = &st.devs[d];
+        if !ds.alive {
+            return false;
+        }
+        if !st.retry.is_empty() || !ds.own.is_empty() {
+            return true;
+        }
+        match self.job.policy {
+            // Once planned, the Static shares are fixed: no share, no work.
+            Policy::Static if st.planned => false,
+            _ => st.cursor < self.job.items,
+        }
+    }
+
+    /// A device's thread: wait for its build, upload broadcasts, then run its lane(s).
+    fn device_main(&self, d: usize, build: &PendingBuild) {
         let dev = self.parts[d].device;
         let setup = || -> Result<Vec<Option<RawBuf>>> {
-            dev.build(self.job.kernel)?;
+            match self.await_build(d, build) {
+                Some(r) => r?,
+                None => return Ok(Vec::new()),
+            }
             let mut out = Vec::with_capacity(self.job.slots.len());
             for s in &self.job.slots {
                 out.push(match s {
@@ -371,7 +458,13 @@ impl Ctx<'_, '_, '_> {
             Ok(out)
         };
         let t0 = Instant::now();
-        let bcast = match setup().and_then(|b| self.warm_up(d, &b).map(|()| b)) {
+        let bcast = match setup() {
+            // Left out while building: nothing to do.
+            Ok(_) if !self.state.lock().devs[d].alive => return,
+            Ok(b) => self.warm_up(d, &b).map(|()| b),
+            Err(e) => Err(e),
+        };
+        let bcast = match bcast {
             Ok(b) => b,
             Err(e) => {
                 let mut st = self.state.lock();
@@ -743,8 +836,9 @@ impl Ctx<'_, '_, '_> {
     /// a useful chunk before the others finish everything).
     fn hguided(&self, st: &mut State, d: usize, remaining: usize, k: f64, min_chunk: usize) -> Option<usize> {
         let m = self.multiples[d];
+        // Devices still building (not ready) take no part until they are ready.
         let others: Vec<usize> = (0..self.parts.len())
-            .filter(|&e| e != d && st.devs[e].alive && st.devs[e].retired.is_none())
+            .filter(|&e| e != d && st.devs[e].alive && st.devs[e].ready && st.devs[e].retired.is_none())
             .collect();
         if st.devs[d].retired.is_some() {
             if others.is_empty() {
