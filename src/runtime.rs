@@ -215,13 +215,21 @@ impl Runtime {
         Ok(self.select(selector)?.remove(0))
     }
 
-    /// The devices named by `OFFLOAD_DEVICE`, or the CPU when it is unset.
+    /// The devices named by `OFFLOAD_DEVICE`, or the CPU when it is unset or
+    /// empty. A value that is not valid Unicode is an [`Error::InvalidSelector`]
+    /// naming the variable and showing the value with U+FFFD for the bad bytes.
     pub fn default_devices(&self) -> Result<Vec<Device>> {
         match std::env::var(DEVICE_ENV) {
             Ok(s) if !s.trim().is_empty() => {
                 let sel = self.parse(&s, DEVICE_ENV)?;
                 self.matching(sel, &s)
             }
+            Err(std::env::VarError::NotUnicode(raw)) => Err(Error::InvalidSelector {
+                selector: raw.to_string_lossy().into_owned(),
+                source_name: DEVICE_ENV,
+                why: "the value is not valid Unicode (invalid bytes shown as U+FFFD)".into(),
+                valid: self.valid_selectors(),
+            }),
             _ => self.select("cpu"),
         }
     }
