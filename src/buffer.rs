@@ -45,8 +45,8 @@ impl dyn AnyBuffer + '_ {
         if r.device != device {
             return Err(Error::ForeignBuffer {
                 what: what.to_string(),
-                owner: r.device.label().to_string(),
-                device: device.label().to_string(),
+                owner: r.device.label_beside(device),
+                device: device.label_beside(r.device),
             });
         }
         Ok(r.mem)

@@ -249,6 +249,7 @@ pub fn inject_faults(device: &Device, plan: FaultPlan) -> Device {
     Device::new(
         Arc::new(backend),
         crate::runtime::next_device_uid(),
+        device.inner.runtime,
         device.profiler().clone(),
     )
 }
