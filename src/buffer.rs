@@ -65,7 +65,8 @@ pub(crate) struct RawBuffer {
 }
 
 impl RawBuffer {
-    /// Allocate `len` elements of `ty` on `device`, within its max allocation.
+    /// Allocate `len` elements of `ty` on `device`, within its max allocation;
+    /// recorded as the alloc stage.
     pub(crate) fn alloc(device: &Device, ty: ElemType, len: usize) -> Result<RawBuffer> {
         device.check_open("alloc")?;
         let limit = device.info().max_alloc_bytes;
@@ -78,7 +79,18 @@ impl RawBuffer {
                 limit_name: "the device's max allocation",
                 limit,
             })?;
+        let t0 = Instant::now();
         let mem = device.backend_impl().alloc(bytes as usize)?;
+        device.profiler().record(
+            device.label(),
+            Stage::Alloc,
+            "alloc",
+            bytes,
+            0,
+            t0,
+            Instant::now(),
+            None,
+        );
         Ok(RawBuffer {
             device: device.clone(),
             mem,

@@ -631,8 +631,12 @@ fn best_wall(dev: &Device, policy: Policy, n: usize, reps: usize) -> std::time::
     let mut best = std::time::Duration::MAX;
     for _ in 0..=reps {
         let t0 = std::time::Instant::now();
-        s.run(&k, n, &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)])
-            .expect("run");
+        s.run(
+            &k,
+            n,
+            &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)],
+        )
+        .expect("run");
         best = best.min(t0.elapsed());
     }
     assert_eq!(c[n - 1], 3.0 * (n - 1) as f32);
@@ -644,12 +648,18 @@ fn best_wall(dev: &Device, policy: Policy, n: usize, reps: usize) -> std::time::
 #[test]
 fn static_is_as_fast_as_dynamic_on_the_cpu_device() {
     let _g = serial();
-    let rt = Runtime::builder().backends(&[BackendKind::Cpu]).build().expect("runtime");
+    let rt = Runtime::builder()
+        .backends(&[BackendKind::Cpu])
+        .build()
+        .expect("runtime");
     let dev = rt.device("cpu").expect("cpu");
     let n = 10_000_000;
     let dynamic = best_wall(&dev, Policy::Dynamic { chunk: 0 }, n, 3);
     let stat = best_wall(&dev, Policy::Static, n, 3);
-    println!("vector add {n} items on {}: static {stat:?}, dynamic {dynamic:?}", dev.label());
+    println!(
+        "vector add {n} items on {}: static {stat:?}, dynamic {dynamic:?}",
+        dev.label()
+    );
     assert!(
         stat.as_secs_f64() <= 1.5 * dynamic.as_secs_f64() + 0.005,
         "static {stat:?} vs dynamic {dynamic:?}"
@@ -684,7 +694,11 @@ fn a_slow_build_on_a_left_out_device_does_not_delay_the_run() {
         .in_memory_model();
     // First run: Static probes the uncalibrated slow device, so it waits for its build.
     let first = s
-        .run(&k, n, &mut [HostArg::input(&a), HostArg::input(&a), HostArg::output(&mut c)])
+        .run(
+            &k,
+            n,
+            &mut [HostArg::input(&a), HostArg::input(&a), HostArg::output(&mut c)],
+        )
         .expect("first run");
     assert!(first.wall >= build, "first run {:?}", first.wall);
     for policy in [Policy::HGuided { k: 2.0, min_chunk: 0 }, Policy::Static] {
@@ -694,11 +708,18 @@ fn a_slow_build_on_a_left_out_device_does_not_delay_the_run() {
         // not hold the result back.
         let t0 = std::time::Instant::now();
         let second = s
-            .run(&k, n, &mut [HostArg::input(&a), HostArg::input(&a), HostArg::output(&mut c)])
+            .run(
+                &k,
+                n,
+                &mut [HostArg::input(&a), HostArg::input(&a), HostArg::output(&mut c)],
+            )
             .expect("second run");
         let took = t0.elapsed();
         println!("{policy}: {took:?}\n{second}");
-        assert!(took < build / 3, "{policy}: run took {took:?}, the build takes {build:?}");
+        assert!(
+            took < build / 3,
+            "{policy}: run took {took:?}, the build takes {build:?}"
+        );
         assert_eq!(second.device(devs[0].label()).map(|d| d.items), Some(n), "{second}");
         assert!(c.iter().enumerate().all(|(i, x)| *x == 2.0 * i as f32));
     }

@@ -103,12 +103,10 @@ impl Policy {
     /// value (invalid bytes as U+FFFD) and listing the valid spellings.
     pub fn from_env() -> Result<Policy> {
         match std::env::var(POLICY_ENV) {
-            Ok(s) if !s.trim().is_empty() => {
-                Policy::parse(&s).map_err(|e| match e {
-                    Error::InvalidInput(m) => Error::InvalidInput(format!("{POLICY_ENV}: {m}")),
-                    other => other,
-                })
-            }
+            Ok(s) if !s.trim().is_empty() => Policy::parse(&s).map_err(|e| match e {
+                Error::InvalidInput(m) => Error::InvalidInput(format!("{POLICY_ENV}: {m}")),
+                other => other,
+            }),
             Err(std::env::VarError::NotUnicode(raw)) => Err(Error::InvalidInput(format!(
                 "{POLICY_ENV}: {:?} is not valid Unicode (invalid bytes shown as U+FFFD); valid: {VALID}",
                 raw.to_string_lossy()

@@ -25,6 +25,7 @@ use crate::device::{Device, DeviceInfo};
 use crate::error::{BackendKind, Error, Result};
 use crate::kernel::{ElemType, Kernel, Scalar};
 use crate::launch::{Arg, LaunchConfig};
+use crate::profile::Stage;
 
 /// Host memory written by the run: an output slice shared by the device threads,
 /// each of which only touches the item ranges it was handed.
@@ -339,7 +340,10 @@ pub(crate) fn execute(
         cv: Condvar::new(),
     };
     // Every device's build starts at once, each on its own thread.
-    let builds: Vec<Arc<PendingBuild>> = parts.iter().map(|p| PendingBuild::start(p.device, job.kernel)).collect();
+    let builds: Vec<Arc<PendingBuild>> = parts
+        .iter()
+        .map(|p| PendingBuild::start(p.device, job.kernel))
+        .collect();
     std::thread::scope(|s| {
         for (d, build) in builds.iter().enumerate() {
             let ctx = &ctx;
@@ -409,9 +413,8 @@ impl Ctx<'_, '_, '_> {
                 ds.alive = false;
                 // A reason from the plan (Static) stays: it is why there was no work.
                 if ds.retired.is_none() {
-                    ds.retired = Some(
-                        "its kernel build was still running when the other devices had taken all the work".into(),
-                    );
+                    ds.retired =
+                        Some("its kernel build was still running when the other devices had taken all the work".into());
                 }
                 self.cv.notify_all();
                 return None;
@@ -662,7 +665,14 @@ impl Ctx<'_, '_, '_> {
     ) -> Result<ChunkStats> {
         let dev = self.parts[d].device;
         let n = range.len();
-        let label = format!("chunk {index} [{}..{}) {n} items", range.start, range.end);
+        // Labels are interned by the profiler: keep their number bounded (the
+        // range is in the records' items and bytes; indices past the HGuided
+        // bound share one label).
+        let label = if index < partition::MAX_GUIDED_CHUNKS {
+            format!("chunk {index}")
+        } else {
+            format!("chunk {}+", partition::MAX_GUIDED_CHUNKS)
+        };
         let mut stats = ChunkStats::default();
         for (slot, buf) in self.job.slots.iter().zip(bufs.iter_mut()) {
             let Slot::Elem {
@@ -708,7 +718,21 @@ impl Ctx<'_, '_, '_> {
                 Some(b),
             ) = (slot, buf)
             {
-                stage.resize(n * bpi, 0);
+                if stage.len() < n * bpi {
+                    // Host staging grows once per lane (recorded: it is allocation time).
+                    let t0 = Instant::now();
+                    stage.resize(n * bpi, 0);
+                    dev.profiler().record(
+                        dev.label(),
+                        Stage::Alloc,
+                        "host staging",
+                        (n * bpi) as u64,
+                        0,
+                        t0,
+                        Instant::now(),
+                        None,
+                    );
+                }
                 stats.down += b.read_bytes(0, &mut stage[..n * bpi], &label)?;
                 stats.d2h += (n * bpi) as u64;
             }
@@ -836,9 +860,8 @@ impl Ctx<'_, '_, '_> {
     /// a useful chunk before the others finish everything).
     fn hguided(&self, st: &mut State, d: usize, remaining: usize, k: f64, min_chunk: usize) -> Option<usize> {
         let m = self.multiples[d];
-        // Devices still building (not ready) take no part until they are ready.
         let others: Vec<usize> = (0..self.parts.len())
-            .filter(|&e| e != d && st.devs[e].alive && st.devs[e].ready && st.devs[e].retired.is_none())
+            .filter(|&e| e != d && st.devs[e].alive && st.devs[e].retired.is_none())
             .collect();
         if st.devs[d].retired.is_some() {
             if others.is_empty() {
@@ -866,7 +889,12 @@ impl Ctx<'_, '_, '_> {
         let mut n = partition::hguided_chunk(remaining, share, k, min_chunk.max(floor), m);
         // The end-game guard: never take a chunk that would finish after the
         // calibrated others could finish everything left.
-        let calibrated_others: Vec<usize> = others.iter().copied().filter(|&e| self.is_calibrated(st, e)).collect();
+        // Only devices that are ready count: one still building may never start.
+        let calibrated_others: Vec<usize> = others
+            .iter()
+            .copied()
+            .filter(|&e| st.devs[e].ready && self.is_calibrated(st, e))
+            .collect();
         let me = mine.filter(|_| self.is_calibrated(st, d));
         if let Some(me) = me
             && !calibrated_others.is_empty()
@@ -917,7 +945,12 @@ impl Ctx<'_, '_, '_> {
             if ds.own.is_empty() {
                 ds.retired = Some(self.exclusion_reason(*c, self.multiples[d], t, left as f64));
             }
-            ds.piece = static_piece(ds.own.len(), lanes(self.parts[d].device), self.dev_bpi, self.multiples[d]);
+            ds.piece = static_piece(
+                ds.own.len(),
+                lanes(self.parts[d].device),
+                self.dev_bpi,
+                self.multiples[d],
+            );
         }
         st.cursor = self.job.items;
     }
