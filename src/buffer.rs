@@ -69,8 +69,8 @@ impl dyn AnyBuffer + '_ {
         if r.device != device {
             return Err(Error::ForeignBuffer {
                 what: what.to_string(),
-                owner: r.device.label().to_string(),
-                device: device.label().to_string(),
+                owner: r.device.label_beside(device),
+                device: device.label_beside(r.device),
             });
         }
         Ok(r.mem)
@@ -89,7 +89,8 @@ pub(crate) struct RawBuffer {
 }
 
 impl RawBuffer {
-    /// Allocate `len` elements of `ty` on `device`, within its max allocation.
+    /// Allocate `len` elements of `ty` on `device`, within its max allocation;
+    /// recorded as the alloc stage.
     pub(crate) fn alloc(device: &Device, ty: ElemType, len: usize) -> Result<RawBuffer> {
         device.check_open("alloc")?;
         let limit = device.info().max_alloc_bytes;
@@ -102,7 +103,18 @@ impl RawBuffer {
                 limit_name: "the device's max allocation",
                 limit,
             })?;
+        let t0 = Instant::now();
         let mem = device.backend_impl().alloc(bytes as usize, ty.align)?;
+        device.profiler().record(
+            device.label(),
+            Stage::Alloc,
+            "alloc",
+            bytes,
+            0,
+            t0,
+            Instant::now(),
+            None,
+        );
         Ok(RawBuffer {
             device: device.clone(),
             mem,

@@ -69,6 +69,8 @@ impl DeviceInfo {
 pub(crate) struct DeviceInner {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) uid: u64,
+    /// Process-unique number of the runtime that discovered the device.
+    pub(crate) runtime: u64,
     pub(crate) label: Arc<str>,
     pub(crate) closed: AtomicBool,
     pub(crate) profiler: Arc<Profiler>,
@@ -109,12 +111,13 @@ impl PartialEq for Device {
 impl Eq for Device {}
 
 impl Device {
-    pub(crate) fn new(backend: Arc<dyn Backend>, uid: u64, profiler: Arc<Profiler>) -> Device {
+    pub(crate) fn new(backend: Arc<dyn Backend>, uid: u64, runtime: u64, profiler: Arc<Profiler>) -> Device {
         let label: Arc<str> = backend.info().label().into();
         Device {
             inner: Arc::new(DeviceInner {
                 backend,
                 uid,
+                runtime,
                 label,
                 closed: AtomicBool::new(false),
                 profiler,
@@ -135,6 +138,24 @@ impl Device {
     /// `cpu:0`, `opencl:1`, ...
     pub fn label(&self) -> &str {
         &self.inner.label
+    }
+
+    /// The label with the number of the runtime that discovered the device
+    /// (`cpu:0 of runtime #2`): unambiguous in messages that involve devices
+    /// of several runtimes, whose plain labels can be equal.
+    pub(crate) fn qualified_label(&self) -> String {
+        format!("{} of runtime #{}", self.label(), self.inner.runtime)
+    }
+
+    /// This device's label for a message that also names `other`: the plain
+    /// label, or [`Device::qualified_label`] when `other` has the same label
+    /// (two runtimes each have a `cpu:0`).
+    pub(crate) fn label_beside(&self, other: &Device) -> String {
+        if self.label() == other.label() && self != other {
+            self.qualified_label()
+        } else {
+            self.label().to_string()
+        }
     }
 
     /// The profiler this device records into (shared by the runtime's devices).

@@ -4,7 +4,9 @@
 //! cargo features are on and their driver libraries load). A backend that cannot
 //! be used is recorded in [`Runtime::unavailable`] with its reason; discovery never
 //! panics and never fails because an optional backend is missing. All devices of
-//! one runtime share one [`Profiler`].
+//! one runtime share one [`Profiler`]. Each runtime has a process-unique number
+//! ([`Runtime::number`]) that messages add to device labels when devices of
+//! several runtimes are involved.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,7 @@ pub struct Unavailable {
 pub const DEVICE_ENV: &str = "OFFLOAD_DEVICE";
 
 static NEXT_DEVICE_UID: AtomicU64 = AtomicU64::new(1);
+static NEXT_RUNTIME: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh, process-unique device id (for devices created outside discovery,
 /// such as the scheduler's fault-injecting wrapper).
@@ -71,6 +74,7 @@ impl RuntimeBuilder {
             return Err(Error::InvalidInput("cpu_threads must be at least 1".into()));
         }
         let profiler = Arc::new(Profiler::new());
+        let number = NEXT_RUNTIME.fetch_add(1, Ordering::Relaxed);
         let mut devices = Vec::new();
         let mut unavailable = Vec::new();
         for kind in BackendKind::ALL {
@@ -95,7 +99,7 @@ impl RuntimeBuilder {
                 }),
                 Ok(list) => {
                     for b in list {
-                        let d = Device::new(b, NEXT_DEVICE_UID.fetch_add(1, Ordering::Relaxed), profiler.clone());
+                        let d = Device::new(b, next_device_uid(), number, profiler.clone());
                         profiler.record(d.label(), Stage::Init, "discover", 0, 0, t0, Instant::now(), None);
                         devices.push(d);
                     }
@@ -107,6 +111,7 @@ impl RuntimeBuilder {
             }
         }
         Ok(Runtime {
+            number,
             devices,
             unavailable,
             profiler,
@@ -116,6 +121,7 @@ impl RuntimeBuilder {
 
 /// Every device of every compiled-in backend on this machine.
 pub struct Runtime {
+    number: u64,
     devices: Vec<Device>,
     unavailable: Vec<Unavailable>,
     profiler: Arc<Profiler>,
@@ -124,6 +130,7 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
+            .field("number", &self.number)
             .field("devices", &self.devices)
             .field("unavailable", &self.unavailable)
             .finish()
@@ -139,6 +146,13 @@ impl Runtime {
     /// Configure discovery.
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder::default()
+    }
+
+    /// This runtime's process-unique number (1 for the first runtime built).
+    /// Device labels (`cpu:0`) are per runtime; messages that involve devices
+    /// of several runtimes say `cpu:0 of runtime #2`.
+    pub fn number(&self) -> u64 {
+        self.number
     }
 
     /// Every available device (CPU first, then OpenCL, then CUDA).
@@ -215,13 +229,21 @@ impl Runtime {
         Ok(self.select(selector)?.remove(0))
     }
 
-    /// The devices named by `OFFLOAD_DEVICE`, or the CPU when it is unset.
+    /// The devices named by `OFFLOAD_DEVICE`, or the CPU when it is unset or
+    /// empty. A value that is not valid Unicode is an [`Error::InvalidSelector`]
+    /// naming the variable and showing the value with U+FFFD for the bad bytes.
     pub fn default_devices(&self) -> Result<Vec<Device>> {
         match std::env::var(DEVICE_ENV) {
             Ok(s) if !s.trim().is_empty() => {
                 let sel = self.parse(&s, DEVICE_ENV)?;
                 self.matching(sel, &s)
             }
+            Err(std::env::VarError::NotUnicode(raw)) => Err(Error::InvalidSelector {
+                selector: raw.to_string_lossy().into_owned(),
+                source_name: DEVICE_ENV,
+                why: "the value is not valid Unicode (invalid bytes shown as U+FFFD)".into(),
+                valid: self.valid_selectors(),
+            }),
             _ => self.select("cpu"),
         }
     }

@@ -365,3 +365,44 @@ fn invalid_kernel_definitions() {
         .unwrap_err();
     assert!(e.to_string().contains("Broadcast buffer must be read-only"), "{e}");
 }
+
+/// Two runtimes each have a `cpu:0`: an error about a buffer of one used on the
+/// other names the runtimes, so the two labels in the message differ.
+#[test]
+fn foreign_buffer_between_runtimes_names_both_runtimes() {
+    let rt1 = Runtime::builder()
+        .backends(&[offload::BackendKind::Cpu])
+        .build()
+        .unwrap();
+    let rt2 = Runtime::builder()
+        .backends(&[offload::BackendKind::Cpu])
+        .build()
+        .unwrap();
+    assert_ne!(rt1.number(), rt2.number());
+    let (dev1, dev2) = (rt1.device("cpu:0").unwrap(), rt2.device("cpu:0").unwrap());
+    assert_eq!(dev1.label(), dev2.label());
+    let k = kernels::vector_add().unwrap();
+    let a = dev1.upload(&[1.0f32; 4]).unwrap();
+    let b = dev2.upload(&[1.0f32; 4]).unwrap();
+    let mut c = dev2.alloc::<f32>(4).unwrap();
+    let e = dev2
+        .launch(
+            &k,
+            &LaunchConfig::new(1, 4),
+            &[
+                Arg::input(&a),
+                Arg::input(&b),
+                Arg::output(&mut c),
+                0u32.into(),
+                4u32.into(),
+            ],
+        )
+        .unwrap_err();
+    let msg = e.to_string();
+    let Error::ForeignBuffer { owner, device, .. } = e else {
+        panic!("expected Error::ForeignBuffer, got {msg}");
+    };
+    assert_ne!(owner, device, "{msg}");
+    assert_eq!(owner, format!("cpu:0 of runtime #{}", rt1.number()), "{msg}");
+    assert_eq!(device, format!("cpu:0 of runtime #{}", rt2.number()), "{msg}");
+}

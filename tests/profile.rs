@@ -301,7 +301,8 @@ fn unwritable_paths_give_io_errors_and_leave_everything_usable() {
     let before = rt.profile().records.len();
     let buf = dev.upload(&[1.5f32, 2.5]).unwrap();
     assert_eq!(buf.to_vec().unwrap(), vec![1.5, 2.5]);
-    assert_eq!(rt.profile().records.len(), before + 2);
+    // Allocation, upload, download.
+    assert_eq!(rt.profile().records.len(), before + 3);
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -401,6 +402,7 @@ fn synthetic() -> Profile {
             rec("cpu:0", Stage::Kernel, "chunk 4", 14.0, 25.0, 0, 1 << 22),
             rec("cuda:0", Stage::Teardown, "close", 30.0, 30.5, 0, 0),
         ],
+        ..Default::default()
     }
 }
 
@@ -493,4 +495,84 @@ fn profiler_places_device_clock_records_and_tolerates_backward_spans() {
     assert!(p.take().is_empty());
     check_trace_structure(&prof, &parse(&prof.to_chrome_trace()));
     check_svg(&prof);
+}
+
+/// Allocation is a stage of its own: recorded with its bytes, in the report's
+/// alloc column, on its own track of the trace; not idle time.
+#[test]
+fn allocation_is_recorded_as_its_own_stage() {
+    let rt = Runtime::builder()
+        .backends(&[offload::BackendKind::Cpu])
+        .build()
+        .unwrap();
+    let dev = rt.device("cpu").unwrap();
+    rt.profiler().take();
+    let buf = dev.alloc::<f32>(1 << 20).unwrap();
+    assert_eq!(buf.len(), 1 << 20);
+    let p = rt.profile();
+    let allocs: Vec<&StageRecord> = p.records.iter().filter(|r| r.stage == Stage::Alloc).collect();
+    assert_eq!(allocs.len(), 1, "{:?}", p.records);
+    assert_eq!((allocs[0].bytes, allocs[0].device.as_str()), (4 << 20, "cpu:0"));
+    assert_eq!(Stage::Alloc.name(), "alloc");
+    let r = p.report();
+    assert_eq!(r.devices[0].alloc_bytes, 4 << 20);
+    assert_eq!(r.devices[0].ns(Stage::Alloc), allocs[0].duration_ns());
+    let text = r.to_string();
+    assert!(text.contains("alloc ms"), "{text}");
+    let trace: Value = serde_json::from_str(&p.to_chrome_trace()).unwrap();
+    let names: Vec<&str> = trace["traceEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "thread_name")
+        .filter_map(|e| e["args"]["name"].as_str())
+        .collect();
+    assert!(names.contains(&"alloc"), "{names:?}");
+    assert!(p.to_svg_timeline().contains(">alloc</text>"));
+}
+
+/// The Amdahl line says what the wall covers: a run whose wall is mostly host
+/// time outside any stage says so, and gives the kernels' share of both.
+#[test]
+fn amdahl_line_says_what_the_wall_covers() {
+    const MS: f64 = 1.0;
+    let rec = |stage: Stage, s: f64, e: f64| StageRecord {
+        device: "cpu:0".into(),
+        stage,
+        label: stage.name().into(),
+        bytes: 0,
+        items: 0,
+        start_ns: (s * 1e6) as u64,
+        end_ns: (e * 1e6) as u64,
+        clock: Clock::Host,
+    };
+    // 1 ms alloc, 1 ms upload, 2 ms kernel, then 95 ms of host checking, then a 1 ms download.
+    let p = Profile {
+        records: vec![
+            rec(Stage::Init, 0.0, 50.0 * MS),
+            rec(Stage::Alloc, 100.0, 101.0),
+            rec(Stage::HostToDevice, 101.0, 102.0),
+            rec(Stage::Kernel, 102.0, 104.0),
+            rec(Stage::DeviceToHost, 199.0, 200.0),
+        ],
+        ..Default::default()
+    };
+    let r = p.report();
+    assert_eq!(r.wall_ns, 100_000_000);
+    assert_eq!(r.staged_ns, 5_000_000);
+    assert_eq!(r.outside_ns, 95_000_000);
+    assert_eq!(r.kernel_cover_ns, 2_000_000);
+    assert!((r.kernel_fraction - 0.02).abs() < 1e-12);
+    assert!((r.staged_kernel_fraction - 0.4).abs() < 1e-12);
+    let text = r.to_string();
+    println!("{text}");
+    assert!(
+        text.contains("wall 100.000 ms = first alloc/transfer/kernel start to last end")
+            && text.contains("95.000 ms host time outside any stage"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kernels cover 2.000 ms = 2.0% of the wall (40.0% of the staged time)"),
+        "{text}"
+    );
 }

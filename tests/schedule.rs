@@ -619,3 +619,111 @@ fn host_cpu_devices_beyond_the_cores_are_left_out_by_default() {
     let r = vector_add_case(&mut s, &mut rng, 50_000, "shared cores allowed");
     assert!(r.excluded.is_empty(), "{r}");
 }
+
+/// Best-of-`reps` wall time of vector add over `n` items on `dev` alone with `policy`
+/// (the model calibrated by a first, untimed run).
+fn best_wall(dev: &Device, policy: Policy, n: usize, reps: usize) -> std::time::Duration {
+    let k = kernels::vector_add().expect("vector_add");
+    let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let b: Vec<f32> = (0..n).map(|i| 2.0 * i as f32).collect();
+    let mut c = vec![0.0f32; n];
+    let mut s = Scheduler::new(std::slice::from_ref(dev))
+        .expect("scheduler")
+        .with_policy(policy)
+        .in_memory_model();
+    let mut best = std::time::Duration::MAX;
+    for _ in 0..=reps {
+        let t0 = std::time::Instant::now();
+        s.run(
+            &k,
+            n,
+            &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)],
+        )
+        .expect("run");
+        best = best.min(t0.elapsed());
+    }
+    assert_eq!(c[n - 1], 3.0 * (n - 1) as f32);
+    best
+}
+
+/// Static on one CPU device moves its share in bounded pieces through reused
+/// buffers: it costs about what Dynamic costs, not one huge allocation per run.
+#[test]
+fn static_is_as_fast_as_dynamic_on_the_cpu_device() {
+    let _g = serial();
+    let rt = Runtime::builder()
+        .backends(&[BackendKind::Cpu])
+        .build()
+        .expect("runtime");
+    let dev = rt.device("cpu").expect("cpu");
+    let n = 10_000_000;
+    let dynamic = best_wall(&dev, Policy::Dynamic { chunk: 0 }, n, 3);
+    let stat = best_wall(&dev, Policy::Static, n, 3);
+    println!(
+        "vector add {n} items on {}: static {stat:?}, dynamic {dynamic:?}",
+        dev.label()
+    );
+    assert!(
+        stat.as_secs_f64() <= 1.5 * dynamic.as_secs_f64() + 0.005,
+        "static {stat:?} vs dynamic {dynamic:?}"
+    );
+}
+
+/// A device whose kernel build is slow and which the model leaves out does not
+/// delay the run: builds start on every device at once, and the run finishes
+/// without waiting for a build on a device that gets no work.
+#[test]
+fn a_slow_build_on_a_left_out_device_does_not_delay_the_run() {
+    let _g = serial();
+    let rts = cpu_runtimes(2);
+    let devs = devices(&rts);
+    let build = std::time::Duration::from_millis(1500);
+    // Every build call on `slow` sleeps (an uncached JIT), and every launch costs 100 ms,
+    // so once calibrated the model gives it nothing of a 1 ms job.
+    let slow = inject_faults(
+        &devs[1],
+        FaultPlan::none()
+            .build_delay(build)
+            .launch_delay(std::time::Duration::from_millis(100)),
+    );
+    let k = kernels::vector_add().expect("vector_add");
+    let n = 200_000;
+    let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let mut c = vec![0.0f32; n];
+    let mut s = Scheduler::new(&[devs[0].clone(), slow.clone()])
+        .expect("scheduler")
+        .with_policy(Policy::Static)
+        .allow_shared_cores(true)
+        .in_memory_model();
+    // First run: Static probes the uncalibrated slow device, so it waits for its build.
+    let first = s
+        .run(
+            &k,
+            n,
+            &mut [HostArg::input(&a), HostArg::input(&a), HostArg::output(&mut c)],
+        )
+        .expect("first run");
+    assert!(first.wall >= build, "first run {:?}", first.wall);
+    for policy in [Policy::HGuided { k: 2.0, min_chunk: 0 }, Policy::Static] {
+        s = s.with_policy(policy);
+        c.iter_mut().for_each(|x| *x = 0.0);
+        // The model now leaves the slow device out; its build (slow again) must
+        // not hold the result back.
+        let t0 = std::time::Instant::now();
+        let second = s
+            .run(
+                &k,
+                n,
+                &mut [HostArg::input(&a), HostArg::input(&a), HostArg::output(&mut c)],
+            )
+            .expect("second run");
+        let took = t0.elapsed();
+        println!("{policy}: {took:?}\n{second}");
+        assert!(
+            took < build / 3,
+            "{policy}: run took {took:?}, the build takes {build:?}"
+        );
+        assert_eq!(second.device(devs[0].label()).map(|d| d.items), Some(n), "{second}");
+        assert!(c.iter().enumerate().all(|(i, x)| *x == 2.0 * i as f32));
+    }
+}

@@ -8,6 +8,27 @@
 //! that it ends when the host saw the operation complete. Records from the host
 //! clock span the whole call.
 //!
+//! # Bounded memory
+//!
+//! The profiler is on by default, so it keeps bounded memory however long a
+//! program runs:
+//!
+//! * **Records**: the first [`DEFAULT_RECORD_CAP`] records (settable with
+//!   [`Profiler::set_record_cap`]) are kept individually, for the Chrome trace and
+//!   the SVG timeline. Later records are *dropped*: each is folded into an exact
+//!   aggregate per (device, stage, label) — count, total time, bytes, items, first
+//!   start and last end ([`Profile::dropped`]). The text report adds these in, so
+//!   its stage times, bytes, items, launches and wall stay exact however many
+//!   records arrive; the report, the trace and the timeline say "N records
+//!   dropped". [`Profiler::take`] empties both and starts counting afresh.
+//! * **Strings**: device labels and record labels are interned once. At most
+//!   [`MAX_NAMES`] distinct strings are kept; later new strings are recorded as
+//!   [`OVERFLOW_LABEL`]. Recurring labels are short and few: kernel names,
+//!   `chunk <i>` of a split launch, operation names.
+//!
+//! Recording allocates nothing once its device and label have been interned and
+//! (past the cap) its aggregate exists.
+//!
 //! This module only collects and presents; it never calls a backend. Exports live
 //! beside it: [`report`] (text table with the Amdahl bound), [`trace`] (Chrome
 //! trace-event JSON for Perfetto / `chrome://tracing`, [`Profile::to_chrome_trace`])
@@ -22,11 +43,14 @@ pub mod report;
 pub mod svg;
 pub mod trace;
 
-/// The five stages of the offload model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+/// The stages of the offload model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum Stage {
     /// Device discovery, contexts, kernel builds.
+    #[default]
     Init,
+    /// Device memory allocation.
+    Alloc,
     /// Host → device copy.
     HostToDevice,
     /// Kernel execution.
@@ -42,20 +66,29 @@ impl Stage {
     pub fn name(self) -> &'static str {
         match self {
             Stage::Init => "init",
+            Stage::Alloc => "alloc",
             Stage::HostToDevice => "h2d",
             Stage::Kernel => "kernel",
             Stage::DeviceToHost => "d2h",
             Stage::Teardown => "teardown",
         }
     }
+    /// How many stages there are.
+    pub const COUNT: usize = 6;
     /// All stages in pipeline order.
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; Stage::COUNT] = [
         Stage::Init,
+        Stage::Alloc,
         Stage::HostToDevice,
         Stage::Kernel,
         Stage::DeviceToHost,
         Stage::Teardown,
     ];
+
+    /// Position in [`Stage::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// Which clock measured a record.
@@ -95,8 +128,42 @@ impl StageRecord {
     }
 }
 
+/// Aggregate of the records of one (device, stage, label) that were dropped
+/// past the record cap (see the [module docs](self)).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct DroppedRecords {
+    /// Device label.
+    pub device: String,
+    /// Stage.
+    pub stage: Stage,
+    /// Record label.
+    pub label: String,
+    /// How many records were dropped.
+    pub count: u64,
+    /// Their durations summed, ns.
+    pub total_ns: u64,
+    /// Their bytes summed.
+    pub bytes: u64,
+    /// Their items summed.
+    pub items: u64,
+    /// Earliest start among them, ns since the epoch.
+    pub first_start_ns: u64,
+    /// Latest end among them, ns since the epoch.
+    pub last_end_ns: u64,
+    /// Whether any of them came from a device clock.
+    pub device_clock: bool,
+}
+
+/// Default of [`Profiler::set_record_cap`]: records kept individually.
+pub const DEFAULT_RECORD_CAP: usize = 100_000;
+/// Most distinct strings (device and record labels) a profiler interns.
+pub const MAX_NAMES: usize = 4096;
+/// The label of records whose own label came after [`MAX_NAMES`] distinct strings.
+pub const OVERFLOW_LABEL: &str = "(label table full)";
+
 /// Collects stage records for every device of a runtime. Cheap to record into;
-/// can be disabled (then `record` is one atomic load).
+/// can be disabled (then `record` is one atomic load). Its memory is bounded
+/// (see the [module docs](self)).
 ///
 /// Recording allocates nothing per record once a device label and a record label
 /// have been seen: records are stored compactly with their strings interned, and
@@ -121,16 +188,49 @@ struct Compact {
     end_ns: u64,
 }
 
-/// Interned strings plus compact records.
-#[derive(Debug, Default)]
+/// Running aggregate of dropped records of one (device, stage, label).
+#[derive(Clone, Copy, Debug)]
+struct Agg {
+    count: u64,
+    ns: u64,
+    bytes: u64,
+    items: u64,
+    first: u64,
+    last: u64,
+    device_clock: bool,
+}
+
+/// Interned strings, compact records up to the cap, aggregates past it.
+#[derive(Debug)]
 struct Store {
     names: Vec<Box<str>>,
     index: std::collections::HashMap<Box<str>, u32>,
     records: Vec<Compact>,
+    cap: usize,
+    dropped: std::collections::HashMap<(u32, Stage, u32), Agg>,
 }
 
 impl Store {
+    fn new(cap: usize) -> Self {
+        Store {
+            names: Vec::new(),
+            index: std::collections::HashMap::new(),
+            records: Vec::with_capacity(cap.min(4096)),
+            cap,
+            dropped: std::collections::HashMap::new(),
+        }
+    }
+
     fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        // The table is full: one shared label stands for every later new string.
+        let s = if self.names.len() + 1 >= MAX_NAMES {
+            OVERFLOW_LABEL
+        } else {
+            s
+        };
         if let Some(&i) = self.index.get(s) {
             return i;
         }
@@ -140,26 +240,75 @@ impl Store {
         i
     }
 
-    fn expand(&self) -> Vec<StageRecord> {
-        let name = |i: u32| self.names.get(i as usize).map_or_else(String::new, |s| s.to_string());
-        self.records
+    fn name(&self, i: u32) -> String {
+        self.names.get(i as usize).map_or_else(String::new, |s| s.to_string())
+    }
+
+    fn expand(&self) -> Profile {
+        let records = self
+            .records
             .iter()
             .map(|c| StageRecord {
-                device: name(c.device),
+                device: self.name(c.device),
                 stage: c.stage,
-                label: name(c.label),
+                label: self.name(c.label),
                 bytes: c.bytes,
                 items: c.items,
                 start_ns: c.start_ns,
                 end_ns: c.end_ns,
                 clock: c.clock,
             })
-            .collect()
+            .collect();
+        let mut dropped: Vec<DroppedRecords> = self
+            .dropped
+            .iter()
+            .map(|(&(device, stage, label), a)| DroppedRecords {
+                device: self.name(device),
+                stage,
+                label: self.name(label),
+                count: a.count,
+                total_ns: a.ns,
+                bytes: a.bytes,
+                items: a.items,
+                first_start_ns: a.first,
+                last_end_ns: a.last,
+                device_clock: a.device_clock,
+            })
+            .collect();
+        dropped.sort_by(|a, b| (a.first_start_ns, &a.device, a.stage).cmp(&(b.first_start_ns, &b.device, b.stage)));
+        Profile {
+            records,
+            dropped,
+            record_cap: self.cap,
+        }
+    }
+
+    fn add(&mut self, c: Compact) {
+        if self.records.len() < self.cap {
+            self.records.push(c);
+            return;
+        }
+        let a = self.dropped.entry((c.device, c.stage, c.label)).or_insert(Agg {
+            count: 0,
+            ns: 0,
+            bytes: 0,
+            items: 0,
+            first: u64::MAX,
+            last: 0,
+            device_clock: false,
+        });
+        a.count += 1;
+        a.ns = a.ns.saturating_add(c.end_ns.saturating_sub(c.start_ns));
+        a.bytes = a.bytes.saturating_add(c.bytes);
+        a.items = a.items.saturating_add(c.items);
+        a.first = a.first.min(c.start_ns);
+        a.last = a.last.max(c.end_ns);
+        a.device_clock |= c.clock == Clock::Device;
     }
 
     fn push(&mut self, r: &StageRecord) {
         let (device, label) = (self.intern(&r.device), self.intern(&r.label));
-        self.records.push(Compact {
+        self.add(Compact {
             device,
             label,
             stage: r.stage,
@@ -169,6 +318,11 @@ impl Store {
             start_ns: r.start_ns,
             end_ns: r.end_ns,
         });
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.dropped.clear();
     }
 }
 
@@ -184,11 +338,33 @@ impl Profiler {
         Profiler {
             epoch: Instant::now(),
             enabled: AtomicBool::new(true),
-            store: Mutex::new(Store {
-                records: Vec::with_capacity(4096),
-                ..Store::default()
-            }),
+            store: Mutex::new(Store::new(DEFAULT_RECORD_CAP)),
         }
+    }
+
+    /// Keep at most `cap` records individually (default [`DEFAULT_RECORD_CAP`]);
+    /// later ones are aggregated and counted as dropped. Records already kept
+    /// beyond a lowered cap stay.
+    pub fn set_record_cap(&self, cap: usize) {
+        let mut st = self.store.lock();
+        st.cap = cap;
+        let keep = st.records.len().max(cap.min(4096));
+        st.records.shrink_to(keep);
+    }
+
+    /// The record cap (see [`Profiler::set_record_cap`]).
+    pub fn record_cap(&self) -> usize {
+        self.store.lock().cap
+    }
+
+    /// Records kept individually so far.
+    pub fn kept_records(&self) -> usize {
+        self.store.lock().records.len()
+    }
+
+    /// Records dropped (aggregated) so far, past the cap.
+    pub fn dropped_records(&self) -> u64 {
+        self.store.lock().dropped.values().map(|a| a.count).sum()
     }
 
     /// Turn recording on or off.
@@ -239,7 +415,7 @@ impl Profiler {
         };
         let mut st = self.store.lock();
         let (device, label) = (st.intern(device), st.intern(label));
-        st.records.push(Compact {
+        st.add(Compact {
             device,
             label,
             stage,
@@ -260,25 +436,29 @@ impl Profiler {
 
     /// A copy of everything recorded so far.
     pub fn snapshot(&self) -> Profile {
-        Profile {
-            records: self.store.lock().expand(),
-        }
+        self.store.lock().expand()
     }
 
-    /// Take everything recorded so far, leaving the profiler empty.
+    /// Take everything recorded so far (kept records and dropped aggregates),
+    /// leaving the profiler empty.
     pub fn take(&self) -> Profile {
         let mut st = self.store.lock();
-        let records = st.expand();
-        st.records.clear();
-        Profile { records }
+        let p = st.expand();
+        st.clear();
+        p
     }
 }
 
 /// A set of stage records, ready to report or export.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Profile {
-    /// Records in completion order.
+    /// Records in completion order (the first [`Profile::record_cap`] of them).
     pub records: Vec<StageRecord>,
+    /// Aggregates of the records dropped past the cap, per (device, stage,
+    /// label); empty when nothing was dropped.
+    pub dropped: Vec<DroppedRecords>,
+    /// The cap records were kept under (0 in a profile built by hand).
+    pub record_cap: usize,
 }
 
 impl Profile {
@@ -287,20 +467,37 @@ impl Profile {
         self.records.iter().filter(move |r| r.device == device)
     }
 
-    /// Device labels in first-seen order.
+    /// Device labels in first-seen order (devices seen only in dropped records last).
     pub fn devices(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for r in &self.records {
-            if !out.contains(&r.device) {
-                out.push(r.device.clone());
+        let dropped = self.dropped.iter().map(|d| &d.device);
+        for d in self.records.iter().map(|r| &r.device).chain(dropped) {
+            if !out.contains(d) {
+                out.push(d.clone());
             }
         }
         out
     }
 
+    /// How many records were dropped past the cap (0 when all were kept).
+    pub fn dropped_records(&self) -> u64 {
+        self.dropped.iter().map(|d| d.count).sum()
+    }
+
+    /// "N records dropped ..." when records were dropped, for reports and exports.
+    pub fn dropped_note(&self) -> Option<String> {
+        let n = self.dropped_records();
+        (n > 0).then(|| {
+            format!(
+                "{n} records dropped after the first {} (the record cap): the timeline shows only the kept records; stage totals, bytes, items and the wall include the dropped ones",
+                self.records.len()
+            )
+        })
+    }
+
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.records.is_empty() && self.dropped.is_empty()
     }
 
     /// Write `contents` to `path`; an unwritable path gives [`crate::Error::Io`]

@@ -1,15 +1,31 @@
 //! The text report: where the time went, per device and in total.
 //!
-//! For each device: init, H2D, kernel, D2H and teardown time; bytes and GB/s per
-//! transfer direction; the transfer : compute ratio; and idle time inside the
-//! device's active span (time between its first and last record not covered by
-//! any record — waiting on the host or on other devices in a split run). Then the
-//! Amdahl bound: with fraction `p` of the wall time spent in kernels, making the
-//! kernels `k×` faster speeds the whole run up by at most `1 / ((1-p) + p/k)`.
+//! For each device: init, alloc, H2D, kernel, D2H and teardown time; bytes and
+//! GB/s per transfer direction; the transfer : compute ratio; and idle time
+//! inside the device's active span (time between its first and last record not
+//! covered by any record — waiting on the host or on other devices in a split
+//! run).
+//!
+//! Then the Amdahl bound, over the **wall**: from the first start to the last
+//! end of any allocation, transfer or kernel record on any device (one-time init
+//! and teardown are left out). The wall is split into time covered by at least
+//! one of those stages and *host time outside any stage* (argument checks,
+//! host-side preparation, waiting): the report prints both. Amdahl's `p` is the
+//! part of the wall covered by at least one kernel; everything else in the wall
+//! (transfers, allocation and the host time outside stages) does not get faster
+//! with the kernel, so a `k×` faster kernel speeds the whole run up by at most
+//! `1 / ((1-p) + p/k)`. The report also gives the kernels' share of the staged
+//! time alone, which is what `p` would be without the host time.
+//!
+//! When the profiler dropped records past its cap ([`super::Profiler::set_record_cap`]),
+//! stage times, bytes, items, launches and the wall still include them exactly
+//! (from [`Profile::dropped`]); busy, idle and kernel coverage count a dropped
+//! record by its duration (its exact overlap with others is not known), and the
+//! report says so.
 
 use std::fmt;
 
-use super::{Clock, Profile, Stage, StageRecord};
+use super::{Clock, DroppedRecords, Profile, Stage, StageRecord};
 
 /// Totals for one device (or for all devices together).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -17,7 +33,9 @@ pub struct DeviceSummary {
     /// Device label, or `total`.
     pub device: String,
     /// Nanoseconds per stage, in [`Stage::ALL`] order.
-    pub stage_ns: [u64; 5],
+    pub stage_ns: [u64; Stage::COUNT],
+    /// Bytes allocated on the device.
+    pub alloc_bytes: u64,
     /// Host → device bytes.
     pub h2d_bytes: u64,
     /// Device → host bytes.
@@ -32,37 +50,46 @@ pub struct DeviceSummary {
     pub idle_ns: u64,
     /// Whether any record came from a device clock.
     pub device_clock: bool,
+    /// Records of this device dropped past the profiler's cap (included in the totals).
+    pub dropped: u64,
 }
 
 impl DeviceSummary {
-    fn of(device: &str, recs: &[&StageRecord]) -> Self {
+    fn of(device: &str, recs: &[&StageRecord], dropped: &[&DroppedRecords]) -> Self {
         let mut s = DeviceSummary {
             device: device.to_string(),
             ..Default::default()
         };
-        for r in recs {
-            let i = Stage::ALL.iter().position(|x| *x == r.stage).unwrap_or(0);
-            s.stage_ns[i] += r.duration_ns();
-            match r.stage {
-                Stage::HostToDevice => s.h2d_bytes += r.bytes,
-                Stage::DeviceToHost => s.d2h_bytes += r.bytes,
+        let mut add = |stage: Stage, ns: u64, bytes: u64, items: u64, count: u64, device_clock: bool| {
+            s.stage_ns[stage.index()] += ns;
+            match stage {
+                Stage::Alloc => s.alloc_bytes += bytes,
+                Stage::HostToDevice => s.h2d_bytes += bytes,
+                Stage::DeviceToHost => s.d2h_bytes += bytes,
                 Stage::Kernel => {
-                    s.items += r.items;
-                    s.launches += 1;
+                    s.items += items;
+                    s.launches += count;
                 }
                 _ => {}
             }
-            s.device_clock |= r.clock == Clock::Device;
+            s.device_clock |= device_clock;
+        };
+        for r in recs {
+            add(r.stage, r.duration_ns(), r.bytes, r.items, 1, r.clock == Clock::Device);
         }
-        let (span, busy) = span_and_busy(recs.iter().copied());
-        s.span_ns = span;
-        s.idle_ns = span.saturating_sub(busy);
+        for d in dropped {
+            add(d.stage, d.total_ns, d.bytes, d.items, d.count, d.device_clock);
+        }
+        s.dropped = dropped.iter().map(|d| d.count).sum();
+        let c = coverage(recs.iter().copied(), dropped.iter().copied());
+        s.span_ns = c.span;
+        s.idle_ns = c.span.saturating_sub(c.busy);
         s
     }
 
     /// Nanoseconds in one stage.
     pub fn ns(&self, stage: Stage) -> u64 {
-        self.stage_ns[Stage::ALL.iter().position(|x| *x == stage).unwrap_or(0)]
+        self.stage_ns[stage.index()]
     }
 
     /// Transfer time (H2D + D2H), ns.
@@ -78,6 +105,47 @@ impl DeviceSummary {
         } else {
             self.transfer_ns() as f64 / k as f64
         }
+    }
+}
+
+/// Span and busy time of kept records plus dropped aggregates.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Coverage {
+    /// First start to last end, ns (exact, dropped records included).
+    span: u64,
+    /// Time covered by at least one record, ns (dropped records counted by
+    /// duration, at most the span).
+    busy: u64,
+}
+
+fn coverage<'a>(
+    recs: impl Iterator<Item = &'a StageRecord>,
+    dropped: impl Iterator<Item = &'a DroppedRecords>,
+) -> Coverage {
+    let recs: Vec<&StageRecord> = recs.collect();
+    let (span, busy) = span_and_busy(recs.iter().copied());
+    let (mut first, mut last) = (
+        recs.iter().map(|r| r.start_ns).min(),
+        recs.iter().map(|r| r.end_ns.max(r.start_ns)).max(),
+    );
+    let mut extra = 0u64;
+    let mut any = false;
+    for d in dropped.filter(|d| d.count > 0) {
+        any = true;
+        first = Some(first.map_or(d.first_start_ns, |f| f.min(d.first_start_ns)));
+        last = Some(last.map_or(d.last_end_ns, |l| l.max(d.last_end_ns)));
+        extra = extra.saturating_add(d.total_ns);
+    }
+    if !any {
+        return Coverage { span, busy };
+    }
+    let span = match (first, last) {
+        (Some(f), Some(l)) => l.saturating_sub(f),
+        _ => 0,
+    };
+    Coverage {
+        span,
+        busy: busy.saturating_add(extra).min(span),
     }
 }
 
@@ -116,20 +184,40 @@ pub fn amdahl(p: f64, k: f64) -> f64 {
     }
 }
 
+/// The stages inside the Amdahl wall.
+fn in_wall(stage: Stage) -> bool {
+    matches!(
+        stage,
+        Stage::Alloc | Stage::HostToDevice | Stage::Kernel | Stage::DeviceToHost
+    )
+}
+
 /// The whole report.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Report {
     /// One summary per device, in first-seen order.
     pub devices: Vec<DeviceSummary>,
-    /// All devices together (stage times summed; span is the wall time).
+    /// All devices together (stage times summed; span is the whole profile's).
     pub total: DeviceSummary,
-    /// Wall time of the offload pipeline: first transfer or kernel start to last
-    /// transfer or kernel end, over all devices, ns (one-time init and teardown
-    /// are left out; the full span is `total.span_ns`).
+    /// The wall of the Amdahl bound: first start to last end of any allocation,
+    /// transfer or kernel record, over all devices, ns (one-time init and
+    /// teardown are left out; the full span is `total.span_ns`).
     pub wall_ns: u64,
-    /// Time covered by at least one kernel (on any device) over `wall_ns`: the `p`
-    /// of Amdahl's bound.
+    /// Time in the wall covered by at least one allocation, transfer or kernel
+    /// record, ns.
+    pub staged_ns: u64,
+    /// Host time in the wall outside any stage (`wall_ns - staged_ns`): argument
+    /// checks, host-side preparation, waiting, ns.
+    pub outside_ns: u64,
+    /// Time covered by at least one kernel (on any device), ns.
+    pub kernel_cover_ns: u64,
+    /// `kernel_cover_ns / wall_ns`: the `p` of Amdahl's bound.
     pub kernel_fraction: f64,
+    /// `kernel_cover_ns / staged_ns`: what `p` would be without the host time
+    /// outside stages.
+    pub staged_kernel_fraction: f64,
+    /// Records dropped past the profiler's cap (included in the totals).
+    pub dropped_records: u64,
 }
 
 impl Report {
@@ -138,30 +226,33 @@ impl Report {
         let mut devices = Vec::new();
         for d in p.devices() {
             let recs: Vec<&StageRecord> = p.device_records(&d).collect();
-            devices.push(DeviceSummary::of(&d, &recs));
+            let dropped: Vec<&DroppedRecords> = p.dropped.iter().filter(|x| x.device == d).collect();
+            devices.push(DeviceSummary::of(&d, &recs, &dropped));
         }
         let all: Vec<&StageRecord> = p.records.iter().collect();
-        let mut total = DeviceSummary::of("total", &all);
+        let all_dropped: Vec<&DroppedRecords> = p.dropped.iter().collect();
+        let mut total = DeviceSummary::of("total", &all, &all_dropped);
         total.idle_ns = devices.iter().map(|d| d.idle_ns).sum();
-        // Amdahl's p ignores one-time init/teardown: it is the share of the offload
-        // pipeline (transfers + kernels) spent in kernels.
-        let pipeline: Vec<&StageRecord> = all
-            .iter()
-            .copied()
-            .filter(|r| matches!(r.stage, Stage::HostToDevice | Stage::Kernel | Stage::DeviceToHost))
-            .collect();
-        let (wall, _) = span_and_busy(pipeline.iter().copied());
-        let (_, kernel_busy) = span_and_busy(pipeline.iter().copied().filter(|r| r.stage == Stage::Kernel));
-        let kernel_fraction = if wall == 0 {
-            0.0
-        } else {
-            kernel_busy as f64 / wall as f64
-        };
+        let wall = coverage(
+            all.iter().copied().filter(|r| in_wall(r.stage)),
+            all_dropped.iter().copied().filter(|r| in_wall(r.stage)),
+        );
+        let kernels = coverage(
+            all.iter().copied().filter(|r| r.stage == Stage::Kernel),
+            all_dropped.iter().copied().filter(|r| r.stage == Stage::Kernel),
+        );
+        let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let kernel_cover = kernels.busy.min(wall.busy);
         Report {
             devices,
             total,
-            wall_ns: wall,
-            kernel_fraction,
+            wall_ns: wall.span,
+            staged_ns: wall.busy,
+            outside_ns: wall.span.saturating_sub(wall.busy),
+            kernel_cover_ns: kernel_cover,
+            kernel_fraction: share(kernel_cover, wall.span),
+            staged_kernel_fraction: share(kernel_cover, wall.busy),
+            dropped_records: p.dropped_records(),
         }
     }
 
@@ -179,7 +270,7 @@ impl Report {
     }
 
     /// The Amdahl bound for this run: the most a `k×` faster kernel can speed
-    /// up the transfer + compute wall time ([`amdahl`] with `p = kernel_fraction`).
+    /// up the wall ([`amdahl`] with `p = kernel_fraction`).
     pub fn amdahl(&self, k: f64) -> f64 {
         amdahl(self.kernel_fraction, k)
     }
@@ -208,9 +299,10 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "{:<10} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>6}",
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>6}",
             "device",
             "init ms",
+            "alloc ms",
             "h2d MiB",
             "h2d ms",
             "GB/s",
@@ -231,9 +323,10 @@ impl fmt::Display for Report {
             let ratio = d.transfer_compute_ratio();
             writeln!(
                 f,
-                "{:<10} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>6}",
+                "{:<10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>6}",
                 d.device,
                 ms(d.ns(Stage::Init)),
+                ms(d.ns(Stage::Alloc)),
                 mib(d.h2d_bytes),
                 ms(d.ns(Stage::HostToDevice)),
                 gbps(d.h2d_bytes, d.ns(Stage::HostToDevice)),
@@ -257,12 +350,28 @@ impl fmt::Display for Report {
         } else {
             writeln!(
                 f,
-                "kernels are {:.1}% of the {} ms transfer+compute wall time; Amdahl: a kernel 2x faster gives at most {:.2}x, 10x gives {:.2}x, infinitely fast gives {:.2}x",
-                100.0 * p,
+                "wall {} ms = first alloc/transfer/kernel start to last end on any device (init and teardown left out): {} ms in those stages, {} ms host time outside any stage",
                 ms(self.wall_ns),
+                ms(self.staged_ns),
+                ms(self.outside_ns),
+            )?;
+            writeln!(
+                f,
+                "kernels cover {} ms = {:.1}% of the wall ({:.1}% of the staged time); Amdahl with p = {:.1}% (the rest of the wall, host time included, does not speed up): a kernel 2x faster gives at most {:.2}x, 10x gives {:.2}x, infinitely fast gives {:.2}x",
+                ms(self.kernel_cover_ns),
+                100.0 * p,
+                100.0 * self.staged_kernel_fraction,
+                100.0 * p,
                 self.amdahl(2.0),
                 self.amdahl(10.0),
                 self.amdahl(f64::INFINITY)
+            )?;
+        }
+        if self.dropped_records > 0 {
+            writeln!(
+                f,
+                "{} records dropped past the profiler's record cap: stage times, bytes, items, launches and the wall include them exactly; idle, staged and kernel coverage count each dropped record by its duration",
+                self.dropped_records
             )?;
         }
         if self.transfer_dominated() {
@@ -353,6 +462,7 @@ mod tests {
                 rec("cpu:0", Stage::DeviceToHost, 40 * MS, 41 * MS, 12_000_000, 0),
                 rec("gpu:0", Stage::Teardown, 50 * MS, 51 * MS, 0, 0),
             ],
+            ..Default::default()
         }
     }
 
@@ -415,6 +525,7 @@ mod tests {
                 rec("cpu:0", Stage::Kernel, 10, 1000, 0, 5),
                 rec("cpu:0", Stage::DeviceToHost, 1000, 1010, 100, 0),
             ],
+            ..Default::default()
         };
         let r = p.report();
         assert!(!r.transfer_dominated());

@@ -9,7 +9,8 @@
 //! colored by stage and carry a `<title>` tooltip with label, duration, bytes,
 //! GB/s, items and clock. Below the lanes: a time axis in milliseconds from the
 //! first record, with gridlines, and a legend. An empty profile gives a valid SVG
-//! that says "empty profile".
+//! that says "empty profile". When the profiler dropped records past its cap, a
+//! line under the title says how many: bars are drawn for kept records only.
 //!
 //! This module only formats and writes files; it never touches a device.
 
@@ -41,6 +42,7 @@ const TOP: f64 = 62.0;
 pub fn stage_color(stage: Stage) -> &'static str {
     match stage {
         Stage::Init => "#8c8c8c",
+        Stage::Alloc => "#bcbd22",
         Stage::HostToDevice => "#1f77b4",
         Stage::Kernel => "#2ca02c",
         Stage::DeviceToHost => "#ff7f0e",
@@ -52,6 +54,7 @@ pub fn stage_color(stage: Stage) -> &'static str {
 fn stage_long_name(stage: Stage) -> &'static str {
     match stage {
         Stage::Init => "init",
+        Stage::Alloc => "alloc",
         Stage::HostToDevice => "host → device",
         Stage::Kernel => "kernel",
         Stage::DeviceToHost => "device → host",
@@ -160,6 +163,9 @@ impl Profile {
             return out;
         }
         let report = self.report();
+        let note = self.dropped_note();
+        // A third title line says how many records were dropped.
+        let top = if note.is_some() { TOP + 20.0 } else { TOP };
         let t0 = self.records.iter().map(|r| r.start_ns).min().unwrap_or(0);
         let t1 = self
             .records
@@ -174,7 +180,7 @@ impl Profile {
         // Lanes: per device, its records and tracks.
         let devices = self.devices();
         let mut lanes = Vec::with_capacity(devices.len());
-        let mut y = TOP;
+        let mut y = top;
         for d in &devices {
             let recs: Vec<&StageRecord> = self.device_records(d).collect();
             let (of_record, tracks) = assign_tracks(&recs);
@@ -218,6 +224,14 @@ impl Profile {
             ))
         );
 
+        if let Some(note) = &note {
+            let _ = writeln!(
+                out,
+                r##"<text x="12" y="66" font-size="13" fill="#a33">{}</text>"##,
+                escape(note)
+            );
+        }
+
         // Ticks of the time axis: a nice step in ms, about ten of them.
         let step = tick_step_ms(ms(span_ns), 10.0);
         let decimals = tick_decimals(step);
@@ -244,7 +258,7 @@ impl Profile {
         out.push_str("<g stroke=\"#e3e3e3\" stroke-width=\"1\">\n");
         for t in &ticks {
             let x = LABEL_W + plot_w * t / ms(span_ns);
-            let _ = writeln!(out, r#"<line x1="{x:.2}" y1="{TOP}" x2="{x:.2}" y2="{axis_y}"/>"#);
+            let _ = writeln!(out, r#"<line x1="{x:.2}" y1="{top}" x2="{x:.2}" y2="{axis_y}"/>"#);
         }
         out.push_str("</g>\n");
         for (d, recs, of_record, tracks, ly, _) in &lanes {
@@ -417,6 +431,7 @@ mod tests {
                 end_ns: 5,
                 clock: Clock::Host,
             }],
+            ..Default::default()
         };
         let svg = p.to_svg_timeline();
         let doc = roxmltree::Document::parse(&svg).unwrap();

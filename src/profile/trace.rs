@@ -15,6 +15,10 @@
 //!   microseconds (fractional, so nanosecond precision survives) and `args`
 //!   `{bytes, items, clock, label}`.
 //!
+//! When the profiler dropped records past its cap, only kept records become
+//! events and `otherData` carries `dropped_records` (the count) and a `note`
+//! saying "N records dropped ...".
+//!
 //! `displayTimeUnit` is `ms`. An empty profile exports `{"traceEvents": [], ...}`,
 //! which both viewers open. This module only formats and writes files; it never
 //! touches a device.
@@ -155,10 +159,15 @@ impl Profile {
                 }));
             }
         }
+        let mut other = json!({ "producer": concat!("offload ", env!("CARGO_PKG_VERSION")) });
+        if let Some(note) = self.dropped_note() {
+            other["dropped_records"] = json!(self.dropped_records());
+            other["note"] = json!(note);
+        }
         let doc = json!({
             "traceEvents": events,
             "displayTimeUnit": "ms",
-            "otherData": { "producer": concat!("offload ", env!("CARGO_PKG_VERSION")) },
+            "otherData": other,
         });
         doc.to_string()
     }

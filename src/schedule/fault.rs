@@ -4,7 +4,7 @@
 //! [`inject_faults`] returns a new [`Device`] whose backend delegates every call
 //! to the wrapped device's backend, except that the `k`-th call of a chosen kind
 //! ([`FaultOp`]) returns an [`Error::Driver`] saying the fault was injected, and
-//! that launches can be slowed down by sleeping after them. The wrapper records
+//! that launches (and kernel builds) can be slowed down by sleeping. The wrapper records
 //! into the wrapped device's profiler and keeps the wrapped device alive; closing
 //! the wrapper does not close the wrapped device.
 
@@ -72,6 +72,7 @@ pub struct FaultPlan {
     rules: Vec<Rule>,
     slowdown: f64,
     launch_delay: Duration,
+    build_delay: Duration,
 }
 
 impl FaultPlan {
@@ -114,6 +115,12 @@ impl FaultPlan {
         self
     }
 
+    /// Sleep this long in every kernel build (a slow, uncached JIT compiler).
+    pub fn build_delay(mut self, d: Duration) -> Self {
+        self.build_delay = d;
+        self
+    }
+
     fn describe(&self) -> String {
         let mut parts: Vec<String> = self
             .rules
@@ -132,6 +139,9 @@ impl FaultPlan {
         }
         if !self.launch_delay.is_zero() {
             parts.push(format!("+{:?}/launch", self.launch_delay));
+        }
+        if !self.build_delay.is_zero() {
+            parts.push(format!("+{:?}/build", self.build_delay));
         }
         if parts.is_empty() {
             "no faults".into()
@@ -195,6 +205,9 @@ impl Backend for FaultBackend {
 
     fn build(&self, kernel: &Kernel) -> Result<Timing> {
         self.tick(FaultOp::Build)?;
+        if !self.plan.build_delay.is_zero() {
+            std::thread::sleep(self.plan.build_delay);
+        }
         self.backend().build(kernel)
     }
 
@@ -236,6 +249,7 @@ pub fn inject_faults(device: &Device, plan: FaultPlan) -> Device {
     Device::new(
         Arc::new(backend),
         crate::runtime::next_device_uid(),
+        device.inner.runtime,
         device.profiler().clone(),
     )
 }

@@ -36,6 +36,13 @@
 //! upload overlaps the other's kernel. Each thread allocates its chunk buffers once
 //! (grown if a later chunk is larger) and reuses them.
 //!
+//! Kernel builds start on every device at once, each on a thread of its own.
+//! A device takes part once its build is done; the run waits for a build only
+//! while the device may still get work. A device whose build is still running
+//! when the other devices have taken every item (or, under Static, that the plan
+//! gives nothing) is left out of the run and listed in [`SplitReport::excluded`];
+//! its build finishes in the background and is cached for later runs.
+//!
 //! Chunk lengths are multiples of the device's work-group multiple
 //! ([`crate::DeviceInfo::warp_size`]) except the last chunk of the index space.
 //! Launches use [`LaunchConfig::for_items`] with at most [`Scheduler::max_block`]
@@ -49,7 +56,9 @@
 //! # Policies ([`Policy`])
 //!
 //! * **Static** — one contiguous share per device, computed once from the
-//!   performance model by the balance solver ([`partition::balance`]): device `d`
+//!   performance model by the balance solver ([`partition::balance`]), moved in
+//!   pieces of at most 8 MiB of device buffers (at most 64 pieces) through the
+//!   reused chunk buffers: device `d`
 //!   doing `n_d` items is predicted to take `latency_d + n_d × (bytes_per_item /
 //!   bandwidth_d + 1 / rate_d)`, and shares are chosen so all participants finish
 //!   together. A device whose fixed cost alone exceeds that finish time gets
@@ -59,10 +68,13 @@
 //! * **HGuided** (default) — EngineCL's heterogeneous guided policy: an idle
 //!   device gets `max(min_chunk, remaining × share / k)` items, `share` being its
 //!   fraction of the predicted total throughput. Chunks start large (few launches)
-//!   and shrink toward the end (little straggling). On top, an end-game guard: a
+//!   and shrink toward the end (little straggling). No chunk but the last is
+//!   smaller than the chunk floor ([`partition::chunk_floor`]: one work-group
+//!   multiple and 1/256 of the job), so a device with a tiny share cannot cut a
+//!   run into thousands of launches. On top, an end-game guard: a
 //!   device never takes a chunk it is predicted to finish after the other devices
 //!   could finish everything that is left ([`partition::useful_chunk`]); a device
-//!   that cannot finish even one work-group multiple in time retires and the report
+//!   that cannot finish even a floor-sized chunk in time retires and the report
 //!   says why (for vector add on a discrete GPU the transfers alone can exceed the
 //!   CPU's whole job).
 //!

@@ -41,6 +41,21 @@ pub fn hguided_chunk(remaining: usize, share: f64, k: f64, min_chunk: usize, mul
     round_chunk(guided.max(min_chunk), remaining, multiple)
 }
 
+/// The most chunks HGuided hands out from one run's index space (the devices'
+/// two probe chunks and retried chunks aside): see [`chunk_floor`].
+pub const MAX_GUIDED_CHUNKS: usize = 256;
+
+/// The chunk floor of a run of `total` items on a device with work-group
+/// multiple `multiple`: HGuided never hands out a smaller chunk except the final
+/// remainder. It is at least one multiple and at least `total /`
+/// [`MAX_GUIDED_CHUNKS`], so however small a device's share of the throughput
+/// (and however large `k`), one run makes at most [`MAX_GUIDED_CHUNKS`] chunks
+/// plus the final remainder.
+pub fn chunk_floor(total: usize, multiple: usize) -> usize {
+    let m = multiple.max(1);
+    total.div_ceil(MAX_GUIDED_CHUNKS).div_ceil(m).max(1) * m
+}
+
 /// Split `items` into one contiguous range per device, proportional to `shares`,
 /// each range's length a multiple of that device's `multiples[i]` except the last
 /// non-empty range, which takes the remainder.
@@ -234,6 +249,33 @@ mod tests {
         }
 
         #[test]
+        fn hguided_chunk_count_is_bounded_for_any_rates(
+            items in 1usize..50_000_000,
+            rates in prop::collection::vec(1e-9f64..1.0, 1..6),
+            k in 1.0f64..1e6,
+            min_chunk in 0usize..64,
+            e in prop::collection::vec(0u32..8, 6),
+            picks in prop::collection::vec(0usize..6, 1..64),
+        ) {
+            // Devices with arbitrarily different rates take chunks as the dispatcher
+            // sizes them (floor applied); the whole index space takes at most
+            // MAX_GUIDED_CHUNKS chunks plus the final remainder.
+            let total: f64 = rates.iter().sum();
+            let (mut at, mut chunks, mut step) = (0usize, 0usize, 0usize);
+            while at < items {
+                let d = picks[step % picks.len()] % rates.len();
+                step += 1;
+                let m = 1usize << e[d];
+                let floor = chunk_floor(items, m);
+                let n = hguided_chunk(items - at, rates[d] / total, k, min_chunk.max(floor), m);
+                prop_assert!(n > 0 && n <= items - at);
+                at += n;
+                chunks += 1;
+            }
+            prop_assert!(chunks <= MAX_GUIDED_CHUNKS + 1, "{} chunks for {} items", chunks, items);
+        }
+
+        #[test]
         fn hguided_chunks_shrink(
             items in 1usize..1_000_000,
             share in 0.05f64..1.0,
@@ -295,6 +337,14 @@ mod tests {
                 prop_assert!(me.time(1.0) > (rest - 1.0) / rate * (1.0 - 1e-9));
             }
         }
+    }
+
+    #[test]
+    fn chunk_floor_examples() {
+        assert_eq!(chunk_floor(10_000_000, 16), 39_072);
+        assert_eq!(chunk_floor(100, 32), 32);
+        assert_eq!(chunk_floor(0, 8), 8);
+        assert_eq!(chunk_floor(1, 0), 1);
     }
 
     #[test]

@@ -8,6 +8,9 @@ use crate::error::{Error, Result};
 /// `dynamic:<chunk>`, `hguided` or `hguided:<k>:<min_chunk>`.
 pub const POLICY_ENV: &str = "OFFLOAD_POLICY";
 
+/// The valid spellings, for messages.
+const VALID: &str = "static, dynamic, dynamic:<chunk>, hguided, hguided:<k>:<min_chunk>";
+
 /// How the index space is cut into chunks and handed to devices.
 ///
 /// See the [module docs](super) for how each policy behaves.
@@ -30,7 +33,8 @@ pub enum Policy {
         /// Divisor (≥ 1): larger means smaller first chunks and more of them.
         k: f64,
         /// Smallest chunk in items; 0 means automatic (the size at which the
-        /// device's per-launch latency is at most 5% of the chunk's time).
+        /// device's per-launch latency is at most 5% of the chunk's time). The
+        /// chunk floor ([`super::partition::chunk_floor`]) applies on top.
         min_chunk: usize,
     },
 }
@@ -58,11 +62,7 @@ impl Policy {
     /// Parse a policy name as `OFFLOAD_POLICY` spells it (case-insensitive):
     /// `static`, `dynamic[:chunk]`, `hguided[:k[:min_chunk]]`.
     pub fn parse(s: &str) -> Result<Policy> {
-        let bad = |why: &str| {
-            Error::InvalidInput(format!(
-                "policy {s:?}: {why}; valid: static, dynamic, dynamic:<chunk>, hguided, hguided:<k>:<min_chunk>"
-            ))
-        };
+        let bad = |why: &str| Error::InvalidInput(format!("policy {s:?}: {why}; valid: {VALID}"));
         let lower = s.trim().to_ascii_lowercase();
         let mut parts = lower.split(':');
         let name = parts.next().unwrap_or("");
@@ -81,7 +81,10 @@ impl Policy {
                     Some(k) => k.parse::<f64>().map_err(|_| bad("k is not a number"))?,
                     None => 2.0,
                 };
-                if !(k.is_finite() && k >= 1.0) {
+                if !k.is_finite() {
+                    return Err(bad("k is not a finite number"));
+                }
+                if k < 1.0 {
                     return Err(bad("k must be at least 1"));
                 }
                 let min_chunk = match rest.get(1) {
@@ -95,11 +98,19 @@ impl Policy {
     }
 
     /// The policy named by `OFFLOAD_POLICY`, or the default ([`Policy::HGuided`])
-    /// when it is unset or empty. An invalid value is an [`Error::InvalidInput`]
-    /// that lists the valid spellings.
+    /// when it is unset or empty. An invalid value, or one that is not valid
+    /// Unicode, is an [`Error::InvalidInput`] naming the variable, showing the
+    /// value (invalid bytes as U+FFFD) and listing the valid spellings.
     pub fn from_env() -> Result<Policy> {
         match std::env::var(POLICY_ENV) {
-            Ok(s) if !s.trim().is_empty() => Policy::parse(&s),
+            Ok(s) if !s.trim().is_empty() => Policy::parse(&s).map_err(|e| match e {
+                Error::InvalidInput(m) => Error::InvalidInput(format!("{POLICY_ENV}: {m}")),
+                other => other,
+            }),
+            Err(std::env::VarError::NotUnicode(raw)) => Err(Error::InvalidInput(format!(
+                "{POLICY_ENV}: {:?} is not valid Unicode (invalid bytes shown as U+FFFD); valid: {VALID}",
+                raw.to_string_lossy()
+            ))),
             _ => Ok(Policy::default()),
         }
     }
@@ -149,6 +160,10 @@ mod tests {
         for bad in ["", "guided", "static:1", "dynamic:x", "hguided:0.5", "hguided:2:1:1"] {
             let e = Policy::parse(bad).unwrap_err();
             assert!(e.to_string().contains("valid: static"), "{bad}: {e}");
+        }
+        for huge in ["hguided:1e309", "hguided:inf", "hguided:NaN"] {
+            let e = Policy::parse(huge).unwrap_err().to_string();
+            assert!(e.contains("k is not a finite number"), "{huge}: {e}");
         }
     }
 }

@@ -11,6 +11,7 @@
 use crate::buffer::RawBuffer as RawBuf;
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -24,6 +25,7 @@ use crate::device::{Device, DeviceInfo};
 use crate::error::{BackendKind, Error, Result};
 use crate::kernel::{ElemType, Kernel, Scalar};
 use crate::launch::{Arg, LaunchConfig};
+use crate::profile::Stage;
 
 /// Host memory written by the run: an output slice shared by the device threads,
 /// each of which only touches the item ranges it was handed.
@@ -176,6 +178,40 @@ fn lanes(device: &Device) -> usize {
     }
 }
 
+/// A kernel build running on a thread of its own, outside the run's scope:
+/// the run waits for it only while the device is still wanted, so a slow JIT
+/// build on a device the model leaves out never delays the result (the build
+/// still finishes in the background and is cached for later runs).
+#[derive(Default)]
+struct PendingBuild {
+    result: Mutex<Option<Result<()>>>,
+    cv: Condvar,
+}
+
+impl PendingBuild {
+    /// Start building `kernel` on `device` now.
+    fn start(device: &Device, kernel: &Kernel) -> Arc<PendingBuild> {
+        let slot = Arc::new(PendingBuild::default());
+        let (dev, k, done) = (device.clone(), kernel.clone(), slot.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("offload-build {}", device.label()))
+            .spawn(move || {
+                let r = dev.build(&k);
+                *done.result.lock() = Some(r);
+                done.cv.notify_all();
+            });
+        if spawned.is_err() {
+            // No thread to be had: build here (the run then waits for it).
+            *slot.result.lock() = Some(device.build(kernel));
+        }
+        slot
+    }
+}
+
+/// How long a device thread waits for its build before checking again whether
+/// the run still wants the device.
+const BUILD_POLL: Duration = Duration::from_millis(2);
+
 /// What a finished chunk measured.
 #[derive(Default)]
 struct ChunkStats {
@@ -236,6 +272,8 @@ struct Ctx<'r, 'a, 'h> {
     multiples: Vec<usize>,
     caps: Vec<usize>,
     bpi: f64,
+    /// Bytes per item of the elementwise device buffers (at least 1).
+    dev_bpi: usize,
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -286,6 +324,7 @@ pub(crate) fn execute(
         multiples,
         caps,
         bpi: job.bytes_per_item() as f64,
+        dev_bpi,
         state: Mutex::new(State {
             cursor: 0,
             retry: VecDeque::new(),
@@ -300,10 +339,15 @@ pub(crate) fn execute(
         }),
         cv: Condvar::new(),
     };
+    // Every device's build starts at once, each on its own thread.
+    let builds: Vec<Arc<PendingBuild>> = parts
+        .iter()
+        .map(|p| PendingBuild::start(p.device, job.kernel))
+        .collect();
     std::thread::scope(|s| {
-        for d in 0..parts.len() {
+        for (d, build) in builds.iter().enumerate() {
             let ctx = &ctx;
-            s.spawn(move || ctx.device_main(d));
+            s.spawn(move || ctx.device_main(d, build));
         }
     });
     let wall = t0.elapsed();
@@ -349,11 +393,60 @@ pub(crate) fn execute(
 }
 
 impl Ctx<'_, '_, '_> {
-    /// A device's thread: build, upload broadcasts, then run its lane(s).
-    fn device_main(&self, d: usize) {
+    /// Wait for device `d`'s build; `None` when the run stopped wanting the
+    /// device before the build finished (the device is then left out, with the
+    /// reason in the report).
+    fn await_build(&self, d: usize, build: &PendingBuild) -> Option<Result<()>> {
+        loop {
+            {
+                let mut r = build.result.lock();
+                if r.is_none() {
+                    build.cv.wait_for(&mut r, BUILD_POLL);
+                }
+                if let Some(r) = r.take() {
+                    return Some(r);
+                }
+            }
+            let mut st = self.state.lock();
+            if !self.wanted(&st, d) {
+                let ds = &mut st.devs[d];
+                ds.alive = false;
+                // A reason from the plan (Static) stays: it is why there was no work.
+                if ds.retired.is_none() {
+                    ds.retired =
+                        Some("its kernel build was still running when the other devices had taken all the work".into());
+                }
+                self.cv.notify_all();
+                return None;
+            }
+        }
+    }
+
+    /// Whether device `d` may still get work: items are left to hand out, a
+    /// chunk waits for a retry, or (Static) its own share is not done.
+    fn wanted(&self, st: &State, d: usize) -> bool {
+        let ds = &st.devs[d];
+        if !ds.alive {
+            return false;
+        }
+        if !st.retry.is_empty() || !ds.own.is_empty() {
+            return true;
+        }
+        match self.job.policy {
+            // Once planned, the Static shares are fixed: no share, no work.
+            Policy::Static if st.planned => false,
+            _ => st.cursor < self.job.items,
+        }
+    }
+
+    /// A device's thread: wait for its build, upload broadcasts, then run its lane(s).
+    fn device_main(&self, d: usize, build: &PendingBuild) {
         let dev = self.parts[d].device;
         let setup = || -> Result<Vec<Option<RawBuf>>> {
-            dev.build(self.job.kernel)?;
+            match self.await_build(d, build) {
+                Some(r) => r?,
+                None => return Ok(Vec::new()),
+            }
             let mut out = Vec::with_capacity(self.job.slots.len());
             for s in &self.job.slots {
                 out.push(match s {
@@ -368,7 +461,13 @@ impl Ctx<'_, '_, '_> {
             Ok(out)
         };
         let t0 = Instant::now();
-        let bcast = match setup().and_then(|b| self.warm_up(d, &b).map(|()| b)) {
+        let bcast = match setup() {
+            // Left out while building: nothing to do.
+            Ok(_) if !self.state.lock().devs[d].alive => return,
+            Ok(b) => self.warm_up(d, &b).map(|()| b),
+            Err(e) => Err(e),
+        };
+        let bcast = match bcast {
             Ok(b) => b,
             Err(e) => {
                 let mut st = self.state.lock();
@@ -566,7 +665,14 @@ impl Ctx<'_, '_, '_> {
     ) -> Result<ChunkStats> {
         let dev = self.parts[d].device;
         let n = range.len();
-        let label = format!("chunk {index} [{}..{}) {n} items", range.start, range.end);
+        // Labels are interned by the profiler: keep their number bounded (the
+        // range is in the records' items and bytes; indices past the HGuided
+        // bound share one label).
+        let label = if index < partition::MAX_GUIDED_CHUNKS {
+            format!("chunk {index}")
+        } else {
+            format!("chunk {}+", partition::MAX_GUIDED_CHUNKS)
+        };
         let mut stats = ChunkStats::default();
         for (slot, buf) in self.job.slots.iter().zip(bufs.iter_mut()) {
             let Slot::Elem {
@@ -612,7 +718,21 @@ impl Ctx<'_, '_, '_> {
                 Some(b),
             ) = (slot, buf)
             {
-                stage.resize(n * bpi, 0);
+                if stage.len() < n * bpi {
+                    // Host staging grows once per lane (recorded: it is allocation time).
+                    let t0 = Instant::now();
+                    stage.resize(n * bpi, 0);
+                    dev.profiler().record(
+                        dev.label(),
+                        Stage::Alloc,
+                        "host staging",
+                        (n * bpi) as u64,
+                        0,
+                        t0,
+                        Instant::now(),
+                        None,
+                    );
+                }
                 stats.down += b.read_bytes(0, &mut stage[..n * bpi], &label)?;
                 stats.d2h += (n * bpi) as u64;
             }
@@ -764,10 +884,17 @@ impl Ctx<'_, '_, '_> {
             })
             .max(m)
         };
-        let mut n = partition::hguided_chunk(remaining, share, k, min_chunk, m);
+        // The floor bounds the chunks of one run however small this device's share.
+        let floor = partition::chunk_floor(self.job.items, m);
+        let mut n = partition::hguided_chunk(remaining, share, k, min_chunk.max(floor), m);
         // The end-game guard: never take a chunk that would finish after the
         // calibrated others could finish everything left.
-        let calibrated_others: Vec<usize> = others.iter().copied().filter(|&e| self.is_calibrated(st, e)).collect();
+        // Only devices that are ready count: one still building may never start.
+        let calibrated_others: Vec<usize> = others
+            .iter()
+            .copied()
+            .filter(|&e| st.devs[e].ready && self.is_calibrated(st, e))
+            .collect();
         let me = mine.filter(|_| self.is_calibrated(st, d));
         if let Some(me) = me
             && !calibrated_others.is_empty()
@@ -777,10 +904,10 @@ impl Ctx<'_, '_, '_> {
             let rest = remaining as f64 + 0.5 * in_flight as f64;
             let allowed = partition::useful_chunk(me, rest, rate_o);
             if allowed < n {
-                if allowed >= m || allowed >= remaining {
+                if allowed >= floor || allowed >= remaining {
                     n = partition::round_chunk(allowed, remaining, m).min(allowed.max(1));
                 } else {
-                    let reason = self.exclusion_reason(me, m.min(remaining), rest / rate_o, rest);
+                    let reason = self.exclusion_reason(me, floor.min(remaining), rest / rate_o, rest);
                     st.devs[d].retired = Some(reason);
                     return None;
                 }
@@ -818,16 +945,34 @@ impl Ctx<'_, '_, '_> {
             if ds.own.is_empty() {
                 ds.retired = Some(self.exclusion_reason(*c, self.multiples[d], t, left as f64));
             }
-            // Devices with two host threads take their share in four pieces so
-            // uploads overlap kernels; others in one piece (bounded by memory).
-            ds.piece = if lanes(self.parts[d].device) > 1 {
-                ds.own.len().div_ceil(4).div_ceil(self.multiples[d]) * self.multiples[d]
-            } else {
-                ds.own.len()
-            };
+            ds.piece = static_piece(
+                ds.own.len(),
+                lanes(self.parts[d].device),
+                self.dev_bpi,
+                self.multiples[d],
+            );
         }
         st.cursor = self.job.items;
     }
+}
+
+/// Device bytes (over all elementwise buffers) one Static piece moves at most,
+/// unless that would make more than [`STATIC_MAX_PIECES`] pieces.
+pub(crate) const STATIC_PIECE_BYTES: usize = 8 << 20;
+/// Most pieces one device's Static share is moved in.
+pub(crate) const STATIC_MAX_PIECES: usize = 64;
+
+/// The piece a device takes of its Static share of `own` items at a time: at
+/// most a quarter of the share on devices with two host threads (so uploads
+/// overlap kernels), and at most [`STATIC_PIECE_BYTES`] of device memory, so
+/// that the chunk buffers stay small and are reused instead of one buffer of
+/// the whole share being allocated, faulted in and copied through per run.
+/// Rounded up to the device's work-group multiple.
+pub(crate) fn static_piece(own: usize, lanes: usize, dev_bpi: usize, multiple: usize) -> usize {
+    let m = multiple.max(1);
+    let by_lanes = if lanes > 1 { own.div_ceil(4) } else { own };
+    let by_bytes = (STATIC_PIECE_BYTES / dev_bpi.max(1)).max(own.div_ceil(STATIC_MAX_PIECES));
+    by_lanes.min(by_bytes).max(1).div_ceil(m) * m
 }
 
 /// Whether two host regions `(address, length)` overlap (empty regions never do).
