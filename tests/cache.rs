@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{Rng, rel_err};
 use offload::schedule::{Estimate, PerfModel};
-use offload::{Access, Arg, BackendKind, Kernel, LaunchConfig, Param, Runtime, Split};
+use offload::{Arg, BackendKind, Kernel, LaunchConfig, Runtime};
 
 /// Writer threads and saves per thread of the concurrency tests.
 const WRITERS: usize = 8;
@@ -222,32 +222,6 @@ fn child_concurrent_cache_writes() {
 /// digits of hash.
 const HEADER: usize = 14 + 8 + 32;
 
-/// `out[i] = x[i] + add`, with a nonce in the source so the first build is cold.
-fn adder(add: f32, nonce: u64) -> Kernel {
-    let src = format!(
-        "// nonce {nonce}\n__kernel void adder(__global const float* x, __global float* out, const uint n) {{\n  \
-         uint i = get_global_id(0); if (i < n) out[i] = x[i] + {add:.1}f;\n}}\n"
-    );
-    // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
-    unsafe {
-        Kernel::builder("adder")
-            .param(Param::buffer::<f32>(
-                "x",
-                Access::Read,
-                Split::Elementwise { per_item: 1 },
-            ))
-            .param(Param::buffer::<f32>(
-                "out",
-                Access::Write,
-                Split::Elementwise { per_item: 1 },
-            ))
-            .param(Param::scalar::<u32>("n"))
-            .opencl(src, "adder")
-    }
-    .build()
-    .unwrap()
-}
-
 /// Run `k` in a fresh runtime (so the program comes from disk or source, not
 /// from memory); returns the relative error against `x + expect_add`.
 fn run_adder(k: &Kernel, x: &[f32], expect_add: f32) -> f64 {
@@ -312,7 +286,7 @@ fn child_opencl_entries() {
     let nonce = rng.next_u64();
     let x = rng.vec_f32(4096, -3.0, 3.0);
     drop(Runtime::new().unwrap()); // discovery may cache its probe program
-    let (a, b) = (adder(1.0, nonce), adder(2.0, nonce));
+    let (a, b) = (common::adder(1.0, nonce), common::adder(2.0, nonce));
     let file_a = entry_of(&a, &x, 1.0, &dir);
     let file_b = entry_of(&b, &x, 2.0, &dir);
     let bytes_a = std::fs::read(&file_a).unwrap();

@@ -564,34 +564,6 @@ fn cache_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// `out[i] = x[i] + add`, with a nonce in the source so the first build is cold.
-fn adder(add: f32, nonce: u64) -> Kernel {
-    let src = format!(
-        "// nonce {nonce}\n__kernel void adder(__global const float* x, __global float* out, const uint n) {{\n  \
-         uint i = get_global_id(0); if (i < n) out[i] = x[i] + {add:.1}f;\n}}\n"
-    );
-    // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
-    unsafe {
-        Kernel::builder("adder")
-            .param(Param::buffer::<f32>(
-                "x",
-                Access::Read,
-                Split::Elementwise { per_item: 1 },
-            ))
-            .param(Param::buffer::<f32>(
-                "out",
-                Access::Write,
-                Split::Elementwise { per_item: 1 },
-            ))
-            .param(Param::scalar::<u32>("n"))
-            .extent_from("x", &["n"], 1)
-            .extent_from("out", &["n"], 1)
-            .opencl(src, "adder")
-    }
-    .build()
-    .unwrap()
-}
-
 /// Run `k` in a fresh runtime; returns (build seconds, max |out - x - expect_add|).
 fn run_adder(k: &Kernel, x: &[f32], expect_add: f32) -> (f64, f64) {
     let rt = Runtime::new().unwrap();
@@ -623,7 +595,7 @@ fn child_program_binary_cache() {
     let before = cache_files(&dir);
 
     // Cold: a source build writes one entry per program.
-    let one = adder(1.0, nonce);
+    let one = common::adder(1.0, nonce);
     let (cold_s, err) = run_adder(&one, &x, 1.0);
     assert!(err < 1e-6, "cold build result: rel err {err}");
     let after_one = cache_files(&dir);
@@ -634,7 +606,7 @@ fn child_program_binary_cache() {
         "one cache entry written for the first program: {new_one:?}"
     );
     let file_one = new_one[0].clone();
-    let two = adder(2.0, nonce);
+    let two = common::adder(2.0, nonce);
     run_adder(&two, &x, 2.0);
     let new_two: Vec<_> = cache_files(&dir)
         .into_iter()

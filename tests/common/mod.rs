@@ -167,3 +167,31 @@ pub fn vector_add_on(dev: &Device, n: usize, cfg: LaunchConfig, rng: &mut Rng) {
 pub fn vector_add_ok(dev: &Device, n: usize, rng: &mut Rng) {
     vector_add_on(dev, n, LaunchConfig::for_items(n, dev.info()), rng);
 }
+
+/// `out[i] = x[i] + add`, with a nonce in the source so the first build is cold.
+pub fn adder(add: f32, nonce: u64) -> offload::Kernel {
+    let src = format!(
+        "// nonce {nonce}\n__kernel void adder(__global const float* x, __global float* out, const uint n) {{\n  \
+         uint i = get_global_id(0); if (i < n) out[i] = x[i] + {add:.1}f;\n}}\n"
+    );
+    // SAFETY: test kernel source; it declares this signature and stays inside the checked extents.
+    unsafe {
+        offload::Kernel::builder("adder")
+            .param(offload::Param::buffer::<f32>(
+                "x",
+                offload::Access::Read,
+                offload::Split::Elementwise { per_item: 1 },
+            ))
+            .param(offload::Param::buffer::<f32>(
+                "out",
+                offload::Access::Write,
+                offload::Split::Elementwise { per_item: 1 },
+            ))
+            .param(offload::Param::scalar::<u32>("n"))
+            .extent_from("x", &["n"], 1)
+            .extent_from("out", &["n"], 1)
+            .opencl(src, "adder")
+    }
+    .build()
+    .unwrap()
+}
