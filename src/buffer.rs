@@ -10,11 +10,14 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use crate::backend::DeviceMemory;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernel::ElemType;
 use crate::profile::Stage;
+use crate::queue::RawBufferState;
 
 pub(crate) use sealed::{BufferRef, Sealed};
 
@@ -35,6 +38,8 @@ mod sealed {
     pub trait Sealed {
         /// The device memory behind the buffer.
         fn raw(&self) -> BufferRef<'_>;
+        /// The untyped buffer.
+        fn raw_buffer(&self) -> &super::RawBuffer;
     }
 }
 
@@ -81,9 +86,11 @@ impl dyn AnyBuffer + '_ {
 /// the scheduler's chunk buffers (whose element type is only known at run time).
 /// It checks the allocation limit, times and records every copy, and frees the
 /// memory on drop. Byte ranges are checked by its callers.
-pub(crate) struct RawBuffer {
+pub struct RawBuffer {
     device: Device,
-    mem: Box<dyn DeviceMemory>,
+    mem: Arc<dyn DeviceMemory>,
+    /// Last writer and readers in flight (see `src/queue.rs`).
+    state: Arc<RawBufferState>,
     ty: ElemType,
     len: usize,
 }
@@ -117,53 +124,53 @@ impl RawBuffer {
         );
         Ok(RawBuffer {
             device: device.clone(),
-            mem,
+            mem: Arc::from(mem),
+            state: Arc::default(),
             ty,
             len,
         })
     }
 
-    /// Host → device at byte `offset`, recorded as `label`; returns the host time taken.
+    /// The allocation.
+    pub(crate) fn mem(&self) -> &dyn DeviceMemory {
+        &*self.mem
+    }
+
+    /// A handle that keeps the allocation alive (held by commands in flight).
+    pub(crate) fn mem_handle(&self) -> Arc<dyn std::any::Any + Send + Sync> {
+        Arc::new(self.mem.clone())
+    }
+
+    /// Hazard state shared with the commands that use the buffer.
+    pub(crate) fn state(&self) -> &Arc<RawBufferState> {
+        &self.state
+    }
+
+    /// The owning device.
+    pub(crate) fn owner(&self) -> &Device {
+        &self.device
+    }
+
+    /// Host → device at byte `offset`, recorded as `label`, on one of the device's
+    /// queues, waiting for completion; returns the host time taken.
     pub(crate) fn write_bytes(&self, offset: usize, src: &[u8], label: &str) -> Result<Duration> {
         self.device.check_open("write")?;
         let _span = tracing::debug_span!("h2d", device = %self.device.label(), bytes = src.len()).entered();
         let t0 = Instant::now();
-        let timing = self.device.backend_impl().write(&*self.mem, offset, src)?;
-        let t1 = Instant::now();
-        let p = self.device.profiler();
-        p.record(
-            self.device.label(),
-            Stage::HostToDevice,
-            label,
-            src.len() as u64,
-            0,
-            t0,
-            t1,
-            timing.device_ns,
-        );
-        Ok(t1 - t0)
+        let q = self.device.blocking_queue()?;
+        q.write_bytes(self, offset, src, label)?.wait()?;
+        Ok(t0.elapsed())
     }
 
-    /// Device → host from byte `offset`, recorded as `label`; returns the host time taken.
+    /// Device → host from byte `offset`, recorded as `label`, on one of the
+    /// device's queues; returns the host time taken.
     pub(crate) fn read_bytes(&self, offset: usize, dst: &mut [u8], label: &str) -> Result<Duration> {
         self.device.check_open("read")?;
-        let n = dst.len() as u64;
-        let _span = tracing::debug_span!("d2h", device = %self.device.label(), bytes = n).entered();
+        let _span = tracing::debug_span!("d2h", device = %self.device.label(), bytes = dst.len()).entered();
         let t0 = Instant::now();
-        let timing = self.device.backend_impl().read(&*self.mem, offset, dst)?;
-        let t1 = Instant::now();
-        let p = self.device.profiler();
-        p.record(
-            self.device.label(),
-            Stage::DeviceToHost,
-            label,
-            n,
-            0,
-            t0,
-            t1,
-            timing.device_ns,
-        );
-        Ok(t1 - t0)
+        let q = self.device.blocking_queue()?;
+        q.read_into(self, offset, dst, label)?.wait()?;
+        Ok(t0.elapsed())
     }
 }
 
@@ -185,6 +192,9 @@ impl Sealed for RawBuffer {
             mem: &*self.mem,
             device: &self.device,
         }
+    }
+    fn raw_buffer(&self) -> &RawBuffer {
+        self
     }
 }
 
@@ -309,5 +319,8 @@ impl<T: bytemuck::Pod> AnyBuffer for Buffer<T> {
 impl<T: bytemuck::Pod> Sealed for Buffer<T> {
     fn raw(&self) -> BufferRef<'_> {
         self.raw.raw()
+    }
+    fn raw_buffer(&self) -> &RawBuffer {
+        &self.raw
     }
 }

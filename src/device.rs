@@ -8,8 +8,8 @@
 //! and recorded into the runtime's [`crate::profile::Profiler`].
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::backend::{Backend, RawArg};
@@ -18,6 +18,7 @@ use crate::error::{BackendKind, Error, Result};
 use crate::kernel::{Extent, Kernel, Param, Scalar, ScalarArgs, Split};
 use crate::launch::{Arg, LaunchConfig};
 use crate::profile::{Profiler, Stage};
+use crate::queue::Queue;
 
 /// Static facts about a device, read from its driver.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -74,10 +75,31 @@ pub(crate) struct DeviceInner {
     pub(crate) label: Arc<str>,
     pub(crate) closed: AtomicBool,
     pub(crate) profiler: Arc<Profiler>,
+    /// Queues for the blocking calls (the first is the default queue), created
+    /// on first use, each with a busy flag.
+    pub(crate) queues: OnceLock<Vec<(Queue, AtomicBool)>>,
+}
+
+/// Queues a device keeps for its blocking calls: two let one thread's copy
+/// overlap another's kernel.
+const BLOCKING_QUEUES: usize = 2;
+
+impl DeviceInner {
+    /// Wait for every command of the device's own queues.
+    fn finish_queues(&self) {
+        if let Some(qs) = self.queues.get() {
+            for (q, _) in qs {
+                if let Err(e) = q.finish() {
+                    tracing::debug!(device = %self.label, error = %e, "a command failed before teardown");
+                }
+            }
+        }
+    }
 }
 
 impl Drop for DeviceInner {
     fn drop(&mut self) {
+        self.finish_queues();
         if !self.closed.swap(true, Ordering::AcqRel) {
             let t0 = Instant::now();
             // Drop never panics and has nowhere to return an error: log it.
@@ -121,8 +143,51 @@ impl Device {
                 label,
                 closed: AtomicBool::new(false),
                 profiler,
+                queues: OnceLock::new(),
             }),
         }
+    }
+
+    /// The device's own queues, created on first use.
+    fn own_queues(&self) -> Result<&[(Queue, AtomicBool)]> {
+        if let Some(q) = self.inner.queues.get() {
+            return Ok(q);
+        }
+        let mut v = Vec::with_capacity(BLOCKING_QUEUES);
+        for _ in 0..BLOCKING_QUEUES {
+            v.push((Queue::owned_by(self)?, AtomicBool::new(false)));
+        }
+        Ok(self.inner.queues.get_or_init(|| v))
+    }
+
+    /// The device's default queue (shared by every handle of the device).
+    pub fn default_queue(&self) -> Result<Queue> {
+        self.check_open("default_queue")?;
+        Ok(self.own_queues()?[0].0.clone())
+    }
+
+    /// A new in-order queue on this device (a CUDA stream, an OpenCL command
+    /// queue, a CPU lane).
+    pub fn queue(&self) -> Result<Queue> {
+        Queue::new(self)
+    }
+
+    /// A queue for one blocking call: the first idle one of the device's own, or
+    /// the default queue when all are busy.
+    pub(crate) fn blocking_queue(&self) -> Result<QueueLease<'_>> {
+        let qs = self.own_queues()?;
+        for (q, busy) in qs {
+            if !busy.swap(true, Ordering::Acquire) {
+                return Ok(QueueLease {
+                    queue: q,
+                    busy: Some(busy),
+                });
+            }
+        }
+        Ok(QueueLease {
+            queue: &qs[0].0,
+            busy: None,
+        })
     }
 
     /// Static facts.
@@ -249,39 +314,15 @@ impl Device {
     ) -> Result<()> {
         self.check_open("launch")?;
         self.check_impl(kernel)?;
-        // Up to 16 arguments live in a fixed array: no heap allocation on the launch path.
-        let mut fixed: [RawArg<'_>; 16] = std::array::from_fn(|_| RawArg::Local(0));
-        let mut heap = Vec::new();
-        let many = args.len() > fixed.len();
-        let local_bytes = check_args(
-            self,
-            kernel,
-            args,
-            |i, r| if many { heap.push(r) } else { fixed[i] = r },
-        )?;
-        cfg.validate(self.info(), kernel.name(), local_bytes)?;
-        check_extents(kernel, cfg, args)?;
-        let raw: &[RawArg<'_>] = if many { &heap } else { &fixed[..args.len()] };
-        let _span = tracing::debug_span!("launch", device = %self.label(), kernel = kernel.name()).entered();
-        let t0 = Instant::now();
-        let timing = self.backend_impl().launch(kernel, cfg, raw)?;
-        self.inner.profiler.record(
-            self.label(),
-            Stage::Kernel,
-            label,
-            0,
-            items,
-            t0,
-            Instant::now(),
-            timing.device_ns,
-        );
-        Ok(())
+        let q = self.blocking_queue()?;
+        q.launch_labeled(kernel, cfg, args, items, label)?.wait()
     }
 
     /// Stage 5: tear the device down now and report failures. Later calls on this
     /// device (or its buffers) return [`Error::Closed`]. Dropping the last handle
     /// does the same silently.
     pub fn close(&self) -> Result<()> {
+        self.inner.finish_queues();
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -296,7 +337,7 @@ impl Device {
 
 /// Check `args` against `kernel`'s signature on `device`, handing each converted
 /// argument to `push`. Returns the local-memory bytes requested.
-fn check_args<'s>(
+pub(crate) fn check_args<'s>(
     device: &Device,
     kernel: &Kernel,
     args: &'s [Arg<'_>],
@@ -380,7 +421,7 @@ fn scalar_values<'a>(
 /// kernel's own scalar check, before anything is enqueued. Called after
 /// [`check_args`] (so kinds and types match) and after the configuration was
 /// validated (so `grid × block` fits in 64 bits).
-fn check_extents(kernel: &Kernel, cfg: &LaunchConfig, args: &[Arg<'_>]) -> Result<()> {
+pub(crate) fn check_extents(kernel: &Kernel, cfg: &LaunchConfig, args: &[Arg<'_>]) -> Result<()> {
     let params = kernel.params();
     let mut fixed = [None; 16];
     let mut heap = Vec::new();
@@ -468,5 +509,26 @@ fn check_one(
             needed: needed.unwrap_or(u64::MAX),
             why: why(),
         }),
+    }
+}
+
+/// A device queue taken for one blocking call; released on drop.
+pub(crate) struct QueueLease<'a> {
+    queue: &'a Queue,
+    busy: Option<&'a AtomicBool>,
+}
+
+impl std::ops::Deref for QueueLease<'_> {
+    type Target = Queue;
+    fn deref(&self) -> &Queue {
+        self.queue
+    }
+}
+
+impl Drop for QueueLease<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.busy {
+            b.store(false, Ordering::Release);
+        }
     }
 }

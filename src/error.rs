@@ -174,6 +174,20 @@ pub enum Error {
         /// Where `needed` comes from (`count 64 × 1 per item`, ...).
         why: String,
     },
+    /// An asynchronous command failed on its device (reported at `wait()`).
+    #[error("{command} failed: {message}")]
+    CommandFailed {
+        /// The command (`launch "k" on cpu:0`, ...).
+        command: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A command was not run because a command it depends on failed.
+    #[error("dependency failed: {cause}")]
+    DependencyFailed {
+        /// The first failed dependency and its error.
+        cause: String,
+    },
     /// A scalar argument value is refused by the kernel's own check.
     #[error("kernel {kernel:?}: invalid argument: {why}")]
     InvalidArgument {

@@ -113,6 +113,8 @@ pub mod cache;
 mod cpu_ctx;
 mod device;
 mod error;
+mod event;
+mod host_buffer;
 mod kernel;
 pub mod kernels;
 mod launch;
@@ -120,6 +122,7 @@ pub mod nbody;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
 pub mod profile;
+mod queue;
 mod runtime;
 pub mod schedule;
 mod selector;
@@ -128,10 +131,13 @@ pub use buffer::{AnyBuffer, Buffer};
 pub use cpu_ctx::CpuCtx;
 pub use device::{Device, DeviceInfo};
 pub use error::{BackendKind, Error, Result};
+pub use event::Event;
+pub use host_buffer::{Failed, HostBuffer, Transfer};
 pub use kernel::{
     Access, CpuKernelFn, DEFAULT_CPU_GRAIN, ElemType, Extent, Kernel, KernelBuilder, Param, Scalar, ScalarArgs,
     ScalarCheckFn, ScalarType, ScalarValue, Source, Split,
 };
 pub use launch::{Arg, Dim3, LaunchConfig};
+pub use queue::Queue;
 pub use runtime::{DEVICE_ENV, Runtime, RuntimeBuilder, Unavailable};
 pub use selector::Selector;

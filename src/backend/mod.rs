@@ -32,6 +32,9 @@
 //!   it, every call returns [`Error::Closed`] (checked by the public layer).
 
 use std::any::Any;
+use std::sync::Arc;
+
+use queue::{BackendQueue, HostMemory};
 
 use crate::device::DeviceInfo;
 use crate::error::{Error, Result};
@@ -45,6 +48,7 @@ pub(crate) mod cuda;
 mod kernel_cache;
 #[cfg(feature = "opencl")]
 pub(crate) mod opencl;
+pub(crate) mod queue;
 
 /// What a backend measured about one operation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -75,7 +79,7 @@ pub(crate) trait DeviceMemory: Send + Sync + 'static {
 pub(crate) enum RawArg<'a> {
     /// A buffer (read, or written when `writable`).
     Buffer {
-        /// The memory.
+        /// The memory (a whole allocation).
         mem: &'a dyn DeviceMemory,
         /// Whether the kernel may write it (the caller holds an exclusive borrow).
         writable: bool,
@@ -102,6 +106,13 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn read(&self, mem: &dyn DeviceMemory, offset: usize, dst: &mut [u8]) -> Result<Timing>;
     /// Build (or fetch from cache) the kernel for this device.
     fn build(&self, kernel: &Kernel) -> Result<Timing>;
+    /// A new in-order command queue on this device.
+    fn new_queue(self: Arc<Self>) -> Result<Arc<dyn BackendQueue>>;
+    /// Host memory for asynchronous transfers with this device, aligned to at
+    /// least `align` (and 64) bytes: page-locked where the backend can.
+    fn alloc_host(&self, bytes: usize, align: usize) -> Result<Arc<dyn HostMemory>> {
+        cpu::heap_memory(bytes, align, &self.info().label())
+    }
     /// Run the kernel to completion.
     fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing>;
     /// Release driver resources.

@@ -53,6 +53,8 @@ pub enum Stage {
     Alloc,
     /// Host → device copy.
     HostToDevice,
+    /// Copy or fill within device memory (and copies between devices).
+    DeviceToDevice,
     /// Kernel execution.
     Kernel,
     /// Device → host copy.
@@ -68,18 +70,20 @@ impl Stage {
             Stage::Init => "init",
             Stage::Alloc => "alloc",
             Stage::HostToDevice => "h2d",
+            Stage::DeviceToDevice => "d2d",
             Stage::Kernel => "kernel",
             Stage::DeviceToHost => "d2h",
             Stage::Teardown => "teardown",
         }
     }
     /// How many stages there are.
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
     /// All stages in pipeline order.
     pub const ALL: [Stage; Stage::COUNT] = [
         Stage::Init,
         Stage::Alloc,
         Stage::HostToDevice,
+        Stage::DeviceToDevice,
         Stage::Kernel,
         Stage::DeviceToHost,
         Stage::Teardown,

@@ -188,7 +188,7 @@ pub fn amdahl(p: f64, k: f64) -> f64 {
 fn in_wall(stage: Stage) -> bool {
     matches!(
         stage,
-        Stage::Alloc | Stage::HostToDevice | Stage::Kernel | Stage::DeviceToHost
+        Stage::Alloc | Stage::HostToDevice | Stage::DeviceToDevice | Stage::Kernel | Stage::DeviceToHost
     )
 }
 
@@ -299,13 +299,14 @@ impl fmt::Display for Report {
         }
         writeln!(
             f,
-            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>6}",
+            "{:<10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>6}",
             "device",
             "init ms",
             "alloc ms",
             "h2d MiB",
             "h2d ms",
             "GB/s",
+            "d2d ms",
             "kernel ms",
             "d2h MiB",
             "d2h ms",
@@ -323,13 +324,14 @@ impl fmt::Display for Report {
             let ratio = d.transfer_compute_ratio();
             writeln!(
                 f,
-                "{:<10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>6}",
+                "{:<10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>6}",
                 d.device,
                 ms(d.ns(Stage::Init)),
                 ms(d.ns(Stage::Alloc)),
                 mib(d.h2d_bytes),
                 ms(d.ns(Stage::HostToDevice)),
                 gbps(d.h2d_bytes, d.ns(Stage::HostToDevice)),
+                ms(d.ns(Stage::DeviceToDevice)),
                 ms(d.ns(Stage::Kernel)),
                 mib(d.d2h_bytes),
                 ms(d.ns(Stage::DeviceToHost)),

@@ -203,6 +203,11 @@ impl Backend for FaultBackend {
         self.backend().read(mem, offset, dst)
     }
 
+    fn new_queue(self: std::sync::Arc<Self>) -> Result<std::sync::Arc<dyn crate::backend::queue::BackendQueue>> {
+        // Faults are injected in the synchronous calls; a queue runs over them.
+        Ok(crate::backend::queue::SyncQueue::arc(self))
+    }
+
     fn build(&self, kernel: &Kernel) -> Result<Timing> {
         self.tick(FaultOp::Build)?;
         if !self.plan.build_delay.is_zero() {

@@ -5,6 +5,7 @@ use std::any::Any;
 use std::ptr::NonNull;
 
 use crate::backend::DeviceMemory;
+use crate::backend::queue::HostMemory;
 
 /// Smallest alignment of every CPU allocation (one cache line, one AVX-512 vector).
 pub(crate) const ALIGN: usize = 64;
@@ -44,6 +45,21 @@ impl CpuMemory {
     /// Base pointer (valid for `bytes` bytes).
     pub(crate) fn ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
+    }
+}
+
+impl HostMemory for CpuMemory {
+    fn ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+    fn byte_len(&self) -> usize {
+        self.bytes
+    }
+    fn pinned(&self) -> bool {
+        false
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod memory;
 pub(crate) mod pool;
+mod queue;
 mod sysinfo;
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use memory::CpuMemory;
 use pool::Pool;
 
+use crate::backend::queue::{BackendQueue, HostMemory};
 use crate::backend::{Backend, DeviceMemory, Discovery, RawArg, Timing};
 use crate::cpu_ctx::{CpuArg, CpuArgs, CpuCtx};
 use crate::device::DeviceInfo;
@@ -59,6 +61,18 @@ pub(crate) fn discover(threads: Option<usize>) -> Discovery {
     Ok(vec![Arc::new(CpuBackend { info, pool }) as Arc<dyn Backend>])
 }
 
+/// Aligned, zeroed heap memory for host transfers (the default for every backend
+/// that has no page-locked memory).
+pub(crate) fn heap_memory(bytes: usize, align: usize, device: &str) -> Result<Arc<dyn HostMemory>> {
+    let m = CpuMemory::zeroed(bytes, align).ok_or(Error::OutOfMemory {
+        device: device.to_string(),
+        requested: bytes as u64,
+        limit_name: "available host memory",
+        limit: usize::MAX as u64,
+    })?;
+    Ok(Arc::new(m))
+}
+
 impl CpuBackend {
     fn mem<'a>(&self, m: &'a dyn DeviceMemory) -> Result<&'a CpuMemory> {
         m.as_any()
@@ -67,7 +81,7 @@ impl CpuBackend {
     }
 
     /// Copy `len` bytes from `src` to `dst`, in parallel when large.
-    fn copy(&self, src: *const u8, dst: *mut u8, len: usize) {
+    pub(crate) fn copy(&self, src: *const u8, dst: *mut u8, len: usize) {
         struct Ptrs(*const u8, *mut u8);
         // SAFETY: the chunks written are disjoint and both regions outlive the call.
         unsafe impl Sync for Ptrs {}
@@ -107,7 +121,7 @@ impl Backend for CpuBackend {
 
     fn write(&self, mem: &dyn DeviceMemory, offset: usize, src: &[u8]) -> Result<Timing> {
         let m = self.mem(mem)?;
-        debug_assert!(offset + src.len() <= m.byte_len());
+        debug_assert!(offset + src.len() <= DeviceMemory::byte_len(m));
         // Bounds were checked by the public layer; `ptr()` is valid for `byte_len`.
         self.copy(src.as_ptr(), m.ptr().wrapping_add(offset), src.len());
         Ok(Timing::HOST)
@@ -115,7 +129,7 @@ impl Backend for CpuBackend {
 
     fn read(&self, mem: &dyn DeviceMemory, offset: usize, dst: &mut [u8]) -> Result<Timing> {
         let m = self.mem(mem)?;
-        debug_assert!(offset + dst.len() <= m.byte_len());
+        debug_assert!(offset + dst.len() <= DeviceMemory::byte_len(m));
         self.copy(m.ptr().wrapping_add(offset), dst.as_mut_ptr(), dst.len());
         Ok(Timing::HOST)
     }
@@ -123,6 +137,10 @@ impl Backend for CpuBackend {
     fn build(&self, _kernel: &Kernel) -> Result<Timing> {
         // Rust kernels are compiled with the crate: nothing to build.
         Ok(Timing::HOST)
+    }
+
+    fn new_queue(self: Arc<Self>) -> Result<Arc<dyn BackendQueue>> {
+        Ok(Arc::new(queue::CpuQueue::new(self)))
     }
 
     fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing> {
@@ -138,7 +156,7 @@ impl Backend for CpuBackend {
                     let m = self.mem(*mem)?;
                     CpuArg::Buf {
                         ptr: m.ptr(),
-                        bytes: m.byte_len(),
+                        bytes: DeviceMemory::byte_len(m),
                         writable: *writable,
                     }
                 }

@@ -176,6 +176,10 @@ impl Backend for CudaBackend {
         self.read_memory(mem, offset, dst)
     }
 
+    fn new_queue(self: std::sync::Arc<Self>) -> Result<std::sync::Arc<dyn crate::backend::queue::BackendQueue>> {
+        Ok(crate::backend::queue::SyncQueue::arc(self))
+    }
+
     fn build(&self, kernel: &Kernel) -> Result<Timing> {
         self.modules.get_or_build(&self.ctx, kernel, &self.label)?;
         Ok(Timing::HOST)

@@ -245,6 +245,10 @@ impl Backend for OpenClBackend {
         wait_or_finish(|| self.wait_timed(&ev, op), || finish(q))
     }
 
+    fn new_queue(self: std::sync::Arc<Self>) -> Result<std::sync::Arc<dyn crate::backend::queue::BackendQueue>> {
+        Ok(crate::backend::queue::SyncQueue::arc(self))
+    }
+
     fn build(&self, kernel: &Kernel) -> Result<Timing> {
         if self.closed.load(Ordering::Acquire) {
             return Err(self.closed("build"));

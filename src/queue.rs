@@ -1,0 +1,649 @@
+//! Queues: in-order command streams on one device, and the ordering of
+//! commands across queues and devices.
+//!
+//! A [`Queue`] is a CUDA stream, an OpenCL command queue, or a CPU lane. Its
+//! commands ([`Queue::write`], [`Queue::read`], [`Queue::copy`], [`Queue::fill`],
+//! [`Queue::launch`]) return an [`Event`] as soon as they are enqueued and run in
+//! the order they were enqueued. Commands order themselves across queues and
+//! devices by the buffers they use: each buffer remembers its last writer and its
+//! readers since, and a new command waits for the writer (read after write) or
+//! for both (write after read, write after write). [`Queue::wait_for`] adds an
+//! explicit dependency on any event, of any device.
+//!
+//! Safety without lifetimes: every command keeps the device allocations and host
+//! memory it uses alive until it completes (see [`Event`]); a `&[T]` source is
+//! copied before the call returns; asynchronous reads land in an owned
+//! [`HostBuffer`] handed back by [`Transfer::wait`].
+//!
+//! The blocking calls ([`crate::Buffer::write`], [`crate::Buffer::read`],
+//! [`crate::Device::launch`]) are these commands followed by a wait: one path.
+//!
+//! This module speaks to the backend only through its [`BackendQueue`].
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::backend::RawArg;
+use crate::backend::queue::{BackendQueue, Completion, DoneEvent, HostDst, MemRange, RawEvent};
+use crate::buffer::{AnyBuffer, Buffer, RawBuffer, Sealed};
+use crate::device::{Device, DeviceInner};
+use crate::error::{Error, Result};
+use crate::event::{Event, KeepAlive};
+use crate::host_buffer::{HostBuffer, Transfer};
+use crate::kernel::{Access, Kernel};
+use crate::launch::{Arg, LaunchConfig};
+use crate::profile::Stage;
+
+static NEXT_QUEUE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Finished commands are released once this many are pending.
+const HARVEST_AT: usize = 64;
+
+pub(crate) struct QueueInner {
+    /// Weak: a device keeps its own queues, and they must not keep it alive.
+    device: Weak<DeviceInner>,
+    /// A queue made by [`Device::queue`] keeps its device alive.
+    _owner: Option<Device>,
+    label: Arc<str>,
+    raw: Arc<dyn BackendQueue>,
+    id: u64,
+    /// Commands enqueued and not yet seen complete (oldest first).
+    pending: Mutex<VecDeque<Event>>,
+    /// Events the next command must wait for ([`Queue::wait_for`]).
+    waits: Mutex<Vec<Event>>,
+}
+
+impl Drop for QueueInner {
+    fn drop(&mut self) {
+        // Commands keep their memory alive through their events; waiting here
+        // makes a dropped queue's work complete before its resources go.
+        if let Err(e) = self.raw.finish() {
+            tracing::warn!(device = %self.label, error = %e, "finishing a dropped queue failed");
+        }
+        for ev in self.pending.get_mut().drain(..) {
+            let _ = ev.is_complete();
+        }
+    }
+}
+
+/// An in-order command stream on one device. Cheap to clone (clones share the
+/// stream).
+#[derive(Clone)]
+pub struct Queue {
+    pub(crate) inner: Arc<QueueInner>,
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Queue#{} on {}", self.inner.id, self.inner.label)
+    }
+}
+
+/// One buffer a command uses, and how.
+#[derive(Clone, Copy)]
+pub(crate) struct Use<'a> {
+    buf: &'a RawBuffer,
+    reads: bool,
+    writes: bool,
+}
+
+impl<'a> Use<'a> {
+    fn new(buf: &'a RawBuffer, reads: bool, writes: bool) -> Self {
+        Use { buf, reads, writes }
+    }
+}
+
+/// The hazard state of one device allocation: its last writer and the readers
+/// since, while they may still be in flight (or failed).
+#[derive(Default)]
+pub(crate) struct RawBufferState {
+    hazards: Mutex<Hazards>,
+}
+
+#[derive(Default)]
+struct Hazards {
+    writer: Option<Event>,
+    readers: Vec<Event>,
+}
+
+/// A command's dependencies on other queues' events (allocates only when there are any).
+struct Deps {
+    queue: u64,
+    raw: Vec<Arc<dyn RawEvent>>,
+}
+
+impl Deps {
+    /// Depend on `e`: fail now if it failed, order after it if it may still run.
+    fn depend(&mut self, e: &Event) -> Result<()> {
+        if let Some(err) = e.dependency_error() {
+            return Err(err);
+        }
+        self.order_after(e);
+        Ok(())
+    }
+
+    /// Only run after `e`, whatever its outcome (write after write, write after read).
+    fn order_after(&mut self, e: &Event) {
+        if e.inner.queue_id != self.queue && !e.is_complete() {
+            self.raw.push(e.inner.raw.clone());
+        }
+    }
+
+    fn use_buffer(&mut self, u: &Use<'_>) -> Result<()> {
+        let h = u.buf.state().hazards.lock();
+        if let Some(w) = &h.writer {
+            if u.reads {
+                // Reading what a failed command wrote fails.
+                self.depend(w)?;
+            } else {
+                self.order_after(w);
+            }
+        }
+        if u.writes {
+            for r in &h.readers {
+                self.order_after(r);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A command that was enqueued: finished during the call, or in flight.
+pub(crate) enum Submitted {
+    /// Ran to completion in the enqueue call (already recorded).
+    Done(Result<()>),
+    /// In flight (or failed: the event holds the failure).
+    Event(Event),
+}
+
+impl Submitted {
+    /// Wait for the command (the blocking calls).
+    pub(crate) fn wait(self) -> Result<()> {
+        match self {
+            Submitted::Done(r) => r,
+            Submitted::Event(e) => e.wait(),
+        }
+    }
+}
+
+/// What describes a command in its event and profile record.
+struct Describe<'a> {
+    stage: Stage,
+    label: &'a str,
+    bytes: u64,
+    items: u64,
+}
+
+impl Queue {
+    /// A queue that keeps its device alive.
+    pub(crate) fn new(device: &Device) -> Result<Queue> {
+        Queue::make(device, Some(device.clone()))
+    }
+
+    /// One of a device's own queues (does not keep the device alive).
+    pub(crate) fn owned_by(device: &Device) -> Result<Queue> {
+        Queue::make(device, None)
+    }
+
+    fn make(device: &Device, owner: Option<Device>) -> Result<Queue> {
+        device.check_open("create a queue")?;
+        let raw = device.inner.backend.clone().new_queue()?;
+        Ok(Queue {
+            inner: Arc::new(QueueInner {
+                device: Arc::downgrade(&device.inner),
+                _owner: owner,
+                label: device.inner.label.clone(),
+                raw,
+                id: NEXT_QUEUE_ID.fetch_add(1, Ordering::Relaxed),
+                pending: Mutex::new(VecDeque::new()),
+                waits: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The device this queue runs on.
+    pub fn device(&self) -> Result<Device> {
+        match self.inner.device.upgrade() {
+            Some(inner) => Ok(Device { inner }),
+            None => Err(Error::Closed {
+                device: self.inner.label.to_string(),
+                operation: "use a queue of a dropped device".into(),
+            }),
+        }
+    }
+
+    /// Enqueue one command: collect its dependencies (explicit waits and buffer
+    /// hazards), hand them to `enqueue`, then record the result: a command that
+    /// finished inside the call is recorded at once and leaves nothing in flight;
+    /// an event in flight keeps every buffer and `keep` alive, becomes the
+    /// buffers' last writer or a reader, and joins the pending list.
+    fn submit(
+        &self,
+        dev: &Device,
+        uses: &[Option<Use<'_>>],
+        what: Describe<'_>,
+        keep: Option<Arc<dyn Any + Send + Sync>>,
+        enqueue: impl FnOnce(&[Arc<dyn RawEvent>]) -> Result<Completion>,
+    ) -> Result<Submitted> {
+        let mut deps = Deps {
+            queue: self.inner.id,
+            raw: Vec::new(),
+        };
+        let waits = std::mem::take(&mut *self.inner.waits.lock());
+        for w in &waits {
+            deps.depend(w)?;
+        }
+        for u in uses.iter().flatten() {
+            deps.use_buffer(u)?;
+        }
+        let enqueued = Instant::now();
+        match enqueue(&deps.raw)? {
+            Completion::Done {
+                start,
+                end,
+                outcome: Ok(device_ns),
+            } => {
+                // Nothing in flight: every earlier user of these buffers has completed
+                // (the command waited for them), so no hazard remains.
+                for u in uses.iter().flatten() {
+                    let mut h = u.buf.state().hazards.lock();
+                    if u.writes {
+                        h.writer = None;
+                        h.readers.clear();
+                    } else {
+                        h.readers.retain(|r| !r.is_complete());
+                    }
+                }
+                dev.profiler().record(
+                    dev.label(),
+                    what.stage,
+                    what.label,
+                    what.bytes,
+                    what.items,
+                    start,
+                    end,
+                    device_ns,
+                );
+                Ok(Submitted::Done(Ok(())))
+            }
+            // A command that failed while the enqueue call ran it reports from the
+            // call, as the device refused or aborted it; the buffers' hazards stay
+            // as they were.
+            Completion::Done { outcome: Err(e), .. } => Err(e),
+            Completion::Pending(raw) => Ok(Submitted::Event(self.track(dev, uses, what, keep, raw, enqueued))),
+        }
+    }
+
+    /// Make an event for a command in flight (or failed) and record its hazards.
+    fn track(
+        &self,
+        dev: &Device,
+        uses: &[Option<Use<'_>>],
+        what: Describe<'_>,
+        keep: Option<Arc<dyn Any + Send + Sync>>,
+        raw: Arc<dyn RawEvent>,
+        enqueued: Instant,
+    ) -> Event {
+        let mut hold: KeepAlive = uses.iter().flatten().map(|u| u.buf.mem_handle()).collect();
+        hold.extend(keep);
+        let ev = Event::new(
+            raw,
+            self.inner.id,
+            dev,
+            what.stage,
+            what.label.to_string(),
+            what.bytes,
+            what.items,
+            enqueued,
+            hold,
+        );
+        for u in uses.iter().flatten() {
+            let mut h = u.buf.state().hazards.lock();
+            if u.writes {
+                h.writer = Some(ev.clone());
+                h.readers.clear();
+            } else {
+                h.readers.retain(|r| !r.is_complete());
+                h.readers.push(ev.clone());
+            }
+        }
+        let mut pending = self.inner.pending.lock();
+        pending.push_back(ev.clone());
+        if pending.len() >= HARVEST_AT {
+            while pending.front().is_some_and(|f| f.is_complete()) {
+                pending.pop_front();
+            }
+        }
+        ev
+    }
+
+    /// An event for the public API, also for commands that finished in the call.
+    fn event(&self, dev: &Device, s: Submitted, what: Describe<'_>) -> Event {
+        match s {
+            Submitted::Event(e) => e,
+            Submitted::Done(r) => {
+                let now = Instant::now();
+                let e = Event::new(
+                    DoneEvent::arc(now, now, r),
+                    self.inner.id,
+                    dev,
+                    what.stage,
+                    what.label.to_string(),
+                    what.bytes,
+                    what.items,
+                    now,
+                    Vec::new(),
+                );
+                // Already recorded when it ran.
+                e.mark_recorded();
+                e
+            }
+        }
+    }
+
+    /// The device, open, and `b` on it.
+    fn check_buffer(&self, b: &RawBuffer, what: &str) -> Result<Device> {
+        let dev = self.device()?;
+        dev.check_open(what)?;
+        let dyn_b: &dyn AnyBuffer = b;
+        dyn_b.check_owner(&dev, what)?;
+        Ok(dev)
+    }
+
+    /// Host → device: copy `src` into `dst` (equal lengths). `src` is consumed
+    /// (staged) before the call returns; the copy runs in queue order.
+    pub fn write<T: bytemuck::Pod>(&self, dst: &Buffer<T>, src: &[T]) -> Result<Event> {
+        if src.len() != dst.len() {
+            return Err(Error::LengthMismatch {
+                what: "Queue::write".into(),
+                host: src.len(),
+                buffer: dst.len(),
+            });
+        }
+        let dev = self.check_buffer(dst.raw_buffer(), "write")?;
+        let bytes: &[u8] = bytemuck::cast_slice(src);
+        let s = self.write_bytes(dst.raw_buffer(), 0, bytes, "write")?;
+        Ok(self.event(&dev, s, describe(Stage::HostToDevice, "write", bytes.len(), 0)))
+    }
+
+    pub(crate) fn write_bytes(&self, b: &RawBuffer, offset: usize, src: &[u8], label: &str) -> Result<Submitted> {
+        let dev = self.check_buffer(b, label)?;
+        let range = MemRange {
+            mem: b.mem(),
+            offset,
+            len: src.len(),
+        };
+        self.submit(
+            &dev,
+            &[Some(Use::new(b, false, true))],
+            describe(Stage::HostToDevice, label, src.len(), 0),
+            None,
+            |deps| self.inner.raw.write(range, src, deps),
+        )
+    }
+
+    /// Host → device from an owned host buffer (pinned where the backend can),
+    /// handed back by [`Transfer::wait`] when the copy is done.
+    pub fn write_from<T: bytemuck::Pod>(&self, dst: &Buffer<T>, src: HostBuffer<T>) -> Result<Transfer<T>> {
+        if src.len() != dst.len() {
+            return Err(Error::LengthMismatch {
+                what: "Queue::write_from".into(),
+                host: src.len(),
+                buffer: dst.len(),
+            });
+        }
+        let b = dst.raw_buffer();
+        let dev = self.check_buffer(b, "write_from")?;
+        let n = src.byte_len();
+        let range = MemRange {
+            mem: b.mem(),
+            offset: 0,
+            len: n,
+        };
+        let host: Arc<dyn Any + Send + Sync> = Arc::new(src.mem.clone());
+        let what = describe(Stage::HostToDevice, "write", n, 0);
+        let s = self.submit(&dev, &[Some(Use::new(b, false, true))], what, Some(host), |deps| {
+            self.inner.raw.write_owned(range, &src.mem, deps)
+        })?;
+        let event = self.event(&dev, s, describe(Stage::HostToDevice, "write", n, 0));
+        Ok(Transfer { event, buffer: src })
+    }
+
+    /// Device → host into an owned host buffer (of the buffer's length), handed
+    /// back by [`Transfer::wait`] once the copy is done.
+    pub fn read<T: bytemuck::Pod>(&self, src: &Buffer<T>, dst: HostBuffer<T>) -> Result<Transfer<T>> {
+        if src.len() != dst.len() {
+            return Err(Error::LengthMismatch {
+                what: "Queue::read".into(),
+                host: dst.len(),
+                buffer: src.len(),
+            });
+        }
+        let b = src.raw_buffer();
+        let dev = self.check_buffer(b, "read")?;
+        let n = dst.byte_len();
+        let range = MemRange {
+            mem: b.mem(),
+            offset: 0,
+            len: n,
+        };
+        let host: Arc<dyn Any + Send + Sync> = Arc::new(dst.mem.clone());
+        let what = describe(Stage::DeviceToHost, "read", n, 0);
+        let s = self.submit(&dev, &[Some(Use::new(b, true, false))], what, Some(host), |deps| {
+            self.inner.raw.read(range, HostDst::Owned(&dst.mem, 0), deps)
+        })?;
+        let event = self.event(&dev, s, describe(Stage::DeviceToHost, "read", n, 0));
+        Ok(Transfer { event, buffer: dst })
+    }
+
+    /// Device → host into a borrowed slice: completes before returning (the
+    /// blocking path).
+    pub(crate) fn read_into(&self, b: &RawBuffer, offset: usize, dst: &mut [u8], label: &str) -> Result<Submitted> {
+        let dev = self.check_buffer(b, label)?;
+        let n = dst.len();
+        let range = MemRange {
+            mem: b.mem(),
+            offset,
+            len: n,
+        };
+        self.submit(
+            &dev,
+            &[Some(Use::new(b, true, false))],
+            describe(Stage::DeviceToHost, label, n, 0),
+            None,
+            |deps| self.inner.raw.read(range, HostDst::Borrowed(dst), deps),
+        )
+    }
+
+    /// Device → device: copy all of `src` into `dst` (equal lengths). When `src`
+    /// lives on another device the copy is staged through host memory
+    /// ([`Queue::copy_across`]).
+    pub fn copy<T: bytemuck::Pod>(&self, src: &Buffer<T>, dst: &Buffer<T>) -> Result<Event> {
+        if src.len() != dst.len() {
+            return Err(Error::LengthMismatch {
+                what: "Queue::copy".into(),
+                host: src.len(),
+                buffer: dst.len(),
+            });
+        }
+        let (s, d) = (src.raw_buffer(), dst.raw_buffer());
+        if std::ptr::addr_eq(s.mem() as *const _, d.mem() as *const _) {
+            return Err(Error::InvalidInput(
+                "Queue::copy: source and destination are the same buffer".into(),
+            ));
+        }
+        if s.owner() != &self.device()? {
+            return self.copy_across(src, dst);
+        }
+        self.check_buffer(s, "copy source")?;
+        let dev = self.check_buffer(d, "copy destination")?;
+        let n = src.len() * std::mem::size_of::<T>();
+        let (rs, rd) = (
+            MemRange {
+                mem: s.mem(),
+                offset: 0,
+                len: n,
+            },
+            MemRange {
+                mem: d.mem(),
+                offset: 0,
+                len: n,
+            },
+        );
+        let uses = [Some(Use::new(s, true, false)), Some(Use::new(d, false, true))];
+        let sub = self.submit(
+            &dev,
+            &uses,
+            describe(Stage::DeviceToDevice, "copy", n, 0),
+            None,
+            |deps| self.inner.raw.copy(rs, rd, deps),
+        )?;
+        Ok(self.event(&dev, sub, describe(Stage::DeviceToDevice, "copy", n, 0)))
+    }
+
+    /// Copy from a buffer on another device: read on that device's default queue
+    /// into host memory allocated for this device (pinned where it can), then
+    /// written here once the read completes; both steps are asynchronous.
+    pub fn copy_across<T: bytemuck::Pod>(&self, src: &Buffer<T>, dst: &Buffer<T>) -> Result<Event> {
+        if src.len() != dst.len() {
+            return Err(Error::LengthMismatch {
+                what: "Queue::copy_across".into(),
+                host: src.len(),
+                buffer: dst.len(),
+            });
+        }
+        let dev = self.check_buffer(dst.raw_buffer(), "copy destination")?;
+        let staging = HostBuffer::<T>::new(&dev, src.len())?;
+        let from = src.device().default_queue()?;
+        let Transfer { event, buffer } = from.read(src, staging)?;
+        self.wait_for(&event);
+        let t = self.write_from(dst, buffer)?;
+        Ok(t.event)
+    }
+
+    /// Set every element of `dst` to `value`.
+    pub fn fill<T: bytemuck::Pod>(&self, dst: &Buffer<T>, value: T) -> Result<Event> {
+        let b = dst.raw_buffer();
+        let dev = self.check_buffer(b, "fill")?;
+        let n = dst.len() * std::mem::size_of::<T>();
+        let range = MemRange {
+            mem: b.mem(),
+            offset: 0,
+            len: n,
+        };
+        let sub = self.submit(
+            &dev,
+            &[Some(Use::new(b, false, true))],
+            describe(Stage::DeviceToDevice, "fill", n, 0),
+            None,
+            |deps| self.inner.raw.fill(range, bytemuck::bytes_of(&value), deps),
+        )?;
+        Ok(self.event(&dev, sub, describe(Stage::DeviceToDevice, "fill", n, 0)))
+    }
+
+    /// Launch `kernel`, checked like [`Device::launch`] before anything is
+    /// enqueued, and return at once.
+    pub fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[Arg<'_>]) -> Result<Event> {
+        let items = cfg.total_threads().unwrap_or(0);
+        let dev = self.device()?;
+        let s = self.launch_labeled(kernel, cfg, args, items, kernel.name())?;
+        Ok(self.event(&dev, s, describe(Stage::Kernel, kernel.name(), 0, items)))
+    }
+
+    pub(crate) fn launch_labeled(
+        &self,
+        kernel: &Kernel,
+        cfg: &LaunchConfig,
+        args: &[Arg<'_>],
+        items: u64,
+        label: &str,
+    ) -> Result<Submitted> {
+        let dev = self.device()?;
+        dev.check_open("launch")?;
+        if !kernel.supports(dev.backend()) {
+            return Err(kernel.no_implementation(dev.backend(), dev.label()));
+        }
+        // Up to 16 arguments live in fixed arrays: no heap allocation on this path.
+        let mut fixed: [RawArg<'_>; 16] = std::array::from_fn(|_| RawArg::Local(0));
+        let mut heap = Vec::new();
+        let many = args.len() > fixed.len();
+        let local_bytes =
+            crate::device::check_args(
+                &dev,
+                kernel,
+                args,
+                |i, r| {
+                    if many { heap.push(r) } else { fixed[i] = r }
+                },
+            )?;
+        cfg.validate(dev.info(), kernel.name(), local_bytes)?;
+        crate::device::check_extents(kernel, cfg, args)?;
+        let mut fixed_uses: [Option<Use<'_>>; 16] = [None; 16];
+        let mut heap_uses = Vec::new();
+        for (i, (p, a)) in kernel.params().iter().zip(args).enumerate() {
+            let access = match p {
+                crate::kernel::Param::Buffer { access, .. } => *access,
+                _ => continue,
+            };
+            let buf = match a {
+                Arg::In(b) => b.raw_buffer(),
+                Arg::Out(b) => b.raw_buffer(),
+                Arg::Scalar(_) | Arg::Local { .. } => continue,
+            };
+            let u = Use::new(buf, !matches!(access, Access::Write), access.writes());
+            if many {
+                heap_uses.push(Some(u));
+            } else {
+                fixed_uses[i] = Some(u);
+            }
+        }
+        let uses: &[Option<Use<'_>>] = if many { &heap_uses } else { &fixed_uses[..args.len()] };
+        let raw_args: &[RawArg<'_>] = if many { &heap } else { &fixed[..args.len()] };
+        let _span = tracing::debug_span!("launch", device = %dev.label(), kernel = kernel.name()).entered();
+        self.submit(&dev, uses, describe(Stage::Kernel, label, 0, items), None, |deps| {
+            self.inner.raw.launch(kernel, cfg, raw_args, deps)
+        })
+    }
+
+    /// Make every later command of this queue wait for `event` (of any queue,
+    /// on any device).
+    pub fn wait_for(&self, event: &Event) {
+        if event.inner.queue_id != self.inner.id {
+            self.inner.waits.lock().push(event.clone());
+        }
+    }
+
+    /// Block until every command enqueued so far has completed; the first
+    /// failure among them, if any.
+    pub fn finish(&self) -> Result<()> {
+        let r = self.inner.raw.finish();
+        let done: Vec<Event> = self.inner.pending.lock().drain(..).collect();
+        let mut first = r.err();
+        for ev in done {
+            if let Err(e) = ev.wait()
+                && first.is_none()
+            {
+                first = Some(e);
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+fn describe(stage: Stage, label: &str, bytes: usize, items: u64) -> Describe<'_> {
+    Describe {
+        stage,
+        label,
+        bytes: bytes as u64,
+        items,
+    }
+}
