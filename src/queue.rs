@@ -647,3 +647,60 @@ fn describe(stage: Stage, label: &str, bytes: usize, items: u64) -> Describe<'_>
         items,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::runtime::Runtime;
+
+    /// A completed, failed event on `dev` (as an asynchronous failure would leave it).
+    fn failed_event(dev: &Device) -> Event {
+        let now = Instant::now();
+        let raw = DoneEvent::arc(now, now, Err(Error::InvalidInput("the device lost its mind".into())));
+        Event::new(
+            raw,
+            u64::MAX,
+            dev,
+            Stage::Kernel,
+            "doomed".into(),
+            0,
+            0,
+            now,
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn dependants_of_a_failed_command_fail_naming_it_and_nothing_hangs() {
+        let rt = Runtime::builder().backends(&[crate::BackendKind::Cpu]).build().unwrap();
+        let dev = rt.device("cpu").unwrap();
+        let q = dev.queue().unwrap();
+        let x = dev.upload(&[1.0f32; 8]).unwrap();
+        let bad = failed_event(&dev);
+        // The first wait gets the typed error, later ones name the command.
+        assert!(matches!(bad.wait(), Err(Error::InvalidInput(_))));
+        let again = bad.wait().unwrap_err();
+        assert!(again.to_string().contains("doomed"), "{again}");
+        assert!(bad.failed());
+        // An explicit wait on it fails the next command with DependencyFailed.
+        q.wait_for(&bad);
+        let e = q.fill(&x, 2.0).unwrap_err();
+        assert!(
+            matches!(&e, Error::DependencyFailed { cause } if cause.contains("doomed") && cause.contains("lost its mind")),
+            "{e}"
+        );
+        // The wait was consumed: the queue goes on.
+        q.fill(&x, 3.0).unwrap();
+        assert_eq!(x.to_vec().unwrap(), vec![3.0; 8]);
+        // Reading a buffer whose last writer failed fails; overwriting it does not.
+        x.raw_buffer().state().hazards.lock().writer = Some(failed_event(&dev));
+        let e = q.read(&x, HostBuffer::new(&dev, 8).unwrap()).unwrap_err();
+        assert!(matches!(e, Error::DependencyFailed { .. }), "{e}");
+        let e = x.to_vec().unwrap_err();
+        assert!(matches!(e, Error::DependencyFailed { .. }), "{e}");
+        q.fill(&x, 4.0).unwrap();
+        assert_eq!(x.to_vec().unwrap(), vec![4.0; 8]);
+    }
+}

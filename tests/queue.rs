@@ -1,0 +1,290 @@
+//! Queues and events on every available device: chains of commands without
+//! waits in between, ordering across queues and devices by buffer hazards and
+//! `wait_for`, copies, fills, host buffers, and safety when things are dropped
+//! with work in flight.
+
+mod common;
+
+use common::{Rng, assert_close};
+use offload::{Arg, Device, Error, HostBuffer, LaunchConfig, Queue, Runtime, kernels};
+
+fn all() -> (Runtime, Vec<Device>) {
+    let rt = common::runtime();
+    let devs = common::devices(&rt);
+    (rt, devs)
+}
+
+fn vadd_args<'a>(
+    a: &'a offload::Buffer<f32>,
+    b: &'a offload::Buffer<f32>,
+    c: &'a mut offload::Buffer<f32>,
+    n: usize,
+) -> [Arg<'a>; 5] {
+    [
+        Arg::input(a),
+        Arg::input(b),
+        Arg::output(c),
+        0u32.into(),
+        (n as u32).into(),
+    ]
+}
+
+fn reference(a: &[f32], b: &[f32]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| *x as f64 + *y as f64).collect()
+}
+
+#[test]
+fn write_launch_read_chain_without_waits_on_every_device() {
+    let (_rt, devs) = all();
+    let mut rng = Rng::fresh("chain");
+    let k = kernels::vector_add().unwrap();
+    for d in &devs {
+        let q = d.queue().unwrap();
+        let n = 100_003;
+        let a = rng.vec_f32(n, -1.0, 1.0);
+        let b = rng.vec_f32(n, -1.0, 1.0);
+        let da = d.alloc::<f32>(n).unwrap();
+        let db = d.alloc::<f32>(n).unwrap();
+        let mut dc = d.alloc::<f32>(n).unwrap();
+        q.fill(&dc, f32::NAN).unwrap();
+        q.write(&da, &a).unwrap();
+        q.write(&db, &b).unwrap();
+        let cfg = LaunchConfig::for_items(n, d.info());
+        let ev = q.launch(&k, &cfg, &vadd_args(&da, &db, &mut dc, n)).unwrap();
+        let t = q.read(&dc, HostBuffer::new(d, n).unwrap()).unwrap();
+        let out = t.wait().unwrap();
+        assert!(ev.is_complete(), "{}: the read waited for the launch", d.label());
+        assert_close(&format!("queue chain on {}", d.label()), &out, &reference(&a, &b), 1e-6);
+        q.finish().unwrap();
+        let (start, end, _) = ev.times().unwrap();
+        assert!(end >= start);
+        assert!(ev.command().contains("vector_add") && ev.command().contains(d.label()));
+    }
+}
+
+#[test]
+fn hazards_order_commands_across_queues_of_one_device() {
+    let (_rt, devs) = all();
+    let mut rng = Rng::fresh("hazards");
+    let k = kernels::vector_add().unwrap();
+    for d in &devs {
+        let (q1, q2) = (d.queue().unwrap(), d.queue().unwrap());
+        let n = 65_536;
+        let a = rng.vec_f32(n, 0.0, 1.0);
+        let b = rng.vec_f32(n, 0.0, 1.0);
+        let da = d.alloc::<f32>(n).unwrap();
+        let db = d.alloc::<f32>(n).unwrap();
+        let mut dc = d.alloc::<f32>(n).unwrap();
+        let cfg = LaunchConfig::for_items(n, d.info());
+        for round in 0..20 {
+            // Write on q1, launch on q2, read on q1 again: no explicit waits.
+            q1.write(&da, &a).unwrap();
+            q1.write(&db, &b).unwrap();
+            q2.launch(&k, &cfg, &vadd_args(&da, &db, &mut dc, n)).unwrap();
+            // Write after read: overwrite `a` on q1 while q2's kernel may still read it.
+            let zeros = vec![0.0f32; n];
+            q1.write(&da, &zeros).unwrap();
+            let out = q1.read(&dc, HostBuffer::new(d, n).unwrap()).unwrap().wait().unwrap();
+            assert_close(
+                &format!("round {round} on {}", d.label()),
+                &out,
+                &reference(&a, &b),
+                1e-6,
+            );
+            // And the blocking path sees the queues' writes.
+            assert_eq!(da.to_vec().unwrap(), zeros);
+        }
+    }
+}
+
+#[test]
+fn copies_across_devices_and_wait_for_between_devices() {
+    let (_rt, devs) = all();
+    let mut rng = Rng::fresh("across");
+    let k = kernels::vector_add().unwrap();
+    let n = 50_000;
+    let a = rng.vec_f32(n, -5.0, 5.0);
+    let b = rng.vec_f32(n, -5.0, 5.0);
+    for src in &devs {
+        for dst in &devs {
+            let qs = src.queue().unwrap();
+            let qd = dst.queue().unwrap();
+            let sa = src.alloc::<f32>(n).unwrap();
+            let sb = src.alloc::<f32>(n).unwrap();
+            qs.write(&sa, &a).unwrap();
+            qs.write(&sb, &b).unwrap();
+            let da = dst.alloc::<f32>(n).unwrap();
+            let db = dst.alloc::<f32>(n).unwrap();
+            let mut dc = dst.alloc::<f32>(n).unwrap();
+            // Device to device through host memory, ordered by events.
+            qd.copy(&sa, &da).unwrap();
+            let e = qd.copy(&sb, &db).unwrap();
+            let cfg = LaunchConfig::for_items(n, dst.info());
+            let launched = qd.launch(&k, &cfg, &vadd_args(&da, &db, &mut dc, n)).unwrap();
+            // The source device waits for the destination's kernel, then reads it back.
+            let back = src.alloc::<f32>(n).unwrap();
+            qs.wait_for(&launched);
+            qs.copy(&dc, &back).unwrap();
+            let out = qs
+                .read(&back, HostBuffer::new(src, n).unwrap())
+                .unwrap()
+                .wait()
+                .unwrap();
+            assert_close(
+                &format!("{} -> {} -> {}", src.label(), dst.label(), src.label()),
+                &out,
+                &reference(&a, &b),
+                1e-6,
+            );
+            e.wait().unwrap();
+        }
+    }
+}
+
+#[test]
+fn fill_copy_and_host_buffers() {
+    let (_rt, devs) = all();
+    for d in &devs {
+        let q = d.queue().unwrap();
+        let x = d.alloc::<u32>(1000).unwrap();
+        let y = d.alloc::<u32>(1000).unwrap();
+        q.fill(&x, 0xdead_beef).unwrap();
+        q.copy(&x, &y).unwrap();
+        assert!(y.to_vec().unwrap().iter().all(|v| *v == 0xdead_beef), "{}", d.label());
+        // Over-aligned elements fill too.
+        let w = d.alloc::<[f64; 4]>(10).unwrap();
+        q.fill(&w, [1.0, 2.0, 3.0, 4.0]).unwrap();
+        assert!(w.to_vec().unwrap().iter().all(|v| *v == [1.0, 2.0, 3.0, 4.0]));
+        // write_from hands its host buffer back.
+        let mut h = HostBuffer::<u32>::new(d, 1000).unwrap();
+        for (i, v) in h.iter_mut().enumerate() {
+            *v = i as u32 * 3;
+        }
+        let h = q.write_from(&x, h).unwrap().wait().unwrap();
+        assert_eq!(h[999], 2997);
+        assert_eq!(x.to_vec().unwrap()[500], 1500);
+        // Length mismatches are typed errors and enqueue nothing.
+        let e = q.read(&x, HostBuffer::new(d, 10).unwrap()).unwrap_err();
+        assert!(matches!(e, Error::LengthMismatch { .. }), "{e}");
+        let e = q.copy(&x, &d.alloc::<u32>(999).unwrap()).unwrap_err();
+        assert!(matches!(e, Error::LengthMismatch { .. }), "{e}");
+        let e = q.copy(&x, &x).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e}");
+    }
+}
+
+#[test]
+fn dropping_buffers_queues_and_host_data_with_work_in_flight_is_safe() {
+    let (_rt, devs) = all();
+    let mut rng = Rng::fresh("drops");
+    let k = kernels::vector_add().unwrap();
+    for d in &devs {
+        let n = 1 << 18;
+        let mut kept = Vec::new();
+        for _ in 0..10 {
+            let q = d.queue().unwrap();
+            let a = d.alloc::<f32>(n).unwrap();
+            let b = d.alloc::<f32>(n).unwrap();
+            let mut c = d.alloc::<f32>(n).unwrap();
+            {
+                // The host slice is consumed before `write` returns.
+                let host = rng.vec_f32(n, 0.0, 1.0);
+                q.write(&a, &host).unwrap();
+                q.write(&b, &host).unwrap();
+            }
+            let cfg = LaunchConfig::for_items(n, d.info());
+            let ev = q.launch(&k, &cfg, &vadd_args(&a, &b, &mut c, n)).unwrap();
+            let t = q.read(&c, HostBuffer::new(d, n).unwrap()).unwrap();
+            // Drop the buffers and the queue while the work may still run; keep the events.
+            drop((a, b, c, q));
+            kept.push((ev, t));
+        }
+        for (ev, t) in kept {
+            ev.wait().unwrap();
+            let out = t.wait().unwrap();
+            assert!(out.iter().all(|v| v.is_finite() && *v >= 0.0 && *v <= 2.0));
+        }
+        // A dropped transfer is safe too.
+        let q = d.queue().unwrap();
+        let x = d.upload(&vec![1.0f32; n]).unwrap();
+        drop(q.read(&x, HostBuffer::new(d, n).unwrap()).unwrap());
+        q.finish().unwrap();
+    }
+}
+
+#[test]
+fn eight_threads_enqueue_on_one_shared_queue() {
+    let (_rt, devs) = all();
+    let k = kernels::vector_add().unwrap();
+    for d in &devs {
+        let q: Queue = d.queue().unwrap();
+        std::thread::scope(|s| {
+            for t in 0..8u32 {
+                let q = q.clone();
+                let k = k.clone();
+                s.spawn(move || {
+                    let n = 4096 + t as usize;
+                    let a = vec![t as f32; n];
+                    let da = d.alloc::<f32>(n).unwrap();
+                    let db = d.alloc::<f32>(n).unwrap();
+                    let mut dc = d.alloc::<f32>(n).unwrap();
+                    for i in 0..25 {
+                        q.write(&da, &a).unwrap();
+                        q.fill(&db, i as f32).unwrap();
+                        let cfg = LaunchConfig::for_items(n, d.info());
+                        q.launch(&k, &cfg, &vadd_args(&da, &db, &mut dc, n)).unwrap();
+                        let out = q.read(&dc, HostBuffer::new(d, n).unwrap()).unwrap().wait().unwrap();
+                        assert!(out.iter().all(|v| *v == t as f32 + i as f32), "thread {t} round {i}");
+                    }
+                });
+            }
+        });
+        q.finish().unwrap();
+    }
+}
+
+#[test]
+fn queue_commands_are_profiled_and_refused_launches_enqueue_nothing() {
+    let (rt, devs) = all();
+    let k = kernels::vector_add().unwrap();
+    for d in &devs {
+        rt.profiler().take();
+        let q = d.queue().unwrap();
+        let a = d.alloc::<f32>(16).unwrap();
+        let b = d.alloc::<f32>(16).unwrap();
+        let mut c = d.alloc::<f32>(16).unwrap();
+        q.fill(&a, 1.0).unwrap();
+        q.copy(&a, &b).unwrap();
+        let e = q
+            .launch(
+                &k,
+                &LaunchConfig::for_items(64, d.info()),
+                &vadd_args(&a, &b, &mut c, 64),
+            )
+            .unwrap_err();
+        assert!(matches!(e, Error::BufferTooShort { .. }), "{e}");
+        q.launch(
+            &k,
+            &LaunchConfig::for_items(16, d.info()),
+            &vadd_args(&a, &b, &mut c, 16),
+        )
+        .unwrap();
+        q.finish().unwrap();
+        assert_eq!(c.to_vec().unwrap(), vec![2.0f32; 16]);
+        let p = rt.profile();
+        let mine: Vec<_> = p.records.iter().filter(|r| r.device == d.label()).collect();
+        let count = |s: offload::profile::Stage| mine.iter().filter(|r| r.stage == s).count();
+        assert_eq!(
+            count(offload::profile::Stage::DeviceToDevice),
+            2,
+            "{}: fill + copy",
+            d.label()
+        );
+        assert_eq!(
+            count(offload::profile::Stage::Kernel),
+            1,
+            "{}: one launch ran",
+            d.label()
+        );
+    }
+}
