@@ -131,6 +131,26 @@ impl RawBuffer {
         })
     }
 
+    /// Host memory used in place by a device that computes on host memory (the
+    /// CPU backend): no allocation, no copy.
+    ///
+    /// # Safety
+    /// `device` addresses host memory directly (`DeviceMemory::host_ptr`);
+    /// `ptr` is valid for `len × ty.size` bytes, aligned for `ty`, until the
+    /// returned buffer is dropped and every command using it has completed; while
+    /// a command writes it, nothing else accesses those bytes.
+    pub(crate) unsafe fn borrow_host(device: &Device, ty: ElemType, ptr: *mut u8, len: usize) -> RawBuffer {
+        // SAFETY: forwarded from the caller.
+        let mem = unsafe { crate::backend::cpu::BorrowedHost::new(ptr, len * ty.size) };
+        RawBuffer {
+            device: device.clone(),
+            mem: Arc::new(mem),
+            state: Arc::default(),
+            ty,
+            len,
+        }
+    }
+
     /// The allocation.
     pub(crate) fn mem(&self) -> &dyn DeviceMemory {
         &*self.mem

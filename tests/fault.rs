@@ -210,7 +210,8 @@ fn every_device_failing_returns_every_error() {
         // Fresh wrappers: call counts start at 1 for each run.
         let devs: Vec<Device> = vec![
             inject_faults(&base[0], FaultPlan::none().fail_from(FaultOp::Launch, 1)),
-            inject_faults(&base[1], FaultPlan::none().fail_from(FaultOp::Read, 1)),
+            // The CPU device uses host slices in place (no reads): fail its allocations.
+            inject_faults(&base[1], FaultPlan::none().fail_from(FaultOp::Alloc, 1)),
             inject_faults(&base[2], FaultPlan::none().fail_on(FaultOp::Build, 1)),
         ];
         let mut s = Scheduler::new(&devs)
@@ -232,7 +233,7 @@ fn every_device_failing_returns_every_error() {
         assert_eq!(kernel, "vector_add");
         assert_eq!(errors.len(), 3, "{policy}: {e}");
         let text = e.to_string();
-        for op in ["launch", "read", "build"] {
+        for op in ["launch", "alloc", "build"] {
             assert!(
                 text.contains(&format!("injected fault on {op} call")),
                 "{policy}: {text}"

@@ -84,7 +84,7 @@ fn long_loop_of_runs_keeps_memory_flat() {
         .build()
         .unwrap();
     let dev = rt.device("cpu").unwrap();
-    let cap = 20_000;
+    let cap = 5_000;
     rt.profiler().set_record_cap(cap);
     let n = 20_000;
     let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
@@ -107,7 +107,8 @@ fn long_loop_of_runs_keeps_memory_flat() {
         one_run();
     }
     let per_run = (rt.profiler().kept_records() as u64 + rt.profiler().dropped_records()) / warm;
-    assert!(per_run >= 40, "{per_run} records per run");
+    // About 20 chunk launches per run (the CPU device uses the host data in place: no copies).
+    assert!(per_run >= 15, "{per_run} records per run");
     assert!(rt.profiler().dropped_records() > 0, "warm-up reaches the cap");
     let before = rss_bytes();
     let runs = 1400;

@@ -427,7 +427,9 @@ fn model_persists_and_a_corrupt_file_is_recalibrated() {
     assert_eq!(saved.len(), 1, "both single-thread CPU devices share one key");
     let (key, est) = saved.entries().next().unwrap();
     assert!(key.starts_with("vector_add @ cpu:0"), "{key}");
-    assert!(est.calibrated() && est.rate > 0.0 && est.bandwidth > 0.0, "{est:?}");
+    // The CPU device uses the host data in place: nothing is transferred, so the
+    // model learns no bandwidth (0 means "no transfer cost").
+    assert!(est.calibrated() && est.rate > 0.0 && est.bandwidth == 0.0, "{est:?}");
 
     // Round trip: a new scheduler reads it and skips the probes.
     let mut s2 = Scheduler::new(&devs)
@@ -591,7 +593,9 @@ fn chunks_show_in_the_profile() {
         .iter()
         .filter(|x| x.stage == offload::profile::Stage::HostToDevice && x.label.starts_with("chunk "))
         .count();
-    assert_eq!(h2d, 2 * r.devices[0].chunks, "two uploads per chunk");
+    // The CPU device computes on the host slices in place: no uploads at all.
+    assert_eq!(h2d, 0, "no uploads on the CPU device");
+    assert!(r.devices.iter().all(|d| d.h2d_bytes == 0 && d.d2h_bytes == 0), "{r}");
     assert!(r.devices.iter().all(|d| d.idle <= r.wall));
     let text = r.to_string();
     assert!(text.contains("cpu:0#2") && text.contains("busy ms"), "{text}");
@@ -617,7 +621,9 @@ fn host_cpu_devices_beyond_the_cores_are_left_out_by_default() {
         .in_memory_model()
         .allow_shared_cores(true);
     let r = vector_add_case(&mut s, &mut rng, 50_000, "shared cores allowed");
-    assert!(r.excluded.is_empty(), "{r}");
+    // (A device may still be left out by the model when the others finish this
+    // small job first; never for sharing cores.)
+    assert!(r.excluded.iter().all(|e| !e.reason.contains("same host cores")), "{r}");
 }
 
 /// Best-of-`reps` wall time of vector add over `n` items on `dev` alone with `policy`

@@ -73,6 +73,11 @@ pub(crate) trait DeviceMemory: Send + Sync + 'static {
     fn byte_len(&self) -> usize;
     /// For downcasting by the backend that created it.
     fn as_any(&self) -> &dyn Any;
+    /// The host address of the memory, for memory the host addresses directly
+    /// (the CPU device's allocations, and host memory it uses in place).
+    fn host_ptr(&self) -> Option<*mut u8> {
+        None
+    }
 }
 
 /// One kernel argument as the backend receives it (already checked).

@@ -103,6 +103,13 @@ pub(crate) struct Job<'a, 'h> {
 }
 
 impl Job<'_, '_> {
+    /// Whether any elementwise buffer is read and written.
+    fn has_read_write(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| matches!(s, Slot::Elem { read_write: true, .. }))
+    }
+
     /// Bytes moved per item (uploads plus downloads of elementwise buffers).
     fn bytes_per_item(&self) -> usize {
         self.slots
@@ -220,6 +227,8 @@ struct ChunkStats {
     down: Duration,
     h2d: u64,
     d2h: u64,
+    /// Write-only outputs were written in place into the host slices.
+    in_place: bool,
 }
 
 #[derive(Default)]
@@ -450,10 +459,19 @@ impl Ctx<'_, '_, '_> {
             let mut out = Vec::with_capacity(self.job.slots.len());
             for s in &self.job.slots {
                 out.push(match s {
-                    Slot::Bcast { name, ty, data } => {
+                    Slot::Bcast { name, ty, data } if !in_place(dev) => {
                         let b = RawBuf::alloc(dev, *ty, (data.len() / ty.size.max(1)).max(1))?;
                         b.write_bytes(0, data, &format!("broadcast {name}"))?;
                         Some(b)
+                    }
+                    Slot::Bcast { ty, data, .. } => {
+                        // SAFETY: the CPU device addresses host memory; `data` is borrowed
+                        // (shared, read-only) by the caller of the run, which outlives every
+                        // chunk (all complete before the run returns); typed host data is
+                        // aligned for its element type.
+                        Some(unsafe {
+                            RawBuf::borrow_host(dev, *ty, data.as_ptr() as *mut u8, data.len() / ty.size.max(1))
+                        })
                     }
                     _ => None,
                 });
@@ -542,8 +560,8 @@ impl Ctx<'_, '_, '_> {
             };
             let t0 = Instant::now();
             let res = self.run_chunk(d, &mut bufs, &mut staging, bcast, &range, index, kernel_lock);
-            if res.is_ok() {
-                self.commit(&staging, &range);
+            if let Ok(stats) = &res {
+                self.commit(&staging, &range, stats.in_place);
             }
             let busy = t0.elapsed();
             let mut st = self.state.lock();
@@ -591,13 +609,20 @@ impl Ctx<'_, '_, '_> {
         }
     }
 
-    /// Copy a finished chunk's outputs from the staging buffers into the host slices.
-    fn commit(&self, staging: &[Vec<u8>], range: &Range<usize>) {
+    /// Copy a finished chunk's outputs from the staging buffers into the host
+    /// slices (outputs written in place need nothing).
+    fn commit(&self, staging: &[Vec<u8>], range: &Range<usize>, in_place: bool) {
         for (slot, stage) in self.job.slots.iter().zip(staging) {
             if let Slot::Elem {
-                bpi, output: Some(out), ..
+                bpi,
+                output: Some(out),
+                read_write,
+                ..
             } = slot
             {
+                if in_place && !*read_write {
+                    continue;
+                }
                 // SAFETY: this thread holds `range` from the dispatcher until it
                 // reports the chunk finished, so no other thread touches these bytes.
                 let dst = unsafe { out.range(range, *bpi) };
@@ -651,6 +676,70 @@ impl Ctx<'_, '_, '_> {
         dev.launch_chunk(self.job.kernel, &cfg, &args, 0, "warm-up (count 0)")
     }
 
+    /// One chunk on a device that computes on host memory (the CPU backend):
+    /// inputs and write-only outputs are the host slices themselves, used in
+    /// place. Only for jobs without read-write buffers (a failed chunk must not
+    /// have changed what its re-run reads; those go through copies).
+    fn run_chunk_in_place(
+        &self,
+        d: usize,
+        bcast: &[Option<RawBuf>],
+        range: &Range<usize>,
+        label: &str,
+        kernel_lock: Option<&Mutex<()>>,
+    ) -> Result<ChunkStats> {
+        let dev = self.parts[d].device;
+        let n = range.len();
+        let mut stats = ChunkStats {
+            in_place: true,
+            ..ChunkStats::default()
+        };
+        let mut bufs: Vec<Option<RawBuf>> = Vec::with_capacity(self.job.slots.len());
+        for slot in &self.job.slots {
+            let Slot::Elem {
+                ty,
+                bpi,
+                input,
+                output,
+                read_write,
+            } = slot
+            else {
+                bufs.push(None);
+                continue;
+            };
+            let elems = n * (bpi / ty.size.max(1));
+            let bytes = range.start * bpi..range.end * bpi;
+            let buf = match (input, output, read_write) {
+                // SAFETY: the CPU device addresses host memory; the input is borrowed
+                // shared for the whole run and only read; the range lies inside it
+                // (lengths were checked before the run); typed host data is aligned
+                // for its element type and `bytes.start` is a multiple of `ty.size`.
+                (Some(i), _, _) => unsafe { RawBuf::borrow_host(dev, *ty, i[bytes].as_ptr() as *mut u8, elems) },
+                (None, Some(o), false) => {
+                    // SAFETY: this thread holds `range` from the dispatcher until the
+                    // chunk is reported (see `commit`): the bytes are exclusively its,
+                    // and the launch below completes before this function returns.
+                    let dst = unsafe { o.range(range, *bpi) };
+                    // SAFETY: as above; aligned like the input case.
+                    unsafe { RawBuf::borrow_host(dev, *ty, dst.as_mut_ptr(), elems) }
+                }
+                (None, Some(_), true) | (None, None, _) => {
+                    return Err(Error::InvalidInput(
+                        "in-place chunk with a read-write or empty buffer".into(),
+                    ));
+                }
+            };
+            bufs.push(Some(buf));
+        }
+        let cfg = chunk_config(n, dev.info(), self.job.max_block);
+        let args = self.chunk_args(&mut bufs, bcast, range)?;
+        let _serial = kernel_lock.map(|l| l.lock());
+        let t0 = Instant::now();
+        dev.launch_chunk(self.job.kernel, &cfg, &args, n as u64, label)?;
+        stats.kernel = t0.elapsed();
+        Ok(stats)
+    }
+
     /// Upload, launch and download one chunk into the staging buffers.
     #[allow(clippy::too_many_arguments)]
     fn run_chunk(
@@ -674,6 +763,9 @@ impl Ctx<'_, '_, '_> {
             format!("chunk {}+", partition::MAX_GUIDED_CHUNKS)
         };
         let mut stats = ChunkStats::default();
+        if in_place(dev) && !self.job.has_read_write() {
+            return self.run_chunk_in_place(d, bcast, range, &label, kernel_lock);
+        }
         for (slot, buf) in self.job.slots.iter().zip(bufs.iter_mut()) {
             let Slot::Elem {
                 ty,
@@ -978,6 +1070,12 @@ pub(crate) fn static_piece(own: usize, lanes: usize, dev_bpi: usize, multiple: u
 /// Whether two host regions `(address, length)` overlap (empty regions never do).
 pub(crate) fn overlaps(a: (usize, usize), b: (usize, usize)) -> bool {
     a.1 > 0 && b.1 > 0 && a.0 < b.0.saturating_add(b.1) && b.0 < a.0.saturating_add(a.1)
+}
+
+/// Whether `device` computes on host memory and can use the run's host slices in
+/// place (the CPU backend).
+fn in_place(device: &Device) -> bool {
+    device.backend() == crate::error::BackendKind::Cpu
 }
 
 #[cfg(test)]

@@ -41,11 +41,6 @@ impl CpuMemory {
         let p = unsafe { alloc_zeroed(layout) };
         NonNull::new(p).map(|ptr| CpuMemory { ptr, bytes, align })
     }
-
-    /// Base pointer (valid for `bytes` bytes).
-    pub(crate) fn ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
 }
 
 impl HostMemory for CpuMemory {
@@ -69,6 +64,45 @@ impl DeviceMemory for CpuMemory {
     }
     fn as_any(&self) -> &dyn Any {
         self
+    }
+    fn host_ptr(&self) -> Option<*mut u8> {
+        Some(self.ptr.as_ptr())
+    }
+}
+
+/// Host memory the CPU device uses in place, without owning it: a split run's
+/// host slices. Whoever creates one guarantees that the memory outlives every
+/// command that uses it (see [`crate::buffer::RawBuffer::borrow_host`]).
+pub(crate) struct BorrowedHost {
+    ptr: *mut u8,
+    bytes: usize,
+}
+
+// SAFETY: the creator guarantees the memory stays valid and that writes through
+// it are exclusive to the command given it (see `RawBuffer::borrow_host`).
+unsafe impl Send for BorrowedHost {}
+// SAFETY: as above.
+unsafe impl Sync for BorrowedHost {}
+
+impl BorrowedHost {
+    /// # Safety
+    /// `ptr` is valid for `bytes` bytes (reads, and writes when the memory is
+    /// passed as a written argument) until this value and every command using it
+    /// are gone.
+    pub(crate) unsafe fn new(ptr: *mut u8, bytes: usize) -> BorrowedHost {
+        BorrowedHost { ptr, bytes }
+    }
+}
+
+impl DeviceMemory for BorrowedHost {
+    fn byte_len(&self) -> usize {
+        self.bytes
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn host_ptr(&self) -> Option<*mut u8> {
+        Some(self.ptr)
     }
 }
 

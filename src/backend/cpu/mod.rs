@@ -7,6 +7,7 @@
 //! record is host-timed.
 
 mod memory;
+pub(crate) use memory::BorrowedHost;
 pub(crate) mod pool;
 mod queue;
 mod sysinfo;
@@ -61,6 +62,24 @@ pub(crate) fn discover(threads: Option<usize>) -> Discovery {
     Ok(vec![Arc::new(CpuBackend { info, pool }) as Arc<dyn Backend>])
 }
 
+/// Where CPU-device memory lives on the host.
+#[derive(Clone, Copy)]
+pub(crate) struct HostView {
+    ptr: *mut u8,
+    bytes: usize,
+}
+
+impl HostView {
+    /// Base pointer.
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+    /// Size in bytes.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.bytes
+    }
+}
+
 /// Aligned, zeroed heap memory for host transfers (the default for every backend
 /// that has no page-locked memory).
 pub(crate) fn heap_memory(bytes: usize, align: usize, device: &str) -> Result<Arc<dyn HostMemory>> {
@@ -74,10 +93,16 @@ pub(crate) fn heap_memory(bytes: usize, align: usize, device: &str) -> Result<Ar
 }
 
 impl CpuBackend {
-    fn mem<'a>(&self, m: &'a dyn DeviceMemory) -> Result<&'a CpuMemory> {
-        m.as_any()
-            .downcast_ref::<CpuMemory>()
-            .ok_or_else(|| crate::backend::foreign_memory(&self.info))
+    /// Host address and length of memory the CPU device can use (its own
+    /// allocations and host memory used in place).
+    pub(crate) fn mem(&self, m: &dyn DeviceMemory) -> Result<HostView> {
+        match m.host_ptr() {
+            Some(ptr) => Ok(HostView {
+                ptr,
+                bytes: m.byte_len(),
+            }),
+            None => Err(crate::backend::foreign_memory(&self.info)),
+        }
     }
 
     /// Copy `len` bytes from `src` to `dst`, in parallel when large.
@@ -121,7 +146,7 @@ impl Backend for CpuBackend {
 
     fn write(&self, mem: &dyn DeviceMemory, offset: usize, src: &[u8]) -> Result<Timing> {
         let m = self.mem(mem)?;
-        debug_assert!(offset + src.len() <= DeviceMemory::byte_len(m));
+        debug_assert!(offset + src.len() <= m.byte_len());
         // Bounds were checked by the public layer; `ptr()` is valid for `byte_len`.
         self.copy(src.as_ptr(), m.ptr().wrapping_add(offset), src.len());
         Ok(Timing::HOST)
@@ -129,7 +154,7 @@ impl Backend for CpuBackend {
 
     fn read(&self, mem: &dyn DeviceMemory, offset: usize, dst: &mut [u8]) -> Result<Timing> {
         let m = self.mem(mem)?;
-        debug_assert!(offset + dst.len() <= DeviceMemory::byte_len(m));
+        debug_assert!(offset + dst.len() <= m.byte_len());
         self.copy(m.ptr().wrapping_add(offset), dst.as_mut_ptr(), dst.len());
         Ok(Timing::HOST)
     }
@@ -156,7 +181,7 @@ impl Backend for CpuBackend {
                     let m = self.mem(*mem)?;
                     CpuArg::Buf {
                         ptr: m.ptr(),
-                        bytes: DeviceMemory::byte_len(m),
+                        bytes: m.byte_len(),
                         writable: *writable,
                     }
                 }
