@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::backend::DeviceMemory;
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::host_buffer::HostBuffer;
 use crate::kernel::ElemType;
 use crate::profile::Stage;
 use crate::queue::RawBufferState;
@@ -151,6 +152,19 @@ impl RawBuffer {
         }
     }
 
+    /// Wait until no command uses the buffer; the first failure of its last
+    /// writer, if any.
+    pub(crate) fn quiesce(&self) -> Result<()> {
+        let (w, r) = self.state.in_flight();
+        for e in &r {
+            let _ = e.wait();
+        }
+        match w {
+            Some(w) => w.wait().map_err(|e| Error::DependencyFailed { cause: e.to_string() }),
+            None => Ok(()),
+        }
+    }
+
     /// The allocation.
     pub(crate) fn mem(&self) -> &dyn DeviceMemory {
         &*self.mem
@@ -248,6 +262,41 @@ impl<T: bytemuck::Pod> Buffer<T> {
     /// Allocate and upload.
     pub fn from_slice(device: &Device, data: &[T]) -> Result<Self> {
         device.upload(data)
+    }
+
+    /// A buffer on `device` holding `host`'s contents. On the CPU device, host
+    /// memory allocated for it is used in place (no copy: the CPU device's natural
+    /// "transfer"); elsewhere the data is uploaded.
+    pub fn from_host(device: &Device, host: HostBuffer<T>) -> Result<Self> {
+        device.check_open("from_host")?;
+        if device.backend() == crate::error::BackendKind::Cpu
+            && let Some(mem) = host.mem.clone().into_device_memory()
+        {
+            return Ok(Buffer {
+                raw: RawBuffer {
+                    device: device.clone(),
+                    mem,
+                    state: Arc::default(),
+                    ty: ElemType::of::<T>(),
+                    len: host.len(),
+                },
+                _t: PhantomData,
+            });
+        }
+        device.upload(&host)
+    }
+
+    /// The buffer's contents as host memory, once every command using it has
+    /// completed. On the CPU device its memory is handed over in place (no copy);
+    /// elsewhere it is downloaded.
+    pub fn into_host(self) -> Result<HostBuffer<T>> {
+        self.raw.quiesce()?;
+        if let Some(mem) = self.raw.mem.clone().into_host_memory() {
+            return Ok(HostBuffer::from_parts(mem, self.len()));
+        }
+        let mut h = HostBuffer::new(self.device(), self.len())?;
+        self.read(&mut h)?;
+        Ok(h)
     }
 
     /// Length in elements.

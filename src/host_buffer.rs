@@ -61,6 +61,15 @@ impl<T: bytemuck::Pod> HostBuffer<T> {
         Ok(b)
     }
 
+    /// A host buffer over `mem` (at least `len` elements of `T`, aligned for `T`).
+    pub(crate) fn from_parts(mem: Arc<dyn HostMemory>, len: usize) -> Self {
+        HostBuffer {
+            mem,
+            len,
+            _t: PhantomData,
+        }
+    }
+
     /// Whether the memory is page-locked.
     pub fn is_pinned(&self) -> bool {
         self.mem.pinned()

@@ -106,6 +106,14 @@ pub(crate) struct RawBufferState {
     hazards: Mutex<Hazards>,
 }
 
+impl RawBufferState {
+    /// The last writer and the readers since (clones), for waiting on them.
+    pub(crate) fn in_flight(&self) -> (Option<Event>, Vec<Event>) {
+        let h = self.hazards.lock();
+        (h.writer.clone(), h.readers.clone())
+    }
+}
+
 #[derive(Default)]
 struct Hazards {
     writer: Option<Event>,

@@ -288,3 +288,49 @@ fn queue_commands_are_profiled_and_refused_launches_enqueue_nothing() {
         );
     }
 }
+
+#[test]
+fn host_buffers_are_used_in_place_on_the_cpu_device() {
+    let (rt, devs) = all();
+    let k = kernels::vector_add().unwrap();
+    for d in &devs {
+        let n = 10_000;
+        let mut ha = HostBuffer::<f32>::new(d, n).unwrap();
+        let mut hb = HostBuffer::<f32>::new(d, n).unwrap();
+        for i in 0..n {
+            ha[i] = i as f32;
+            hb[i] = 2.0 * i as f32;
+        }
+        let (pa, pc_host) = (ha.as_ptr(), HostBuffer::<f32>::new(d, n).unwrap());
+        let pc = pc_host.as_ptr();
+        rt.profiler().take();
+        let a = offload::Buffer::from_host(d, ha).unwrap();
+        let b = offload::Buffer::from_host(d, hb).unwrap();
+        let mut c = offload::Buffer::from_host(d, pc_host).unwrap();
+        let cfg = LaunchConfig::for_items(n, d.info());
+        d.launch(&k, &cfg, &vadd_args(&a, &b, &mut c, n)).unwrap();
+        let out = c.into_host().unwrap();
+        assert!((0..n).all(|i| out[i] == 3.0 * i as f32), "{}", d.label());
+        let moved: u64 = rt
+            .profile()
+            .records
+            .iter()
+            .filter(|r| {
+                r.device == d.label()
+                    && matches!(
+                        r.stage,
+                        offload::profile::Stage::HostToDevice | offload::profile::Stage::DeviceToHost
+                    )
+            })
+            .map(|r| r.bytes)
+            .sum();
+        if d.backend() == offload::BackendKind::Cpu {
+            // Same memory, no copy either way.
+            assert_eq!(out.as_ptr(), pc, "the output came back in place");
+            assert_eq!(moved, 0, "no bytes moved on the CPU device");
+            assert_eq!(a.into_host().unwrap().as_ptr(), pa);
+        } else {
+            assert_eq!(moved, 4 * 4 * n as u64, "{}: three uploads and one download", d.label());
+        }
+    }
+}

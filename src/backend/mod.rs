@@ -78,6 +78,10 @@ pub(crate) trait DeviceMemory: Send + Sync + 'static {
     fn host_ptr(&self) -> Option<*mut u8> {
         None
     }
+    /// The same memory as host memory, where it is host memory (no copy).
+    fn into_host_memory(self: Arc<Self>) -> Option<Arc<dyn HostMemory>> {
+        None
+    }
 }
 
 /// One kernel argument as the backend receives it (already checked).

@@ -168,6 +168,11 @@ pub(crate) trait HostMemory: Send + Sync + 'static {
     /// For the backend that allocated it.
     #[allow(dead_code)] // used by backends with page-locked host memory
     fn as_any(&self) -> &dyn Any;
+    /// The same memory as device memory of the CPU device (no copy), where the
+    /// CPU device can use it in place.
+    fn into_device_memory(self: Arc<Self>) -> Option<Arc<dyn super::DeviceMemory>> {
+        None
+    }
 }
 
 /// A byte range of one device allocation: a whole buffer or a view.

@@ -3,6 +3,7 @@
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::any::Any;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use crate::backend::DeviceMemory;
 use crate::backend::queue::HostMemory;
@@ -56,6 +57,9 @@ impl HostMemory for CpuMemory {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn into_device_memory(self: Arc<Self>) -> Option<Arc<dyn DeviceMemory>> {
+        Some(self)
+    }
 }
 
 impl DeviceMemory for CpuMemory {
@@ -67,6 +71,9 @@ impl DeviceMemory for CpuMemory {
     }
     fn host_ptr(&self) -> Option<*mut u8> {
         Some(self.ptr.as_ptr())
+    }
+    fn into_host_memory(self: Arc<Self>) -> Option<Arc<dyn HostMemory>> {
+        Some(self)
     }
 }
 
