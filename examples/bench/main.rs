@@ -1,7 +1,7 @@
 //! The benchmark harness: `cargo run --release --example bench -- [suite...]`.
 //!
 //! Suites: `vector_add` (CPU backend), `opencl`, `cuda`, `nbody`, `coexec`,
-//! `profile`, or `all` (the default). Each prints a table and one machine-readable
+//! `profile`, `async` (queues and events), or `all` (the default). Each prints a table and one machine-readable
 //! line per measurement:
 //!
 //! `BENCH <name> value=<v> unit=<u> [ref=<r> ratio=<v/r>]`
@@ -10,6 +10,7 @@
 //! whose device is missing says so and is skipped (the benchmark never fails
 //! because a backend is absent, unless `--strict`).
 
+mod asynchronous;
 mod coexec;
 mod common;
 mod cuda;
@@ -24,7 +25,7 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(about, long_about = None)]
 pub struct Args {
-    /// Suites to run: vector_add, opencl, cuda, nbody, coexec, profile, all.
+    /// Suites to run: vector_add, opencl, cuda, nbody, coexec, profile, async, all.
     #[arg(default_values_t = vec!["all".to_string()])]
     pub suites: Vec<String>,
     /// Repetitions per measurement (the median is reported).
@@ -47,6 +48,7 @@ const SUITES: &[(&str, Suite)] = &[
     ("nbody", nbody::run),
     ("coexec", coexec::run),
     ("profile", profile::run),
+    ("async", asynchronous::run),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
