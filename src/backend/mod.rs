@@ -12,10 +12,12 @@
 //!   kernel has an implementation for this backend. A backend may still fail (a
 //!   driver error, out of memory, a build error) and must then return a typed
 //!   [`Error`]; it must never panic and never leave the device unusable.
-//! * **Synchronous completion.** `write`, `read` and `launch` return once the work
-//!   is complete (queues may be used internally for overlap, but the host data
-//!   passed in may be reused as soon as the call returns, and results are visible
-//!   to the next call). This keeps the public API simple and makes timings exact.
+//! * **Queues.** `new_queue` creates an in-order command stream; its commands,
+//!   their events and host memory follow the contract in [`queue`]. Every public
+//!   transfer and launch goes through a queue.
+//! * **Synchronous calls.** `write`, `read` and `launch` return once the work is
+//!   complete. They serve backends whose queue runs commands synchronously
+//!   ([`queue::SyncQueue`]) and the fault injector, which wraps them.
 //! * **Timing.** Each of these returns a [`Timing`]: the device-measured duration
 //!   when the backend has device clocks (CUDA events, OpenCL profiling events), or
 //!   `None` and the public layer uses its host clock. The public layer turns this
