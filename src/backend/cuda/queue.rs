@@ -499,6 +499,16 @@ impl Stream {
                 unsafe { result::memcpy_htod_async(at + off as u64, &*bytes, stream) }
                     .map_err(|e| drv(e, "cuMemcpyHtoDAsync"))?;
                 off += n;
+                if off < len {
+                    // More pieces follow: release this block as soon as its own DMA is done
+                    // (the last one is released by the command's end event).
+                    let ev = Arc::new(self.events.get().map_err(|e| drv(e, "cuEventCreate"))?);
+                    // SAFETY: live event and stream of this context, context current.
+                    unsafe { result::event::record(ev.raw, stream) }.map_err(|e| drv(e, "cuEventRecord"))?;
+                    for b in local.drain(..) {
+                        st.retained.push_back((ev.clone(), Retained::Staging(b)));
+                    }
+                }
             }
             Ok(())
         })();
@@ -878,11 +888,10 @@ impl RawEvent for StreamEvent {
         bind(&self.ctx).ok()?;
         // SAFETY: live events of this context, current on this thread, all created
         // with timing enabled and recorded on the same stream, reference first.
-        // `end` is checked complete first (so are the earlier two).
         let t = unsafe {
-            result::event::query(self.end.raw).ok()?;
-            let to_start = result::event::elapsed(self.anchor.ev.raw, self.start.raw).ok()?;
+            // Fails with CUDA_ERROR_NOT_READY until `end` (hence `start`) completed.
             let dur = result::event::elapsed(self.start.raw, self.end.raw).ok()?;
+            let to_start = result::event::elapsed(self.anchor.ev.raw, self.start.raw).ok()?;
             let start = self.anchor.host + ms(to_start);
             EventTimes {
                 start,
