@@ -7,6 +7,11 @@
 //! * **Transfers**: the library's `Buffer::write`/`read` from/to ordinary host
 //!   memory (it stages through pinned memory), wall clock, against raw `cudarc`
 //!   copies from/to pinned host memory (the link), wall clock. Target ≥ 80 %.
+//! * **Queues**: 1000 dependent small kernels (`x[i] += 1` on 4096 floats) enqueued
+//!   on a `Queue` with one wait at the end, against the same PTX launched 1000
+//!   times with raw `cudarc` on one stream and one synchronise (wall clock, ratio
+//!   reported); and `Queue::write_from`/`Queue::read` from/to a pinned `HostBuffer`
+//!   against raw `cudarc` copies from/to pinned memory (wall clock).
 //! * **Launch overhead**: `Device::launch` of the empty kernel (launch + wait)
 //!   against raw `cudarc` launch + stream synchronise of the same PTX; the
 //!   difference of the medians is what the library adds. Target ≤ 1 µs. Raw
@@ -37,7 +42,7 @@ mod imp {
     use cudarc::driver::{CudaContext, CudaStream, LaunchConfig as RawConfig, PushKernelArg};
     use cudarc::nvrtc::Ptx;
     use offload::profile::{Clock, Stage};
-    use offload::{Arg, BackendKind, Device, LaunchConfig, Runtime, kernels};
+    use offload::{Access, Arg, BackendKind, Device, HostBuffer, Kernel, LaunchConfig, Param, Runtime, Split, kernels};
 
     use crate::common::{bench_line, median, verdict};
 
@@ -82,6 +87,8 @@ mod imp {
         let mut rows = Vec::new();
         kernel_bandwidth(args, &rt, &dev, &ctx, &stream, &mut rows)?;
         transfers(args, &dev, &ctx, &stream, &mut rows)?;
+        queue_chain(args, &dev, &ctx, &stream, &mut rows)?;
+        queue_pinned(args, &dev, &ctx, &stream, &mut rows)?;
         launch_overhead(args, &rt, &dev, &ctx, &stream, &mut rows)?;
 
         println!();
@@ -269,6 +276,207 @@ mod imp {
                 ratio: format!("{ratio:.3}"),
                 target: ">= 0.80".into(),
                 met: verdict(ratio >= 0.80),
+            });
+        }
+        Ok(())
+    }
+
+    /// Load `src` (CUDA source of `k`) through raw cudarc, with the library's CUBIN fallback.
+    fn raw_function(
+        dev: &Device,
+        ctx: &Arc<CudaContext>,
+        k: &Kernel,
+    ) -> Res<(Arc<cudarc::driver::CudaModule>, cudarc::driver::CudaFunction)> {
+        let (major, minor) = dev.info().compute_capability.ok_or("no compute capability")?;
+        let src = k.cuda_source().ok_or("kernel has no CUDA source")?;
+        let ptx = offload::nvrtc::compile(src, &format!("compute_{major}{minor}"))?;
+        let module = match ctx.load_module(Ptx::from_src(ptx)) {
+            Ok(m) => m,
+            Err(_) => ctx.load_module(Ptx::from_binary(offload::nvrtc::compile_cubin(
+                src,
+                &format!("sm_{major}{minor}"),
+            )?))?,
+        };
+        let f = module.load_function(&src.entry)?;
+        Ok((module, f))
+    }
+
+    /// 1000 dependent small kernels: a queue with one wait against raw launches
+    /// on one stream with one synchronise.
+    fn queue_chain(
+        args: &crate::Args,
+        dev: &Device,
+        ctx: &Arc<CudaContext>,
+        stream: &Arc<CudaStream>,
+        rows: &mut Vec<Row>,
+    ) -> Res<()> {
+        let code = "extern \"C\" __global__ void add_one(float* x, unsigned int n) {\n  \
+                    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;\n  if (i < n) x[i] += 1.0f;\n}\n";
+        // SAFETY: the kernel writes only x[0..n), the extent declared from `n`.
+        let k = unsafe {
+            Kernel::builder("add_one")
+                .param(Param::buffer::<f32>(
+                    "x",
+                    Access::ReadWrite,
+                    Split::Elementwise { per_item: 1 },
+                ))
+                .param(Param::scalar::<u32>("n"))
+                .extent_from("x", &["n"], 1)
+                .cuda(code, "add_one")
+        }
+        .build()?;
+        let n: usize = 4096;
+        let chain = 1000;
+        let cfg = LaunchConfig::for_items(n, dev.info());
+        dev.build(&k)?;
+        let q = dev.queue()?;
+        let mut x = dev.alloc::<f32>(n)?;
+
+        let (_module, f) = raw_function(dev, ctx, &k)?;
+        let raw_x = stream.alloc_zeros::<f32>(n)?;
+        let ptr: u64 = {
+            use cudarc::driver::DevicePtr;
+            let (p, _record) = raw_x.device_ptr(stream);
+            p
+        };
+        stream.synchronize()?;
+        let (g, b) = (cfg.grid.to_array(), cfg.block.to_array());
+        let raw_cfg = RawConfig {
+            grid_dim: (g[0], g[1], g[2]),
+            block_dim: (b[0], b[1], b[2]),
+            shared_mem_bytes: 0,
+        };
+        let count = n as u32;
+        let mut lib_chain = || -> Res<()> {
+            let mut last = None;
+            for _ in 0..chain {
+                last = Some(q.launch(&k, &cfg, &[Arg::output(&mut x), count.into()])?);
+            }
+            if let Some(e) = last {
+                e.wait()?;
+            }
+            Ok(())
+        };
+        let raw_chain = || -> Res<()> {
+            for _ in 0..chain {
+                let mut lb = stream.launch_builder(&f);
+                lb.arg(&ptr).arg(&count);
+                // SAFETY: `add_one(float*, unsigned int)` gets a live allocation of `n`
+                // floats and `n`.
+                unsafe { lb.launch(raw_cfg) }?;
+            }
+            stream.synchronize()?;
+            Ok(())
+        };
+        // Warm-up, then interleaved repetitions.
+        lib_chain()?;
+        raw_chain()?;
+        let reps = args.reps.max(5);
+        let (mut lib, mut raw) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let t = Instant::now();
+            lib_chain()?;
+            lib.push(t.elapsed().as_secs_f64() * 1e6);
+            let t = Instant::now();
+            raw_chain()?;
+            raw.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let want = ((reps + 1) * chain) as f32;
+        let got = x.to_vec()?;
+        if let Some(i) = (0..n).find(|&i| got[i] != want) {
+            return Err(format!("queue chain wrong at {i}: {} != {want}", got[i]).into());
+        }
+        let (lib, raw) = (median(lib), median(raw));
+        let ratio = lib / raw;
+        println!(
+            "{chain} dependent add_one kernels ({n} floats), one wait: queue {lib:.1} us ({:.2} us per kernel); \
+             raw cudarc launches on one stream + one sync {raw:.1} us; ratio {ratio:.3}",
+            lib / chain as f64
+        );
+        bench_line("cuda_queue_1000_kernels_us", lib, "us", Some(raw));
+        rows.push(Row {
+            what: format!("{chain} kernels, queue vs raw stream"),
+            lib: format!("{lib:.0} us"),
+            reference: format!("{raw:.0} us"),
+            ratio: format!("{ratio:.3}"),
+            target: "report".into(),
+            met: "-",
+        });
+        Ok(())
+    }
+
+    /// Pinned `HostBuffer` transfers through a queue against raw pinned copies.
+    fn queue_pinned(
+        args: &crate::Args,
+        dev: &Device,
+        ctx: &Arc<CudaContext>,
+        stream: &Arc<CudaStream>,
+        rows: &mut Vec<Row>,
+    ) -> Res<()> {
+        let bytes: usize = if args.quick { 32 << 20 } else { 256 << 20 };
+        let n = bytes / 4;
+        let reps = args.reps.max(3);
+        let host: Vec<f32> = (0..n).map(|i| (i % 4099) as f32).collect();
+        let q = dev.queue()?;
+        let buf = dev.alloc::<f32>(n)?;
+        let mut hb = HostBuffer::from_slice(dev, &host)?;
+        if !hb.is_pinned() {
+            return Err("a CUDA HostBuffer should be page-locked".into());
+        }
+        // Warm-up round trip, checked.
+        hb = q.write_from(&buf, hb)?.wait().map_err(|f| f.error)?;
+        hb.fill(0.0);
+        hb = q.read(&buf, hb)?.wait().map_err(|f| f.error)?;
+        if *hb != *host {
+            return Err("queue round trip through a pinned HostBuffer corrupted the data".into());
+        }
+
+        // SAFETY: the pinned buffer is written below before it is read.
+        let mut pinned = unsafe { ctx.alloc_pinned_with_flags::<u8>(bytes, 0) }?;
+        pinned.as_mut_slice()?.copy_from_slice(bytemuck::cast_slice(&host));
+        let mut raw_dev = stream.alloc_zeros::<u8>(bytes)?;
+        stream.memcpy_htod(&pinned, &mut raw_dev)?;
+        stream.synchronize()?;
+
+        let (mut lib_h2d, mut raw_h2d, mut lib_d2h, mut raw_d2h) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let t = Instant::now();
+            hb = q.write_from(&buf, hb)?.wait().map_err(|f| f.error)?;
+            lib_h2d.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            stream.memcpy_htod(&pinned, &mut raw_dev)?;
+            stream.synchronize()?;
+            raw_h2d.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            hb = q.read(&buf, hb)?.wait().map_err(|f| f.error)?;
+            lib_d2h.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            stream.memcpy_dtoh(&raw_dev, &mut pinned)?;
+            stream.synchronize()?;
+            raw_d2h.push(t.elapsed().as_secs_f64());
+        }
+        if *hb != *host {
+            return Err("queue read into a pinned HostBuffer returned wrong data".into());
+        }
+        let gbs = |t: f64| bytes as f64 / t / 1e9;
+        for (name, lib, raw) in [
+            ("h2d", gbs(median(lib_h2d)), gbs(median(raw_h2d))),
+            ("d2h", gbs(median(lib_d2h)), gbs(median(raw_d2h))),
+        ] {
+            let ratio = lib / raw;
+            println!(
+                "{name} {} MiB pinned HostBuffer through a queue (write_from / read + wait) {lib:.2} GB/s; \
+                 raw cudarc pinned {raw:.2} GB/s; ratio {ratio:.3}",
+                bytes >> 20
+            );
+            bench_line(&format!("cuda_{name}_pinned_queue_gbps"), lib, "GB/s", Some(raw));
+            rows.push(Row {
+                what: format!("{name} pinned queue {} MiB", bytes >> 20),
+                lib: format!("{lib:.2} GB/s"),
+                reference: format!("{raw:.2} GB/s"),
+                ratio: format!("{ratio:.3}"),
+                target: "report".into(),
+                met: "-",
             });
         }
         Ok(())

@@ -1,5 +1,5 @@
 //! Kernel launches: parameter marshalling, per-function limit checks, the
-//! shared-memory opt-in, and the timed `cuLaunchKernel`.
+//! shared-memory opt-in, and `cuLaunchKernel` on a queue's stream.
 //!
 //! Parameters are passed to `cuLaunchKernel` as an array of pointers to their
 //! values: a buffer as its 64-bit device address, a scalar by value at its own
@@ -18,16 +18,16 @@
 //! `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES` on the function first.
 
 use std::ffi::c_void;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use cudarc::driver::result;
-use cudarc::driver::sys::CUfunction_attribute;
+use cudarc::driver::sys::{CUfunction_attribute, CUstream};
+use cudarc::driver::{DriverError, result};
 
 use super::CudaBackend;
 use super::error::map_driver_err;
 use super::module::Built;
-use super::staging::elapsed_ns;
-use crate::backend::{RawArg, Timing};
+use crate::backend::RawArg;
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::launch::LaunchConfig;
@@ -37,16 +37,76 @@ const FIXED_ARGS: usize = 16;
 /// Shared memory per block (static plus dynamic) that needs no opt-in.
 const DEFAULT_SHARED_BYTES: u64 = 48 << 10;
 
+/// A launch checked and marshalled, ready to be enqueued on a stream.
+pub(crate) struct Prepared {
+    /// The entry function (its module stays loaded while this lives).
+    pub(crate) built: Arc<Built>,
+    fixed: [u64; FIXED_ARGS],
+    heap: Vec<u64>,
+    count: usize,
+    grid: [u32; 3],
+    block: [u32; 3],
+    dyn_smem: u32,
+}
+
+impl Prepared {
+    /// `cuLaunchKernel` on `stream` (the context current on this thread).
+    ///
+    /// # Safety
+    ///
+    /// `stream` is a live stream of the context that loaded the function, current
+    /// on this thread; every buffer argument stays allocated until the launch has
+    /// completed on the device (the public layer keeps it alive until the host
+    /// has seen the command's event complete), and so does the function's module
+    /// (the caller keeps [`Prepared::built`] until then).
+    pub(crate) unsafe fn enqueue(&mut self, stream: CUstream) -> std::result::Result<(), DriverError> {
+        let n = self.count;
+        let vals: &mut [u64] = if n > FIXED_ARGS {
+            &mut self.heap
+        } else {
+            &mut self.fixed[..n]
+        };
+        let mut fixed_ptrs = [std::ptr::null_mut::<c_void>(); FIXED_ARGS];
+        let mut heap_ptrs: Vec<*mut c_void> = Vec::new();
+        let ptrs: &mut [*mut c_void] = if n > FIXED_ARGS {
+            heap_ptrs.extend(vals.iter_mut().map(|v| v as *mut u64 as *mut c_void));
+            &mut heap_ptrs
+        } else {
+            for (p, v) in fixed_ptrs.iter_mut().zip(vals.iter_mut()) {
+                *p = v as *mut u64 as *mut c_void;
+            }
+            &mut fixed_ptrs[..n]
+        };
+        // SAFETY: `built.func` is a live function of a loaded module of this context
+        // (kept loaded by `built`); `ptrs` holds one pointer per kernel parameter, each
+        // to an 8-byte cell holding the value in the parameter's width (buffers:
+        // device addresses of live allocations of this device, kept alive by the
+        // caller until the launch completes; scalars: their bytes). The driver copies
+        // the parameter values during this call, so the cells need only outlive it.
+        // Grid, block and shared memory were checked against the device and function.
+        unsafe {
+            result::launch_kernel(
+                self.built.func.cu_function(),
+                self.grid.into(),
+                self.block.into(),
+                self.dyn_smem,
+                stream,
+                ptrs,
+            )
+        }
+    }
+}
+
 impl CudaBackend {
-    /// Run `kernel` to completion; returns the device-clock kernel time.
-    pub(crate) fn launch_kernel(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing> {
-        let label = &self.label;
-        let (built, _) = self.modules.get_or_build(&self.ctx, kernel, label)?;
+    /// Build (or fetch) the kernel, marshal its arguments and check the launch
+    /// against the entry function's own limits.
+    pub(crate) fn prepare_launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Prepared> {
+        let (built, _) = self.modules.get_or_build(&self.ctx, kernel, &self.label)?;
 
         // Marshal: one 8-byte value cell per kernel parameter.
-        let mut fixed_vals = [0u64; FIXED_ARGS];
-        let mut heap_vals: Vec<u64> = Vec::new();
-        let many = args.len() > FIXED_ARGS;
+        let mut fixed = [0u64; FIXED_ARGS];
+        let mut heap: Vec<u64> = Vec::new();
+        let many = args.iter().filter(|a| !matches!(a, RawArg::Local(_))).count() > FIXED_ARGS;
         let mut n = 0usize;
         let mut dyn_smem = cfg.shared_mem_bytes as u64;
         for a in args {
@@ -59,69 +119,22 @@ impl CudaBackend {
                 }
             };
             if many {
-                heap_vals.push(v);
+                heap.push(v);
             } else {
-                fixed_vals[n] = v;
+                fixed[n] = v;
             }
             n += 1;
         }
-        let vals: &mut [u64] = if many { &mut heap_vals } else { &mut fixed_vals[..n] };
-        let mut fixed_ptrs = [std::ptr::null_mut::<c_void>(); FIXED_ARGS];
-        let mut heap_ptrs: Vec<*mut c_void> = Vec::new();
-        let ptrs: &mut [*mut c_void] = if many {
-            heap_ptrs.extend(vals.iter_mut().map(|v| v as *mut u64 as *mut c_void));
-            &mut heap_ptrs
-        } else {
-            for (p, v) in fixed_ptrs.iter_mut().zip(vals.iter_mut()) {
-                *p = v as *mut u64 as *mut c_void;
-            }
-            &mut fixed_ptrs[..n]
-        };
-
         let dyn_smem = self.check_function(kernel, cfg, &built, dyn_smem)?;
-
-        let lane = self.lanes.acquire();
-        let fail = |e, op: &str| map_driver_err(e, label, op, kernel.name());
-        // One bind for the whole launch; the calls below go to the driver directly.
-        self.ctx.bind_to_thread().map_err(|e| fail(e, "cuCtxSetCurrent"))?;
-        let stream = lane.stream.cu_stream();
-        let (start, end) = (lane.start.cu_event(), lane.end.cu_event());
-        // SAFETY: both events and the stream are live objects of this context (owned
-        // by the lane, which this thread holds locked).
-        unsafe { result::event::record(start, stream) }.map_err(|e| fail(e, "cuEventRecord"))?;
-        // SAFETY: `built.func` is a live function of a loaded module of this context
-        // (the module is kept alive by `built`); `ptrs` holds one pointer per kernel
-        // parameter, each to an 8-byte cell holding the value in the parameter's
-        // width (buffers: device addresses of live allocations of this device that
-        // the caller borrows for the whole call; scalars: their bytes); the cells
-        // outlive the call, which completes (synchronised below) before they drop.
-        // Grid, block and shared memory were checked against the device and function.
-        let launched = unsafe {
-            result::launch_kernel(
-                built.func.cu_function(),
-                cfg.grid.to_array().into(),
-                cfg.block.to_array().into(),
-                dyn_smem,
-                stream,
-                ptrs,
-            )
-        };
-        if let Err(e) = launched {
-            return Err(fail(e, "cuLaunchKernel"));
-        }
-        // SAFETY: as for the first record; `end` then completes before `elapsed_ns`
-        // reads both events.
-        let done = unsafe { result::event::record(end, stream) }
-            .and_then(|()| unsafe { result::event::synchronize(end) })
-            .and_then(|()| elapsed_ns(&lane.start, &lane.end));
-        match done {
-            Ok(ns) => Ok(Timing::device(ns)),
-            Err(e) => {
-                // Make sure nothing still runs with these arguments before returning.
-                let _ = lane.stream.synchronize();
-                Err(fail(e, "kernel execution"))
-            }
-        }
+        Ok(Prepared {
+            built,
+            fixed,
+            heap,
+            count: n,
+            grid: cfg.grid.to_array(),
+            block: cfg.block.to_array(),
+            dyn_smem,
+        })
     }
 
     /// Check the launch against the entry function's own limits and opt in to
@@ -129,7 +142,7 @@ impl CudaBackend {
     fn check_function(&self, kernel: &Kernel, cfg: &LaunchConfig, built: &Built, dyn_smem: u64) -> Result<u32> {
         let err = |why: String| Error::LaunchConfig {
             kernel: kernel.name().to_string(),
-            device: self.label.clone(),
+            device: self.label.to_string(),
             why,
         };
         let tpb = cfg.threads_per_block();

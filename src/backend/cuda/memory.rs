@@ -1,13 +1,16 @@
 //! Device allocations and the checked copies in and out of them.
 //!
 //! An allocation is a `cudarc` [`CudaSlice<u8>`], which owns the device pointer
-//! and frees it on drop (stream-ordered `cuMemFreeAsync` on the stream that
-//! allocated it where the device has memory pools, `cuMemFree` otherwise; errors
-//! are recorded in the context, never panicked on). Because every operation of
-//! this backend completes before it returns, a buffer is never in use on another
-//! stream when it is freed, so `cudarc`'s per-slice event tracking is switched off
-//! for the context (see `CudaBackend::open`). Dropping a [`CudaMemory`] first makes
-//! the context current on the dropping thread, which may never have used CUDA.
+//! and frees it on drop (stream-ordered `cuMemFreeAsync` on the backend's
+//! allocation stream where the device has memory pools, `cuMemFree` otherwise;
+//! errors are recorded in the context, never panicked on). Queues use an
+//! allocation on their own streams asynchronously, but the public layer keeps
+//! every allocation a command uses alive until the host has seen that command's
+//! event complete, so when a [`CudaMemory`] is dropped no stream can still use
+//! it and `Drop` needs no stream ordering of its own; `cudarc`'s per-slice event
+//! tracking is therefore switched off for the context (see `CudaBackend::open`).
+//! Dropping a [`CudaMemory`] first makes the context current on the dropping
+//! thread, which may never have used CUDA.
 //!
 //! Before allocating, free device memory is read with `cuMemGetInfo`; a request
 //! above it is [`Error::OutOfMemory`] with limit "free device memory", and so is a
@@ -20,7 +23,7 @@ use cudarc::driver::{CudaContext, CudaSlice, result};
 
 use super::CudaBackend;
 use super::error::{map_driver_err, out_of_memory};
-use crate::backend::{DeviceMemory, Timing};
+use crate::backend::DeviceMemory;
 use crate::error::{Error, Result};
 
 /// One device allocation (none for zero bytes).
@@ -55,6 +58,17 @@ impl Drop for CudaMemory {
         if let Some(slice) = &self.slice {
             bind_quietly(slice.context());
         }
+    }
+}
+
+/// Make `ctx` current on this thread unless it already is (without touching the
+/// error recorded in the context, unlike `CudaContext::bind_to_thread`).
+pub(crate) fn bind(ctx: &CudaContext) -> std::result::Result<(), cudarc::driver::DriverError> {
+    match result::ctx::get_current()? {
+        Some(current) if current == ctx.cu_ctx() => Ok(()),
+        // SAFETY: `ctx` is alive (borrowed) and owns its retained primary context, so
+        // `cu_ctx()` is a valid context handle; making it current frees nothing.
+        _ => unsafe { result::ctx::set_current(ctx.cu_ctx()) },
     }
 }
 
@@ -111,8 +125,7 @@ impl CudaBackend {
         if bytes > free {
             return Err(out_of_memory(label, bytes as u64, free as u64));
         }
-        let lane = self.lanes.acquire();
-        let stream = &lane.stream;
+        let stream = &self.alloc_stream;
         // SAFETY: the memory is uninitialised, and is zero-filled below before any use.
         let slice = unsafe { stream.alloc::<u8>(bytes) }.map_err(|e| match e.0 {
             cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
@@ -149,20 +162,8 @@ impl CudaBackend {
         }
     }
 
-    /// Pinned host memory could not be allocated (host memory, not device memory).
-    fn staging_err(&self, e: cudarc::driver::DriverError) -> Error {
-        Error::Driver {
-            backend: crate::BackendKind::Cuda,
-            device: self.label.clone(),
-            operation: format!(
-                "allocating {} MiB of page-locked host staging memory",
-                super::staging::CHUNK >> 20
-            ),
-            message: super::error::describe(e),
-        }
-    }
-
-    fn check_range(&self, what: &str, m: &CudaMemory, offset: usize, len: usize) -> Result<()> {
+    /// Check that `offset..offset + len` lies inside `m`.
+    pub(crate) fn check_range(&self, what: &str, m: &CudaMemory, offset: usize, len: usize) -> Result<()> {
         match offset.checked_add(len) {
             Some(end) if end <= m.bytes => Ok(()),
             _ => Err(Error::LengthMismatch {
@@ -171,51 +172,5 @@ impl CudaBackend {
                 buffer: m.bytes.saturating_sub(offset),
             }),
         }
-    }
-
-    /// Host → device copy of `src` to byte `offset` of `mem`.
-    pub(crate) fn write_memory(&self, mem: &dyn DeviceMemory, offset: usize, src: &[u8]) -> Result<Timing> {
-        let m = self.cuda_mem(mem)?;
-        self.check_range("CUDA write", m, offset, src.len())?;
-        if src.is_empty() {
-            return Ok(Timing::HOST);
-        }
-        let mut lane = self.lanes.acquire();
-        let lane = &mut *lane;
-        lane.staging.reserve(src.len()).map_err(|e| self.staging_err(e))?;
-        let ns = lane
-            .staging
-            .upload(
-                self.copy_pool(src.len()),
-                &lane.stream,
-                (&lane.start, &lane.end),
-                m.device_ptr() + offset as u64,
-                src,
-            )
-            .map_err(|e| map_driver_err(e, &self.label, "host-to-device copy", ""))?;
-        Ok(Timing::device(ns))
-    }
-
-    /// Device → host copy from byte `offset` of `mem` into `dst`.
-    pub(crate) fn read_memory(&self, mem: &dyn DeviceMemory, offset: usize, dst: &mut [u8]) -> Result<Timing> {
-        let m = self.cuda_mem(mem)?;
-        self.check_range("CUDA read", m, offset, dst.len())?;
-        if dst.is_empty() {
-            return Ok(Timing::HOST);
-        }
-        let mut lane = self.lanes.acquire();
-        let lane = &mut *lane;
-        lane.staging.reserve(dst.len()).map_err(|e| self.staging_err(e))?;
-        let ns = lane
-            .staging
-            .download(
-                self.copy_pool(dst.len()),
-                &lane.stream,
-                (&lane.start, &lane.end),
-                m.device_ptr() + offset as u64,
-                dst,
-            )
-            .map_err(|e| map_driver_err(e, &self.label, "device-to-host copy", ""))?;
-        Ok(Timing::device(ns))
     }
 }

@@ -1,178 +1,112 @@
-//! Page-locked (pinned) host staging buffers and the pipelined copies through them.
+//! Page-locked (pinned) host memory and the host-side copies through it.
 //!
 //! A host ↔ device copy from ordinary (pageable) host memory cannot be DMA'd
-//! directly, so every transfer goes through a small set of pinned slots owned by
-//! one stream ("lane"): the caller's bytes are copied into a slot by the CPU
-//! (spread over a few threads for large chunks, since one core copies slower than
-//! a PCIe 5 link), and the slot is DMA'd asynchronously on the lane's stream. With
-//! [`SLOTS`] slots of [`CHUNK`] bytes, the CPU fills slot k+1 while the DMA engine
-//! drains slot k, so a large copy streams at the lower of the two rates and needs
-//! only `SLOTS × CHUNK` bytes of pinned memory however large it is.
+//! directly, so a queue stages it through pinned blocks ([`Pinned`]): the
+//! caller's bytes are copied into a block by the CPU (spread over a few threads
+//! for large pieces, since one core copies slower than a PCIe 5 link) and the
+//! block is DMA'd asynchronously on the queue's stream. A copy is cut into pieces
+//! of at most [`CHUNK`] bytes, and each queue keeps at most [`BUDGET`] bytes of
+//! staging blocks, so the CPU fills one block while the DMA engine drains
+//! another, and a copy of any size needs a bounded amount of pinned memory (the
+//! queue's bookkeeping is in `queue.rs`).
 //!
-//! Each slot has an event recorded after its DMA; a slot is reused only after its
-//! event completed. Every copy ends with the stream synchronised, so on return no
-//! DMA is still reading or writing a slot (error paths synchronise too, ignoring
-//! a second error, before returning the first). Timing comes from two events
-//! around the whole copy on the device clock.
-//!
-//! This module touches only pinned host memory, events and async memcpy calls on
-//! the lane's stream.
+//! The same [`Pinned`] type is the page-locked memory behind a `HostBuffer`
+//! (`cuMemHostAlloc`, freed with `cuMemFreeHost` in `Drop` with the context current).
 
+use std::any::Any;
 use std::sync::Arc;
 
-use cudarc::driver::sys::{CUdeviceptr, CUevent_flags};
-use cudarc::driver::{CudaContext, CudaEvent, CudaStream, DriverError, PinnedHostSlice, result};
+use cudarc::driver::sys::CU_MEMHOSTALLOC_PORTABLE;
+use cudarc::driver::{CudaContext, DriverError, result};
 
+use super::memory::{bind, bind_quietly};
 use crate::backend::cpu::pool::Pool;
+use crate::backend::queue::HostMemory;
 
-/// Bytes per staging slot.
+/// Largest piece of one staged copy, in bytes.
 pub(crate) const CHUNK: usize = 8 << 20;
-/// Slots per lane (triple buffering: one filling, up to two in flight).
-pub(crate) const SLOTS: usize = 3;
-/// Chunks at least this large are copied on the host by several threads.
+/// Staging memory one queue keeps at most, in bytes (four pieces: one filling,
+/// up to three in flight).
+pub(crate) const BUDGET: usize = 4 * CHUNK;
+/// Smallest staging block, in bytes (small copies share this size class).
+pub(crate) const MIN_BLOCK: usize = 64 << 10;
+/// Pieces at least this large are copied on the host by several threads.
 const PARALLEL_BYTES: usize = 1 << 20;
 
-/// One pinned slot and the event marking the end of its last DMA.
-struct Slot {
-    /// Owns the pinned memory (freed on drop, after its event completed).
-    _host: PinnedHostSlice<u8>,
-    /// Base of `host`, cached (the slice's own accessor synchronises an event each call).
-    ptr: *mut u8,
-    done: CudaEvent,
-}
-
-// SAFETY: `ptr` points into `host`, which this slot owns; the memory is page-locked
-// host memory that stays valid until `_host` is dropped, and the slot is only used
-// by the thread holding its lane's lock.
-unsafe impl Send for Slot {}
-
-/// The pinned slots of one lane, allocated on first use.
-pub(crate) struct Staging {
+/// One page-locked host allocation of this context (`cuMemHostAlloc`, portable
+/// to every context), freed with `cuMemFreeHost` on drop.
+pub(crate) struct Pinned {
     ctx: Arc<CudaContext>,
-    slots: Vec<Slot>,
+    ptr: *mut u8,
+    /// Bytes requested (what `HostMemory::byte_len` reports).
+    len: usize,
+    /// Bytes allocated (at least `len`, at least 1).
+    cap: usize,
 }
 
-impl Staging {
-    /// No slots yet; they are allocated by the first copy that needs them.
-    pub(crate) fn new(ctx: Arc<CudaContext>) -> Staging {
-        Staging {
-            ctx,
-            slots: Vec::with_capacity(SLOTS),
+// SAFETY: `ptr` is page-locked host memory owned by this value (no other owner),
+// valid until `Drop`; the value hands out only a raw pointer, and every user
+// (staging copies under the queue's lock, `HostBuffer`'s exclusive access, DMA
+// ordered by events) synchronises its accesses.
+unsafe impl Send for Pinned {}
+// SAFETY: as above; shared references only read the pointer and the sizes.
+unsafe impl Sync for Pinned {}
+
+impl Pinned {
+    /// `len` bytes of uninitialised page-locked memory (at least 1 byte is allocated).
+    pub(crate) fn alloc(ctx: &Arc<CudaContext>, len: usize) -> Result<Pinned, DriverError> {
+        let cap = len.max(1);
+        bind(ctx)?;
+        // SAFETY: the context is current; the memory is only handed out as a raw
+        // pointer, and every reader writes it first (staging) or zero-fills it
+        // (`alloc_host`).
+        let ptr = unsafe { result::malloc_host(cap, CU_MEMHOSTALLOC_PORTABLE) }? as *mut u8;
+        if ptr.is_null() {
+            return Err(DriverError(cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY));
         }
+        Ok(Pinned {
+            ctx: ctx.clone(),
+            ptr,
+            len,
+            cap,
+        })
     }
 
-    /// Make sure the slots for a copy of `bytes` bytes exist (at most [`SLOTS`]).
-    pub(crate) fn reserve(&mut self, bytes: usize) -> Result<(), DriverError> {
-        let n = bytes.div_ceil(CHUNK).min(SLOTS);
-        while self.slots.len() < n {
-            // SAFETY: the memory is uninitialised but only ever written by a host copy
-            // or a DMA before it is read, and only `len` written bytes are read.
-            let mut host = unsafe { self.ctx.alloc_pinned_with_flags::<u8>(CHUNK, 0) }?;
-            let ptr = host.as_mut_ptr()?;
-            let done = self.ctx.new_event(Some(CUevent_flags::CU_EVENT_DISABLE_TIMING))?;
-            self.slots.push(Slot { _host: host, ptr, done });
-        }
-        Ok(())
+    /// Base pointer.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr
     }
 
-    /// Host → device: copy `src` to device address `dst` through the slots on
-    /// `stream`, timed by `start`/`end`. Returns the device time in nanoseconds.
-    pub(crate) fn upload(
-        &mut self,
-        pool: Option<&Pool>,
-        stream: &CudaStream,
-        (start, end): (&CudaEvent, &CudaEvent),
-        dst: CUdeviceptr,
-        src: &[u8],
-    ) -> Result<u64, DriverError> {
-        self.reserve(src.len())?;
-        let r = (|| {
-            start.record(stream)?;
-            for (k, piece) in src.chunks(CHUNK).enumerate() {
-                let slot = &self.slots[k % self.slots.len()];
-                if k >= self.slots.len() {
-                    // The slot's previous DMA must have finished reading it.
-                    slot.done.synchronize()?;
-                }
-                host_copy(pool, piece.as_ptr(), slot.ptr, piece.len());
-                let at = dst + (k * CHUNK) as u64;
-                // SAFETY: `slot.ptr` holds `piece.len()` initialised pinned bytes that stay
-                // untouched until `slot.done` completes; `at..at + len` lies inside the
-                // destination allocation (checked by the caller).
-                let staged = unsafe { std::slice::from_raw_parts(slot.ptr as *const u8, piece.len()) };
-                // SAFETY: see above; the stream belongs to the context that owns `dst`.
-                unsafe { result::memcpy_htod_async(at, staged, stream.cu_stream()) }?;
-                slot.done.record(stream)?;
-            }
-            end.record(stream)?;
-            end.synchronize()?;
-            elapsed_ns(start, end)
-        })();
-        finish(stream, r)
-    }
-
-    /// Device → host: copy from device address `src` into `dst` through the slots
-    /// on `stream`, timed by `start`/`end`. Returns the device time in nanoseconds.
-    pub(crate) fn download(
-        &mut self,
-        pool: Option<&Pool>,
-        stream: &CudaStream,
-        (start, end): (&CudaEvent, &CudaEvent),
-        src: CUdeviceptr,
-        dst: &mut [u8],
-    ) -> Result<u64, DriverError> {
-        let len = dst.len();
-        let chunks = len.div_ceil(CHUNK);
-        self.reserve(len)?;
-        let r = (|| {
-            let nslots = self.slots.len();
-            let enqueue = |k: usize, slot: &Slot| -> Result<(), DriverError> {
-                let n = CHUNK.min(len - k * CHUNK);
-                // SAFETY: the slot has `CHUNK >= n` bytes; nothing reads it until
-                // `slot.done` completes; `src + k*CHUNK .. + n` lies inside the allocation.
-                let staging = unsafe { std::slice::from_raw_parts_mut(slot.ptr, n) };
-                // SAFETY: as above; the stream belongs to the context that owns `src`.
-                unsafe { result::memcpy_dtoh_async(staging, src + (k * CHUNK) as u64, stream.cu_stream()) }?;
-                slot.done.record(stream)
-            };
-            start.record(stream)?;
-            for k in 0..chunks.min(nslots) {
-                enqueue(k, &self.slots[k])?;
-            }
-            end.record(stream)?;
-            for (k, piece) in dst.chunks_mut(CHUNK).enumerate() {
-                let slot = &self.slots[k % nslots];
-                slot.done.synchronize()?;
-                host_copy(pool, slot.ptr as *const u8, piece.as_mut_ptr(), piece.len());
-                let next = k + nslots;
-                if next < chunks {
-                    enqueue(next, slot)?;
-                    // Move the end marker behind the newest DMA.
-                    end.record(stream)?;
-                }
-            }
-            end.synchronize()?;
-            elapsed_ns(start, end)
-        })();
-        finish(stream, r)
+    /// Bytes allocated.
+    pub(crate) fn capacity(&self) -> usize {
+        self.cap
     }
 }
 
-/// On error, wait for whatever was enqueued (so no DMA still uses a slot) and
-/// return the first error.
-fn finish(stream: &CudaStream, r: Result<u64, DriverError>) -> Result<u64, DriverError> {
-    if r.is_err() {
-        let _ = stream.synchronize();
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        // Callers drop pinned memory only once no DMA uses it (its stream's event
+        // completed, or the stream was synchronised).
+        bind_quietly(&self.ctx);
+        // SAFETY: `ptr` came from `cuMemHostAlloc` and is freed exactly once, here.
+        self.ctx
+            .record_err(unsafe { result::free_host(self.ptr as *mut std::ffi::c_void) });
     }
-    r
 }
 
-/// Device time between two completed events, in nanoseconds.
-pub(crate) fn elapsed_ns(start: &CudaEvent, end: &CudaEvent) -> Result<u64, DriverError> {
-    // SAFETY: both events are live, were created with timing enabled, were recorded
-    // on the same stream, and `end` (hence `start`) has completed.
-    let ms = unsafe { result::event::elapsed(start.cu_event(), end.cu_event()) }?;
-    Ok((ms.max(0.0) as f64 * 1e6) as u64)
+impl HostMemory for Pinned {
+    fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+    fn byte_len(&self) -> usize {
+        self.len
+    }
+    fn pinned(&self) -> bool {
+        true
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
 }
 
 struct Ptrs(*const u8, *mut u8);
@@ -181,7 +115,9 @@ struct Ptrs(*const u8, *mut u8);
 unsafe impl Sync for Ptrs {}
 
 /// Copy `len` bytes from `src` to `dst` on the host, spread over `pool` when large.
-fn host_copy(pool: Option<&Pool>, src: *const u8, dst: *mut u8, len: usize) {
+///
+/// The caller passes two valid, non-overlapping regions of `len` bytes.
+pub(crate) fn host_copy(pool: Option<&Pool>, src: *const u8, dst: *mut u8, len: usize) {
     let threads = pool.map_or(1, |p| p.threads());
     match pool {
         Some(pool) if len >= PARALLEL_BYTES && threads > 1 => {
@@ -208,6 +144,37 @@ fn host_copy(pool: Option<&Pool>, src: *const u8, dst: *mut u8, len: usize) {
         _ => {
             // SAFETY: the caller passes two valid, non-overlapping regions of `len` bytes.
             unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+        }
+    }
+}
+
+/// Fill `dst` with `pattern` repeated from its first byte (by doubling copies).
+pub(crate) fn fill_pattern(dst: &mut [u8], pattern: &[u8]) {
+    let p = pattern.len().min(dst.len());
+    dst[..p].copy_from_slice(&pattern[..p]);
+    let mut filled = p;
+    while filled < dst.len() && filled > 0 {
+        // `filled` is a multiple of the pattern length, so the phase is kept.
+        let n = filled.min(dst.len() - filled);
+        dst.copy_within(0..n, filled);
+        filled += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_pattern;
+
+    #[test]
+    fn fill_pattern_repeats_from_the_first_byte() {
+        for plen in [1usize, 2, 3, 4, 8, 12, 128] {
+            let pattern: Vec<u8> = (0..plen as u8).map(|b| b.wrapping_mul(7).wrapping_add(1)).collect();
+            for n in [0usize, plen, plen * 5, plen * 1000] {
+                let mut dst = vec![0u8; n];
+                fill_pattern(&mut dst, &pattern);
+                let want: Vec<u8> = pattern.iter().copied().cycle().take(n).collect();
+                assert_eq!(dst, want, "pattern {plen} bytes, {n} bytes");
+            }
         }
     }
 }
