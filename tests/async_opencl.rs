@@ -95,8 +95,8 @@ fn write_launch_read_chains_without_waits_across_queues() {
         q2.launch(&k, &cfg, &[Arg::output(&mut dc), (n as u32).into()]).unwrap();
         let t = q1.read(&dc, HostBuffer::new(d, n).unwrap()).unwrap();
         let c = t.wait().unwrap();
-        for i in 0..n {
-            assert_eq!(c[i], 3.0 * i as f32 + 1.0, "element {i} on {}", d.label());
+        for (i, v) in c.iter().enumerate() {
+            assert_eq!(*v, 3.0 * i as f32 + 1.0, "element {i} on {}", d.label());
         }
         // Owned host memory both ways, and a large write (written before returning).
         let big = 3 << 20;
@@ -124,7 +124,10 @@ fn copy_and_fill() {
         q.fill(&src, 2.5f32).unwrap();
         q.copy(&src, &dst).unwrap();
         q.fill(&src, -1.0f32).unwrap();
-        assert!(read_back(&q, d, &dst).iter().all(|v| *v == 2.5), "copy saw the first fill");
+        assert!(
+            read_back(&q, d, &dst).iter().all(|v| *v == 2.5),
+            "copy saw the first fill"
+        );
         assert!(read_back(&q, d, &src).iter().all(|v| *v == -1.0));
         // Patterns clEnqueueFillBuffer does not take (12 bytes) are written staged.
         let v = d.alloc::<[f32; 3]>(1001).unwrap();
@@ -175,11 +178,13 @@ fn dependencies_on_and_of_cpu_queues() {
         cq.wait_for(&last);
         let back = cpu.alloc::<f32>(n).unwrap();
         cq.fill(&back, 0.0).unwrap();
-        assert!(last.is_complete(), "the CPU command ran after the OpenCL event completed");
+        assert!(
+            last.is_complete(),
+            "the CPU command ran after the OpenCL event completed"
+        );
         cq.copy(&x, &back).unwrap().wait().unwrap();
-        let got = back.to_vec().unwrap();
-        for i in 0..n {
-            assert_eq!(got[i], i as f32 + 50.0, "element {i} on {}", d.label());
+        for (i, v) in back.to_vec().unwrap().iter().enumerate() {
+            assert_eq!(*v, i as f32 + 50.0, "element {i} on {}", d.label());
         }
     }
 }
@@ -219,8 +224,12 @@ fn dropping_buffers_queues_and_events_with_work_in_flight_is_safe() {
         // The device is still usable.
         let q = d.queue().unwrap();
         let mut x = d.upload(&vec![0.0f32; 100]).unwrap();
-        q.launch(&k, &LaunchConfig::for_items(100, d.info()), &[Arg::output(&mut x), 100u32.into()])
-            .unwrap();
+        q.launch(
+            &k,
+            &LaunchConfig::for_items(100, d.info()),
+            &[Arg::output(&mut x), 100u32.into()],
+        )
+        .unwrap();
         assert!(read_back(&q, d, &x).iter().all(|v| *v == 1.0));
     }
 }
@@ -289,7 +298,10 @@ fn events_report_device_timestamps_on_the_host_clock() {
         for stage in [Stage::HostToDevice, Stage::Kernel, Stage::DeviceToHost] {
             let recs: Vec<_> = p.device_records(d.label()).filter(|r| r.stage == stage).collect();
             assert!(!recs.is_empty(), "{stage:?} recorded on {}", d.label());
-            assert!(recs.iter().all(|r| r.clock == Clock::Device), "{stage:?} by the device clock");
+            assert!(
+                recs.iter().all(|r| r.clock == Clock::Device),
+                "{stage:?} by the device clock"
+            );
         }
     }
 }

@@ -81,7 +81,11 @@ pub(super) fn enqueue(
             global.as_ptr(),
             local.as_ptr(),
             wait.len() as u32,
-            if wait.is_empty() { std::ptr::null() } else { wait.as_ptr() },
+            if wait.is_empty() {
+                std::ptr::null()
+            } else {
+                wait.as_ptr()
+            },
         )
     };
     match ev {

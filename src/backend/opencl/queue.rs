@@ -40,11 +40,12 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use opencl3::command_queue::{
-    enqueue_copy_buffer, enqueue_fill_buffer, enqueue_map_buffer, enqueue_marker_with_wait_list,
-    enqueue_read_buffer, enqueue_unmap_mem_object, enqueue_write_buffer, finish, flush, retain_command_queue,
+    enqueue_copy_buffer, enqueue_fill_buffer, enqueue_map_buffer, enqueue_marker_with_wait_list, enqueue_read_buffer,
+    enqueue_unmap_mem_object, enqueue_write_buffer, finish, flush, retain_command_queue,
 };
 use opencl3::error_codes::CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST;
 use opencl3::event::{
@@ -123,7 +124,11 @@ fn profiling(ev: cl_event, what: u32) -> Option<u64> {
 
 /// The raw pointer of a wait list (null when empty, as OpenCL requires).
 fn list_ptr(wait: &[cl_event]) -> *const cl_event {
-    if wait.is_empty() { std::ptr::null() } else { wait.as_ptr() }
+    if wait.is_empty() {
+        std::ptr::null()
+    } else {
+        wait.as_ptr()
+    }
 }
 
 /// What an event's command was, for its error.
@@ -183,14 +188,41 @@ pub(crate) struct ClEvent {
     op: OpInfo,
     /// The bytes a staged write reads, kept until the write has completed.
     staging: Option<Box<[u8]>>,
+    /// The final status once observed (`PENDING` before).
+    done: AtomicI32,
+    /// Polls that found the command pending.
+    polls: AtomicU32,
 }
 
+/// `ClEvent::done` before a final status was observed.
+const PENDING: cl_int = cl_int::MAX;
+
 impl ClEvent {
+    fn new(ev: Event, queue: Arc<QueueShared>, op: OpInfo, staging: Option<Box<[u8]>>) -> Arc<ClEvent> {
+        Arc::new(ClEvent {
+            ev,
+            queue,
+            op,
+            staging,
+            done: AtomicI32::new(PENDING),
+            polls: AtomicU32::new(0),
+        })
+    }
+
     /// `CL_EVENT_COMMAND_EXECUTION_STATUS`: `CL_COMPLETE` (0), a negative error, or
     /// a positive state before completion.
+    /// A final status is kept, so later queries cost no driver call.
     fn status(&self) -> std::result::Result<cl_int, cl_int> {
+        let known = self.done.load(Ordering::Acquire);
+        if known <= CL_COMPLETE {
+            return Ok(known);
+        }
         // cl3 answers this query with its `Int` variant, so `to_int` cannot panic.
-        get_event_info(self.ev.raw(), CL_EVENT_COMMAND_EXECUTION_STATUS).map(|i| i.to_int())
+        let s = get_event_info(self.ev.raw(), CL_EVENT_COMMAND_EXECUTION_STATUS).map(|i| i.to_int())?;
+        if s <= CL_COMPLETE {
+            self.done.store(s, Ordering::Release);
+        }
+        Ok(s)
     }
 
     /// The error for status or error code `code`.
@@ -229,6 +261,11 @@ impl Drop for ClEvent {
 
 impl RawEvent for ClEvent {
     fn wait(&self) -> Result<()> {
+        match self.done.load(Ordering::Acquire) {
+            CL_COMPLETE => return Ok(()),
+            s if s < 0 => return Err(self.error(s)),
+            _ => {}
+        }
         let waited = wait_for_events(&[self.ev.raw()]);
         match (self.status(), waited) {
             // A failed command reports its own (negative) status; prefer that code.
@@ -242,8 +279,13 @@ impl RawEvent for ClEvent {
         match self.status() {
             Ok(s) if s <= CL_COMPLETE => true,
             Ok(_) => {
-                // Polling must not spin on commands the driver has not been told to start.
-                if let Err(c) = flush(self.queue.queue.raw()) {
+                // Polling must not spin on commands the driver has not been told to
+                // start: flush from the second poll of a pending event on (not on the
+                // first: the public layer polls the last writer of a buffer once per
+                // new command, and a flush per command would slow long chains).
+                if self.polls.fetch_add(1, Ordering::Relaxed) >= 1
+                    && let Err(c) = flush(self.queue.queue.raw())
+                {
                     tracing::debug!(error = %code_name(c), "clFlush while polling an event failed");
                 }
                 false
@@ -362,13 +404,8 @@ impl ClQueue {
 
     /// The event of an enqueue that succeeded with `raw`.
     fn event(&self, raw: cl_event, op: OpInfo, staging: Option<Box<[u8]>>) -> Arc<ClEvent> {
-        Arc::new(ClEvent {
-            // SAFETY: a successful enqueue returns an event with one reference, ours.
-            ev: unsafe { Event::from_raw(raw) },
-            queue: self.shared.clone(),
-            op,
-            staging,
-        })
+        // SAFETY: a successful enqueue returns an event with one reference, ours.
+        ClEvent::new(unsafe { Event::from_raw(raw) }, self.shared.clone(), op, staging)
     }
 
     fn pending(&self, raw: cl_event, op: OpInfo, staging: Option<Box<[u8]>>) -> Completion {
@@ -623,7 +660,10 @@ impl BackendQueue for ClQueue {
         let built = b.built(kernel, "launch")?;
         let wait = self.wait_list(deps)?;
         let n = built.kernels.len().max(1);
-        let slot = built.kernels.get(self.shared.slot % n).ok_or_else(|| b.closed("launch"))?;
+        let slot = built
+            .kernels
+            .get(self.shared.slot % n)
+            .ok_or_else(|| b.closed("launch"))?;
         let ev = {
             let k = slot.lock();
             launch::enqueue(b, self.q(), &k, kernel, cfg, args, &wait)?
@@ -634,12 +674,7 @@ impl BackendQueue for ClQueue {
             bytes: launch::buffer_bytes(b, args),
             kernel: Some(kernel.clone()),
         };
-        Ok(Completion::Pending(Arc::new(ClEvent {
-            ev,
-            queue: self.shared.clone(),
-            op,
-            staging: None,
-        })))
+        Ok(Completion::Pending(ClEvent::new(ev, self.shared.clone(), op, None)))
     }
 
     fn finish(&self) -> Result<()> {
@@ -671,8 +706,7 @@ impl ClHostMemory {
         let mem = ClMemory::alloc_with(&b.context, &b.info, bytes, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR)?;
         let (_guard, q) = b.take_queue("alloc_host")?;
         // SAFETY: `q` is live while the guard is held; the new reference is ours.
-        unsafe { retain_command_queue(q) }
-            .map_err(|c| map_cl_err(c, &b.info, Op::new("clRetainCommandQueue")))?;
+        unsafe { retain_command_queue(q) }.map_err(|c| map_cl_err(c, &b.info, Op::new("clRetainCommandQueue")))?;
         // SAFETY: we own the reference just taken.
         let queue = unsafe { Queue::from_raw(q) };
         let mut ptr = std::ptr::null_mut();
@@ -716,15 +750,8 @@ impl Drop for ClHostMemory {
         }
         // SAFETY: `ptr` is the live mapping of `mem`, made on `queue`; nothing uses it
         // any more (the public layer drops host memory only after its transfers).
-        let ev = unsafe {
-            enqueue_unmap_mem_object(
-                self.queue.raw(),
-                self.mem.raw(),
-                self.ptr.cast(),
-                0,
-                std::ptr::null(),
-            )
-        };
+        let ev =
+            unsafe { enqueue_unmap_mem_object(self.queue.raw(), self.mem.raw(), self.ptr.cast(), 0, std::ptr::null()) };
         match ev {
             Ok(ev) => {
                 // SAFETY: a successful enqueue returns an event with one reference, ours.
