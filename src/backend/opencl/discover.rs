@@ -160,11 +160,11 @@ fn open_device(platform: cl_platform_id, id: cl_device_id, index: usize) -> Resu
         queues.push(create_queue(&ctx, id, version).map_err(|c| fail("creating a profiling command queue", c))?);
     }
     info.warp_size = preferred_multiple(&ctx, id, &info, version, dev_type);
-    Ok(OpenClBackend::new(info, DeviceId(id), ctx, queues))
+    Ok(OpenClBackend::new(info, DeviceId(id), version, ctx, queues))
 }
 
 /// An in-order queue with profiling enabled.
-fn create_queue(ctx: &Context, id: cl_device_id, version: (u32, u32)) -> Result<Queue, cl_int> {
+pub(super) fn create_queue(ctx: &Context, id: cl_device_id, version: (u32, u32)) -> Result<Queue, cl_int> {
     let raw = if version >= (2, 0) {
         let props: [cl_queue_properties; 3] =
             [CL_QUEUE_PROPERTIES as cl_queue_properties, CL_QUEUE_PROFILING_ENABLE, 0];

@@ -3,16 +3,17 @@
 //!
 //! Buffers are bound as their `cl_mem`, scalars by their native bytes, `Local`
 //! arguments as `__local` memory of the requested size. Nothing is allocated per
-//! launch. A kernel object is used only while its queue's guard and its own
-//! mutex are held, since `clSetKernelArg` + enqueue is not thread-safe on one
-//! kernel object.
+//! launch. A kernel object is used only while its own mutex is held, from the
+//! first `clSetKernelArg` to the return of `clEnqueueNDRangeKernel` (which
+//! captures the argument values), since setting arguments is not thread-safe
+//! on one kernel object.
 
 use opencl3::command_queue::enqueue_nd_range_kernel;
 use opencl3::error_codes::{
     CL_INVALID_ARG_INDEX, CL_INVALID_ARG_SIZE, CL_INVALID_ARG_VALUE, CL_INVALID_KERNEL_ARGS, CL_INVALID_WORK_GROUP_SIZE,
 };
 use opencl3::kernel::{CL_KERNEL_WORK_GROUP_SIZE, get_kernel_work_group_data, set_kernel_arg};
-use opencl3::types::{cl_command_queue, cl_mem};
+use opencl3::types::{cl_command_queue, cl_event, cl_mem};
 
 use super::OpenClBackend;
 use super::error::{Op, code_name, map_cl_err};
@@ -22,7 +23,10 @@ use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::launch::LaunchConfig;
 
-/// Set `args` on `k` and enqueue it on `q`; returns the launch's event.
+/// Set `args` on `k` and enqueue it on `q` after the events of `wait` (live
+/// events of `q`'s context); returns the launch's event. The caller holds `k`'s
+/// mutex: the arguments set here are captured by `clEnqueueNDRangeKernel`, so
+/// the kernel object is free again once this returns.
 pub(super) fn enqueue(
     b: &OpenClBackend,
     q: cl_command_queue,
@@ -30,6 +34,7 @@ pub(super) fn enqueue(
     kernel: &Kernel,
     cfg: &LaunchConfig,
     args: &[RawArg<'_>],
+    wait: &[cl_event],
 ) -> Result<Event> {
     let info = &b.info;
     for (i, a) in args.iter().enumerate() {
@@ -65,7 +70,8 @@ pub(super) fn enqueue(
     // The dimension count the user gave (a 2-D launch of height 1 stays 2-D).
     let dims: u32 = cfg.work_dim();
     // SAFETY: every argument was set above; `global`/`local` have `dims` valid entries
-    // (checked against the device's limits by the public layer); no wait list.
+    // (checked against the device's limits by the public layer); `wait` holds
+    // `wait.len()` live events of this context (or is empty: a null list).
     let ev = unsafe {
         enqueue_nd_range_kernel(
             q,
@@ -74,8 +80,12 @@ pub(super) fn enqueue(
             std::ptr::null(),
             global.as_ptr(),
             local.as_ptr(),
-            0,
-            std::ptr::null(),
+            wait.len() as u32,
+            if wait.is_empty() {
+                std::ptr::null()
+            } else {
+                wait.as_ptr()
+            },
         )
     };
     match ev {

@@ -10,7 +10,7 @@
 use std::any::Any;
 
 use opencl3::memory::{CL_MEM_READ_WRITE, create_buffer, release_mem_object};
-use opencl3::types::cl_mem;
+use opencl3::types::{cl_mem, cl_mem_flags};
 
 use super::error::{Op, code_name, map_cl_err};
 use super::handles::Context;
@@ -33,9 +33,15 @@ unsafe impl Sync for ClMemory {}
 impl ClMemory {
     /// Allocate `bytes` bytes in `ctx`.
     pub(crate) fn alloc(ctx: &Context, info: &DeviceInfo, bytes: usize) -> Result<ClMemory> {
-        // SAFETY: `ctx` is a live context; no host pointer is passed (flags do not
+        ClMemory::alloc_with(ctx, info, bytes, CL_MEM_READ_WRITE)
+    }
+
+    /// Allocate `bytes` bytes in `ctx` with `flags` (which never ask to use or
+    /// copy a host pointer: `CL_MEM_ALLOC_HOST_PTR` at most).
+    pub(crate) fn alloc_with(ctx: &Context, info: &DeviceInfo, bytes: usize, flags: cl_mem_flags) -> Result<ClMemory> {
+        // SAFETY: `ctx` is a live context; no host pointer is passed (the flags do not
         // ask for one), and the size is at least one byte.
-        let mem = unsafe { create_buffer(ctx.raw(), CL_MEM_READ_WRITE, bytes.max(1), std::ptr::null_mut()) }
+        let mem = unsafe { create_buffer(ctx.raw(), flags, bytes.max(1), std::ptr::null_mut()) }
             .map_err(|c| map_cl_err(c, info, Op::new("clCreateBuffer").bytes(bytes as u64)))?;
         Ok(ClMemory { mem, bytes })
     }

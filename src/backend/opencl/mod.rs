@@ -19,6 +19,7 @@ mod handles;
 mod launch;
 mod memory;
 mod program;
+mod queue;
 
 use opencl3::command_queue::{enqueue_read_buffer, enqueue_write_buffer, finish};
 use opencl3::event::{
@@ -27,7 +28,9 @@ use opencl3::event::{
 };
 use opencl3::types::{CL_NON_BLOCKING, cl_command_queue, cl_device_id, cl_int};
 use parking_lot::{Mutex, MutexGuard};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 
 pub(crate) use discover::discover;
 use error::{Op, code_name, map_cl_err};
@@ -35,6 +38,7 @@ use handles::{Context, Event, Queue};
 use memory::ClMemory;
 use program::ProgramCache;
 
+use crate::backend::queue::{BackendQueue, HostMemory};
 use crate::backend::{Backend, DeviceMemory, RawArg, Timing};
 use crate::device::DeviceInfo;
 use crate::error::{Error, Result};
@@ -43,6 +47,10 @@ use crate::launch::LaunchConfig;
 
 /// In-order queues per device: two lets an upload overlap a kernel.
 pub(crate) const QUEUES_PER_DEVICE: usize = 2;
+/// Kernel objects per built kernel (at least [`QUEUES_PER_DEVICE`]): the pool's
+/// queues use slots `0..QUEUES_PER_DEVICE`, native queues take all in turn
+/// (each slot has a mutex, so sharing one is correct, only slower).
+pub(crate) const KERNEL_SLOTS: usize = 4;
 
 /// A device id (root devices are not reference counted: nothing to release).
 #[derive(Clone, Copy)]
@@ -62,7 +70,13 @@ pub(crate) struct OpenClBackend {
     next_queue: AtomicUsize,
     /// Set by `close`; checked before builds and launches.
     closed: AtomicBool,
+    /// Native queues made so far (selects their kernel object slot).
+    queues_made: AtomicUsize,
+    /// The device ↔ host clock mapping and when it was measured.
+    clock: Mutex<Option<(Instant, queue::HostClock)>>,
     device: DeviceId,
+    /// The device's OpenCL version.
+    version: (u32, u32),
     context: Context,
 }
 
@@ -79,16 +93,64 @@ impl QueueGuard<'_> {
 }
 
 impl OpenClBackend {
-    pub(crate) fn new(info: DeviceInfo, device: DeviceId, context: Context, queues: Vec<Queue>) -> Self {
+    pub(crate) fn new(
+        info: DeviceInfo,
+        device: DeviceId,
+        version: (u32, u32),
+        context: Context,
+        queues: Vec<Queue>,
+    ) -> Self {
         OpenClBackend {
             info,
             programs: ProgramCache::default(),
             queues: queues.into_iter().map(|q| Mutex::new(Some(q))).collect(),
             next_queue: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            queues_made: AtomicUsize::new(0),
+            clock: Mutex::new(None),
             device,
+            version,
             context,
         }
+    }
+
+    /// The kernel object slot of the next native queue.
+    fn next_slot(&self) -> usize {
+        self.queues_made.fetch_add(1, Ordering::Relaxed) % KERNEL_SLOTS
+    }
+
+    /// The device's clock mapping, measured with `calibrate` when there is none
+    /// or it is older than `max_age`.
+    fn host_clock(
+        &self,
+        calibrate: impl FnOnce() -> Option<queue::HostClock>,
+        max_age: std::time::Duration,
+    ) -> Option<queue::HostClock> {
+        let mut c = self.clock.lock();
+        if let Some((at, clock)) = *c
+            && at.elapsed() < max_age
+        {
+            return Some(clock);
+        }
+        match calibrate() {
+            Some(clock) => {
+                *c = Some((Instant::now(), clock));
+                Some(clock)
+            }
+            None => {
+                tracing::debug!(device = %self.info.label(), "no profiling times for markers: host clock only");
+                c.map(|(_, clock)| clock)
+            }
+        }
+    }
+
+    /// The built kernel (building it first), unless the device is closed.
+    fn built(&self, kernel: &Kernel, operation: &str) -> Result<std::sync::Arc<program::Built>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed(operation));
+        }
+        self.programs
+            .get_or_build(&self.context, self.device.0, &self.info, kernel, KERNEL_SLOTS)
     }
 
     fn closed(&self, operation: &str) -> Error {
@@ -245,29 +307,33 @@ impl Backend for OpenClBackend {
         wait_or_finish(|| self.wait_timed(&ev, op), || finish(q))
     }
 
-    fn new_queue(self: std::sync::Arc<Self>) -> Result<std::sync::Arc<dyn crate::backend::queue::BackendQueue>> {
-        Ok(crate::backend::queue::SyncQueue::arc(self))
+    fn new_queue(self: Arc<Self>) -> Result<Arc<dyn BackendQueue>> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(self.closed("create a queue"));
+        }
+        Ok(Arc::new(queue::ClQueue::new(self)?))
+    }
+
+    fn alloc_host(&self, bytes: usize, align: usize) -> Result<Arc<dyn HostMemory>> {
+        match queue::ClHostMemory::alloc(self, bytes, align)? {
+            Some(m) => Ok(Arc::new(m)),
+            None => {
+                tracing::debug!(device = %self.info.label(), "mapped host memory not aligned; heap memory instead");
+                crate::backend::cpu::heap_memory(bytes, align, &self.info.label())
+            }
+        }
     }
 
     fn build(&self, kernel: &Kernel) -> Result<Timing> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(self.closed("build"));
-        }
-        self.programs
-            .get_or_build(&self.context, self.device.0, &self.info, kernel, self.queues.len())?;
+        self.built(kernel, "build")?;
         Ok(Timing::HOST)
     }
 
     fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(self.closed("launch"));
-        }
-        let built = self
-            .programs
-            .get_or_build(&self.context, self.device.0, &self.info, kernel, self.queues.len())?;
+        let built = self.built(kernel, "launch")?;
         let (g, q) = self.take_queue("launch")?;
         let kobj = built.kernels.get(g.index).ok_or_else(|| self.closed("launch"))?.lock();
-        let ev = launch::enqueue(self, q, &kobj, kernel, cfg, args)?;
+        let ev = launch::enqueue(self, q, &kobj, kernel, cfg, args, &[])?;
         let bytes = launch::buffer_bytes(self, args);
         self.wait_timed(&ev, Op::new("kernel execution").bytes(bytes).kernel(kernel.name()))
     }

@@ -3,9 +3,10 @@
 //! kernel's signature against the parameter types its source declares.
 //!
 //! * In memory: one [`Built`] per live [`Kernel`] and device (a
-//!   [`KernelCache`], evicted with the kernel), holding the program and one
-//!   `cl_kernel` per command queue (kernel objects carry their arguments as state,
-//!   so a launch uses the kernel object of the queue it holds).
+//!   [`KernelCache`], evicted with the kernel), holding the program and a few
+//!   `cl_kernel` slots, each behind a mutex (kernel objects carry their arguments
+//!   as state, so a launch holds its slot's mutex from setting the arguments to
+//!   the enqueue; queues spread over the slots so they rarely contend).
 //! * On disk: the program binary from `CL_PROGRAM_BINARIES`, stored through
 //!   [`crate::cache`] under kind `opencl`, keyed by device name, vendor, driver
 //!   version, source, entry point and build options. A second process loads the
@@ -69,9 +70,9 @@ const CACHE_KIND: &str = "opencl";
 /// Build option that makes the driver keep parameter types for `clGetKernelArgInfo`.
 const ARG_INFO_OPTION: &str = "-cl-kernel-arg-info";
 
-/// A program built for one device, with one kernel object per queue.
+/// A program built for one device, with its kernel object slots.
 pub(crate) struct Built {
-    /// Kernel objects, indexed like the device's queues.
+    /// Kernel objects; a queue uses slot `its index % len`.
     pub kernels: Vec<Mutex<KernelObj>>,
     /// Keeps the program alive as long as its kernels (released after them).
     _program: Program,
@@ -91,11 +92,11 @@ impl ProgramCache {
         dev: cl_device_id,
         info: &DeviceInfo,
         kernel: &Kernel,
-        queues: usize,
+        slots: usize,
     ) -> Result<Arc<Built>> {
         let (built, _) = self
             .built
-            .get_or_try_build(kernel, || build_kernel(ctx, dev, info, kernel, queues))?;
+            .get_or_try_build(kernel, || build_kernel(ctx, dev, info, kernel, slots))?;
         Ok(built)
     }
 
@@ -105,8 +106,8 @@ impl ProgramCache {
     }
 }
 
-/// Build `kernel`'s OpenCL source for `dev` and create `queues` kernel objects.
-fn build_kernel(ctx: &Context, dev: cl_device_id, info: &DeviceInfo, kernel: &Kernel, queues: usize) -> Result<Built> {
+/// Build `kernel`'s OpenCL source for `dev` and create `slots` kernel objects.
+fn build_kernel(ctx: &Context, dev: cl_device_id, info: &DeviceInfo, kernel: &Kernel, slots: usize) -> Result<Built> {
     let Some(src) = kernel.opencl_source() else {
         return Err(kernel.no_implementation(BackendKind::OpenCl, &info.label()));
     };
@@ -116,8 +117,8 @@ fn build_kernel(ctx: &Context, dev: cl_device_id, info: &DeviceInfo, kernel: &Ke
     }
     let options = options.join(" ");
     let program = build_program_cached(ctx, dev, info, kernel.name(), &src.code, &src.entry, &options)?;
-    let mut kernels = Vec::with_capacity(queues.max(1));
-    for _ in 0..queues.max(1) {
+    let mut kernels = Vec::with_capacity(slots.max(1));
+    for _ in 0..slots.max(1) {
         kernels.push(Mutex::new(create_entry(&program, info, kernel.name(), &src.entry)?));
     }
     // The source must declare exactly the parameters of the signature.
