@@ -9,7 +9,7 @@
 //! copy on one queue overlapping a kernel on another is visible as two bars one
 //! above the other. Records that still overlap within one row (host threads
 //! copying at once on no queue) go to an extra row (`h2d #2`, `q3 h2d #2`). Bars are
-//! colored by stage and carry a `<title>` tooltip with label, duration, bytes,
+//! colored by stage and carry a `<title>` tooltip with label, queue, duration, bytes,
 //! GB/s, items and clock. Below the lanes: a time axis in milliseconds from the
 //! first record, with gridlines, and a legend. An empty profile gives a valid SVG
 //! that says "empty profile". When the profiler dropped records past its cap, a
@@ -115,10 +115,15 @@ fn tick_decimals(step: f64) -> usize {
 
 fn tooltip(r: &StageRecord, t0: u64) -> String {
     let mut s = format!(
-        "{} {} on {}: {:.3} ms (from {:.3} ms)",
+        "{} {} on {}{}: {:.3} ms (from {:.3} ms)",
         r.stage.name(),
         r.label,
         r.device,
+        if r.queue == 0 {
+            String::new()
+        } else {
+            format!(" queue {}", r.queue)
+        },
         ms(r.duration_ns()),
         ms(r.start_ns.saturating_sub(t0))
     );
