@@ -1,7 +1,7 @@
 //! Profiling made visible: the Chrome trace and the SVG timeline of a real run,
 //! parsed back and checked; the empty profile; unwritable paths; the report's
 //! Amdahl line and transfer verdict; a hand-built multi-device profile for lanes,
-//! overlapping tracks and idle time.
+//! overlapping tracks and idle time; two queues of one device on their own lanes.
 
 mod common;
 
@@ -135,18 +135,26 @@ fn check_trace_structure(profile: &Profile, v: &Value) -> BTreeMap<u64, String> 
             "ts {ts} dur {dur}"
         );
         let cat = e["cat"].as_str().unwrap();
-        // The track is named after the slice's stage (`h2d`, or `h2d #2` for an overlap track).
-        assert!(
-            track == cat || track.starts_with(&format!("{cat} #")),
-            "slice {cat} on track {track}"
-        );
         let args = &e["args"];
+        // The track is named after the slice's device and queue (`cpu:0` for no
+        // queue, `cpu:0 queue 3`), with `#2`, ... for an overlap track.
+        let queue = args["queue"].as_u64().expect("queue");
+        let lane = if queue == 0 {
+            device.clone()
+        } else {
+            format!("{device} queue {queue}")
+        };
+        assert!(
+            *track == lane || track.starts_with(&format!("{lane} #")),
+            "slice {cat} of queue {queue} on track {track}"
+        );
         assert!(args["bytes"].is_u64() && args["items"].is_u64(), "args {args}");
         assert!(matches!(args["clock"].as_str(), Some("host" | "device")));
         let label = args["label"].as_str().unwrap();
         // The slice matches a record of that device exactly (ns → µs, fractional).
         let matching = profile.records.iter().any(|r| {
             &r.device == device
+                && r.queue == queue
                 && r.stage.name() == cat
                 && r.label == label
                 && r.bytes == args["bytes"].as_u64().unwrap()
@@ -368,6 +376,7 @@ fn svg_timeline_of_a_real_vector_add() {
 fn rec(device: &str, stage: Stage, label: &str, start_ms: f64, end_ms: f64, bytes: u64, items: u64) -> StageRecord {
     StageRecord {
         device: device.into(),
+        queue: 0,
         stage,
         label: label.into(),
         bytes,
@@ -409,7 +418,8 @@ fn synthetic() -> Profile {
 #[test]
 fn synthetic_multi_device_profile_lanes_tracks_and_idle() {
     let p = synthetic();
-    // Trace: three processes, cuda:0 has a second h2d track for the overlap.
+    // Trace: three processes; every record is on no queue, so cuda:0 has one
+    // track, and a second one for the overlapping uploads.
     let v = parse(&p.to_chrome_trace());
     let pids = check_trace_structure(&p, &v);
     assert_eq!(pids.len(), 3);
@@ -421,10 +431,7 @@ fn synthetic_multi_device_profile_lanes_tracks_and_idle() {
         .filter(|e| e["ph"] == "M" && e["name"] == "thread_name" && e["pid"] == cuda_pid)
         .map(|e| e["args"]["name"].as_str().unwrap().to_string())
         .collect();
-    let expected: BTreeSet<String> = ["init", "h2d", "h2d #2", "kernel", "d2h", "teardown"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let expected: BTreeSet<String> = ["cuda:0", "cuda:0 #2"].iter().map(|s| s.to_string()).collect();
     assert_eq!(cuda_tracks, expected);
     // Every slice's label survives JSON escaping.
     assert!(
@@ -498,7 +505,8 @@ fn profiler_places_device_clock_records_and_tolerates_backward_spans() {
 }
 
 /// Allocation is a stage of its own: recorded with its bytes, in the report's
-/// alloc column, on its own track of the trace; not idle time.
+/// alloc column, as an `alloc` slice on the device's track for work on no queue
+/// and in an `alloc` row of the timeline; not idle time.
 #[test]
 fn allocation_is_recorded_as_its_own_stage() {
     let rt = Runtime::builder()
@@ -520,14 +528,21 @@ fn allocation_is_recorded_as_its_own_stage() {
     let text = r.to_string();
     assert!(text.contains("alloc ms"), "{text}");
     let trace: Value = serde_json::from_str(&p.to_chrome_trace()).unwrap();
-    let names: Vec<&str> = trace["traceEvents"]
-        .as_array()
-        .unwrap()
+    let events = trace["traceEvents"].as_array().unwrap();
+    let names: Vec<&str> = events
         .iter()
         .filter(|e| e["name"] == "thread_name")
         .filter_map(|e| e["args"]["name"].as_str())
         .collect();
-    assert!(names.contains(&"alloc"), "{names:?}");
+    assert!(names.contains(&"cpu:0"), "{names:?}");
+    let alloc = events
+        .iter()
+        .find(|e| e["ph"] == "X" && e["cat"] == "alloc")
+        .expect("an alloc slice");
+    assert_eq!(
+        (alloc["args"]["queue"].as_u64(), alloc["args"]["bytes"].as_u64()),
+        (Some(0), Some(4 << 20))
+    );
     assert!(p.to_svg_timeline().contains(">alloc</text>"));
 }
 
@@ -538,6 +553,7 @@ fn amdahl_line_says_what_the_wall_covers() {
     const MS: f64 = 1.0;
     let rec = |stage: Stage, s: f64, e: f64| StageRecord {
         device: "cpu:0".into(),
+        queue: 0,
         stage,
         label: stage.name().into(),
         bytes: 0,
@@ -575,4 +591,201 @@ fn amdahl_line_says_what_the_wall_covers() {
         text.contains("kernels cover 2.000 ms = 2.0% of the wall (40.0% of the staged time)"),
         "{text}"
     );
+}
+
+/// `rec` on a queue.
+fn on(queue: u64, r: StageRecord) -> StageRecord {
+    StageRecord { queue, ..r }
+}
+
+/// One device, two queues working at once, built by hand: queue 5 uploads,
+/// computes and downloads from 4 to 16 ms, queue 9 from 6 to 19 ms (one of its
+/// uploads overlaps another of its own, as skewed device timestamps can);
+/// init and allocation are on no queue. A second device has one queue.
+fn two_queues() -> Profile {
+    Profile {
+        records: vec![
+            rec("gpu:0", Stage::Init, "build", 0.0, 2.0, 0, 0),
+            rec("gpu:0", Stage::Alloc, "alloc", 2.0, 3.0, 1 << 20, 0),
+            on(5, rec("gpu:0", Stage::HostToDevice, "a", 4.0, 8.0, 1 << 20, 0)),
+            on(9, rec("gpu:0", Stage::HostToDevice, "b", 6.0, 10.0, 1 << 20, 0)),
+            on(9, rec("gpu:0", Stage::HostToDevice, "b2", 7.0, 9.0, 1 << 20, 0)),
+            on(5, rec("gpu:0", Stage::Kernel, "k", 8.0, 14.0, 0, 100)),
+            on(9, rec("gpu:0", Stage::Kernel, "k", 10.0, 18.0, 0, 100)),
+            on(5, rec("gpu:0", Stage::DeviceToHost, "c", 14.0, 16.0, 1 << 20, 0)),
+            on(9, rec("gpu:0", Stage::DeviceToHost, "c", 18.0, 19.0, 1 << 20, 0)),
+            on(2, rec("cpu:0", Stage::Kernel, "k", 1.0, 5.0, 0, 100)),
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn two_queues_of_one_device_get_their_own_lanes_and_overlap_line() {
+    let p = two_queues();
+    assert_eq!(p.queues("gpu:0"), vec![0, 5, 9]);
+
+    // Trace: gpu:0 has a track for no queue and one per queue (queue 9 a second
+    // one for its own overlapping uploads); the two queues' kernels overlap on
+    // parallel tracks.
+    let v = parse(&p.to_chrome_trace());
+    let pids = check_trace_structure(&p, &v);
+    let gpu = pids.iter().find(|(_, d)| *d == "gpu:0").map(|(p, _)| *p).unwrap();
+    let events = v["traceEvents"].as_array().unwrap();
+    let tracks: BTreeMap<u64, String> = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name" && e["pid"] == gpu)
+        .map(|e| {
+            (
+                e["tid"].as_u64().unwrap(),
+                e["args"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tracks.values().map(String::as_str).collect::<Vec<_>>(),
+        ["gpu:0", "gpu:0 queue 5", "gpu:0 queue 9", "gpu:0 queue 9 #2"]
+    );
+    let kernels: Vec<(&str, f64, f64)> = events
+        .iter()
+        .filter(|e| e["ph"] == "X" && e["pid"] == gpu && e["cat"] == "kernel")
+        .map(|e| {
+            let ts = e["ts"].as_f64().unwrap();
+            (
+                tracks[&e["tid"].as_u64().unwrap()].as_str(),
+                ts,
+                ts + e["dur"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(kernels.len(), 2);
+    assert_eq!(
+        kernels.iter().map(|k| k.0).collect::<BTreeSet<_>>(),
+        BTreeSet::from(["gpu:0 queue 5", "gpu:0 queue 9"])
+    );
+    assert!(
+        kernels[0].1 < kernels[1].2 && kernels[1].1 < kernels[0].2,
+        "{kernels:?}"
+    );
+    let cpu = pids.iter().find(|(_, d)| *d == "cpu:0").map(|(p, _)| *p).unwrap();
+    let cpu_tracks: Vec<&str> = events
+        .iter()
+        .filter(|e| e["ph"] == "M" && e["name"] == "thread_name" && e["pid"] == cpu)
+        .filter_map(|e| e["args"]["name"].as_str())
+        .collect();
+    assert_eq!(cpu_tracks, ["cpu:0 queue 2"]);
+
+    // SVG: rows per (queue, stage), labelled with the queue, in queue order.
+    let svg = check_svg(&p);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let lane = doc
+        .descendants()
+        .find(|n| n.attribute("data-device") == Some("gpu:0"))
+        .unwrap();
+    let rows: Vec<(&str, f64)> = lane
+        .descendants()
+        .filter(|n| n.has_tag_name("text") && n.attribute("text-anchor") == Some("end"))
+        .map(|n| (n.text().unwrap(), n.attribute("y").unwrap().parse().unwrap()))
+        .collect();
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [
+            "init",
+            "alloc",
+            "q5 h2d",
+            "q5 kernel",
+            "q5 d2h",
+            "q9 h2d",
+            "q9 h2d #2",
+            "q9 kernel",
+            "q9 d2h"
+        ]
+    );
+    // The two kernels' bars overlap in time, one row above the other.
+    let bars: Vec<(f64, f64, f64)> = lane
+        .descendants()
+        .filter(|n| n.has_tag_name("rect"))
+        .filter(|n| {
+            n.children()
+                .any(|c| c.has_tag_name("title") && c.text().is_some_and(|t| t.starts_with("kernel k on gpu:0 queue")))
+        })
+        .map(|n| {
+            let f = |a: &str| n.attribute(a).unwrap().parse::<f64>().unwrap();
+            (f("x"), f("x") + f("width"), f("y"))
+        })
+        .collect();
+    assert_eq!(bars.len(), 2);
+    assert!(bars[0].0 < bars[1].1 && bars[1].0 < bars[0].1, "{bars:?}");
+    assert!((bars[0].2 - bars[1].2).abs() > 1.0, "{bars:?}");
+    let cpu_lane = doc
+        .descendants()
+        .find(|n| n.attribute("data-device") == Some("cpu:0"))
+        .unwrap();
+    assert!(
+        cpu_lane
+            .descendants()
+            .any(|n| n.has_tag_name("text") && n.text() == Some("q2 kernel"))
+    );
+
+    // Report: totals as without queues; queues 5 and 9 are busy 4..19 ms
+    // together and 6..16 ms at once; cpu:0 has one queue, so no overlap.
+    let r = p.report();
+    let gpu_row = &r.devices[0];
+    assert_eq!(gpu_row.ns(Stage::Kernel), 14_000_000);
+    assert_eq!(gpu_row.ns(Stage::HostToDevice), 10_000_000);
+    assert_eq!((gpu_row.h2d_bytes, gpu_row.launches), (3 << 20, 2));
+    assert_eq!(
+        (gpu_row.queues, gpu_row.queue_busy_ns, gpu_row.queue_overlap_ns),
+        (2, 15_000_000, 10_000_000)
+    );
+    let text = r.to_string();
+    println!("{text}");
+    assert!(
+        text.contains("gpu:0 overlap: 10.000 ms of 15.000 ms busy on 2+ queues (2 queues)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("cpu:0 overlap: 0.000 ms of 4.000 ms busy on 2+ queues (1 queue)\n"),
+        "{text}"
+    );
+    assert_eq!(
+        (r.total.queues, r.total.queue_busy_ns, r.total.queue_overlap_ns),
+        (3, 19_000_000, 10_000_000)
+    );
+    // Records on no queue alone: the line says so.
+    let text = synthetic().report().to_string();
+    assert!(
+        text.contains("cuda:0 overlap: 0.000 ms of 0.000 ms busy on 2+ queues (no records on a queue)"),
+        "{text}"
+    );
+}
+
+/// `Profiler::record_on` keeps the queue; `record` is queue 0; past the cap the
+/// report's totals stay exact and the overlap line says it counts kept records only.
+#[test]
+fn profiler_records_queues_and_overlap_line_notes_dropped_records() {
+    use std::time::{Duration, Instant};
+    let p = offload::profile::Profiler::new();
+    p.set_record_cap(3);
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    p.record("cpu:0", Stage::Alloc, "a", 64, 0, at(0), at(1), None);
+    p.record_on(3, "cpu:0", Stage::Kernel, "k", 0, 10, at(1), at(5), None);
+    p.record_on(4, "cpu:0", Stage::Kernel, "k", 0, 10, at(2), at(6), None);
+    // Past the cap: aggregated, still in the kernel total.
+    p.record_on(4, "cpu:0", Stage::Kernel, "k", 0, 10, at(6), at(9), None);
+    let prof = p.take();
+    assert_eq!(prof.records.iter().map(|r| r.queue).collect::<Vec<_>>(), [0, 3, 4]);
+    assert_eq!(prof.dropped_records(), 1);
+    let r = prof.report();
+    let d = &r.devices[0];
+    assert_eq!((d.ns(Stage::Kernel), d.items, d.launches), (11_000_000, 30, 3));
+    assert_eq!((d.queue_busy_ns, d.queue_overlap_ns), (5_000_000, 3_000_000));
+    let text = r.to_string();
+    assert!(
+        text.contains("cpu:0 overlap: 3.000 ms of 5.000 ms busy on 2+ queues (2 queues); from the kept records only, 1 of this device's records were dropped"),
+        "{text}"
+    );
+    check_trace_structure(&prof, &parse(&prof.to_chrome_trace()));
+    check_svg(&prof);
 }

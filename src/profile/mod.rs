@@ -1,12 +1,22 @@
 //! Stage records and the profile built from them.
 //!
 //! Every stage of every device produces a [`StageRecord`]: which device, which
+//! queue (0 for work on no queue: init, allocation, teardown, host staging), which
 //! stage, a label (kernel name or chunk), bytes moved, items computed, start and
 //! end on one shared timeline (nanoseconds since the [`Profiler`]'s epoch), and
 //! which clock measured it. Backends with device clocks (CUDA events, OpenCL
 //! profiling info) report a device duration; it is placed on the host timeline so
 //! that it ends when the host saw the operation complete. Records from the host
 //! clock span the whole call.
+//!
+//! # Queues
+//!
+//! Commands enqueued on a queue are recorded with [`Profiler::record_on`] and carry
+//! the queue's process-unique id ([`StageRecord::queue`]); everything else is
+//! recorded with [`Profiler::record`] on queue 0. The exports give each queue of a
+//! device its own lane (a track of the Chrome trace, rows of the SVG timeline), so
+//! two queues working at once on one device show as parallel bars, and the report
+//! says how long two or more queues of a device were busy at once.
 //!
 //! # Bounded memory
 //!
@@ -16,7 +26,7 @@
 //! * **Records**: the first [`DEFAULT_RECORD_CAP`] records (settable with
 //!   [`Profiler::set_record_cap`]) are kept individually, for the Chrome trace and
 //!   the SVG timeline. Later records are *dropped*: each is folded into an exact
-//!   aggregate per (device, stage, label) — count, total time, bytes, items, first
+//!   aggregate per (device, stage, label), over all queues — count, total time, bytes, items, first
 //!   start and last end ([`Profile::dropped`]). The text report adds these in, so
 //!   its stage times, bytes, items, launches and wall stay exact however many
 //!   records arrive; the report, the trace and the timeline say "N records
@@ -109,6 +119,9 @@ pub enum Clock {
 pub struct StageRecord {
     /// Device label (`cpu:0`, `opencl:0`, ...).
     pub device: String,
+    /// Id of the queue the command ran on; 0 when it ran on no queue (init,
+    /// allocation, teardown, host staging, blocking calls recorded directly).
+    pub queue: u64,
     /// Stage.
     pub stage: Stage,
     /// Kernel name, chunk, or operation.
@@ -133,7 +146,8 @@ impl StageRecord {
 }
 
 /// Aggregate of the records of one (device, stage, label) that were dropped
-/// past the record cap (see the [module docs](self)).
+/// past the record cap (see the [module docs](self)), whatever queue they ran on:
+/// aggregates per queue would grow with every queue ever made.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct DroppedRecords {
     /// Device label.
@@ -182,6 +196,7 @@ pub struct Profiler {
 /// A record with interned strings.
 #[derive(Clone, Copy, Debug)]
 struct Compact {
+    queue: u64,
     device: u32,
     label: u32,
     stage: Stage,
@@ -254,6 +269,7 @@ impl Store {
             .iter()
             .map(|c| StageRecord {
                 device: self.name(c.device),
+                queue: c.queue,
                 stage: c.stage,
                 label: self.name(c.label),
                 bytes: c.bytes,
@@ -313,6 +329,7 @@ impl Store {
     fn push(&mut self, r: &StageRecord) {
         let (device, label) = (self.intern(&r.device), self.intern(&r.label));
         self.add(Compact {
+            queue: r.queue,
             device,
             label,
             stage: r.stage,
@@ -390,12 +407,30 @@ impl Profiler {
         t.saturating_duration_since(self.epoch).as_nanos().min(u64::MAX as u128) as u64
     }
 
-    /// Record one stage measured on the host from `t0` to `t1`; if the backend
-    /// measured `device_ns` on the device clock, the record spans that duration
-    /// ending at `t1` and says so.
+    /// Record one stage, on no queue (queue 0), measured on the host from `t0` to
+    /// `t1`; if the backend measured `device_ns` on the device clock, the record
+    /// spans that duration ending at `t1` and says so.
     #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
+        device: &str,
+        stage: Stage,
+        label: &str,
+        bytes: u64,
+        items: u64,
+        t0: Instant,
+        t1: Instant,
+        device_ns: Option<u64>,
+    ) {
+        self.record_on(0, device, stage, label, bytes, items, t0, t1, device_ns);
+    }
+
+    /// [`Profiler::record`] for a command of the queue with id `queue` (0 for no
+    /// queue). Allocates nothing once the device and label strings are interned.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_on(
+        &self,
+        queue: u64,
         device: &str,
         stage: Stage,
         label: &str,
@@ -420,6 +455,7 @@ impl Profiler {
         let mut st = self.store.lock();
         let (device, label) = (st.intern(device), st.intern(label));
         st.add(Compact {
+            queue,
             device,
             label,
             stage,
@@ -469,6 +505,15 @@ impl Profile {
     /// Records of one device.
     pub fn device_records<'a>(&'a self, device: &'a str) -> impl Iterator<Item = &'a StageRecord> + 'a {
         self.records.iter().filter(move |r| r.device == device)
+    }
+
+    /// Queue ids of one device's kept records, ascending (0, work on no queue,
+    /// first when present).
+    pub fn queues(&self, device: &str) -> Vec<u64> {
+        let mut q: Vec<u64> = self.device_records(device).map(|r| r.queue).collect();
+        q.sort_unstable();
+        q.dedup();
+        q
     }
 
     /// Device labels in first-seen order (devices seen only in dropped records last).

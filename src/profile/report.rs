@@ -6,6 +6,13 @@
 //! covered by any record — waiting on the host or on other devices in a split
 //! run).
 //!
+//! Per device also the **queue overlap**: of the time at least one of its queues
+//! was busy (the union of its records on a queue, queue 0 — work on no queue —
+//! left out), how much two or more different queues were busy at once, printed as
+//! `cuda:0 overlap: X ms of Y ms busy on 2+ queues`. Copies on one queue hidden
+//! behind kernels on another show up here. It is computed from the kept records
+//! only; when records were dropped the line says so.
+//!
 //! Then the Amdahl bound, over the **wall**: from the first start to the last
 //! end of any allocation, transfer or kernel record on any device (one-time init
 //! and teardown are left out). The wall is split into time covered by at least
@@ -52,6 +59,12 @@ pub struct DeviceSummary {
     pub device_clock: bool,
     /// Records of this device dropped past the profiler's cap (included in the totals).
     pub dropped: u64,
+    /// Distinct queues (queue 0, no queue, left out) among the kept records.
+    pub queues: u64,
+    /// Time at least one queue was busy (union of the kept records on a queue), ns.
+    pub queue_busy_ns: u64,
+    /// Time two or more different queues were busy at once (kept records), ns.
+    pub queue_overlap_ns: u64,
 }
 
 impl DeviceSummary {
@@ -84,6 +97,8 @@ impl DeviceSummary {
         let c = coverage(recs.iter().copied(), dropped.iter().copied());
         s.span_ns = c.span;
         s.idle_ns = c.span.saturating_sub(c.busy);
+        let q = queue_overlap(recs.iter().copied());
+        (s.queues, s.queue_busy_ns, s.queue_overlap_ns) = (q.queues, q.busy, q.overlap);
         s
     }
 
@@ -171,6 +186,65 @@ fn span_and_busy<'a>(recs: impl Iterator<Item = &'a StageRecord>) -> (u64, u64) 
     (last - first, busy)
 }
 
+/// How busy the queues of a set of records were, together and at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct QueueOverlap {
+    /// Distinct queues other than 0.
+    queues: u64,
+    /// Time covered by at least one record on a queue, ns.
+    busy: u64,
+    /// Time covered by records of at least two different queues, ns.
+    overlap: u64,
+}
+
+/// Sweep over the records on a queue (queue 0 left out): at every start or end
+/// the number of distinct queues with a record in flight changes; the time spent
+/// with at least one is busy, with at least two is overlap. Records of one queue
+/// that overlap each other count once.
+fn queue_overlap<'a>(recs: impl Iterator<Item = &'a StageRecord>) -> QueueOverlap {
+    // (time, +1 start / -1 end, queue); empty records never make a queue busy.
+    let mut edges: Vec<(u64, i64, u64)> = Vec::new();
+    let mut queues: Vec<u64> = Vec::new();
+    for r in recs.filter(|r| r.queue != 0) {
+        queues.push(r.queue);
+        if r.end_ns > r.start_ns {
+            edges.push((r.start_ns, 1, r.queue));
+            edges.push((r.end_ns, -1, r.queue));
+        }
+    }
+    queues.sort_unstable();
+    queues.dedup();
+    let mut out = QueueOverlap {
+        queues: queues.len() as u64,
+        ..Default::default()
+    };
+    edges.sort_unstable();
+    // Records in flight per queue (indexed like `queues`), and queues with any.
+    let mut in_flight = vec![0i64; queues.len()];
+    let mut active = 0u64;
+    let mut prev = 0u64;
+    for (t, delta, queue) in edges {
+        let dt = t - prev;
+        if active >= 1 {
+            out.busy += dt;
+        }
+        if active >= 2 {
+            out.overlap += dt;
+        }
+        prev = t;
+        if let Ok(i) = queues.binary_search(&queue) {
+            let before = in_flight[i];
+            in_flight[i] += delta;
+            match (before, in_flight[i]) {
+                (0, 1) => active += 1,
+                (1, 0) => active = active.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// Amdahl's bound: overall speed-up from a `k×` faster kernel when a fraction `p`
 /// of the time is kernel time. `k = inf` gives `1 / (1 - p)`.
 pub fn amdahl(p: f64, k: f64) -> f64 {
@@ -233,6 +307,11 @@ impl Report {
         let all_dropped: Vec<&DroppedRecords> = p.dropped.iter().collect();
         let mut total = DeviceSummary::of("total", &all, &all_dropped);
         total.idle_ns = devices.iter().map(|d| d.idle_ns).sum();
+        // Queue ids are unique across devices: the total's queue figures are sums
+        // over devices, never overlap between devices.
+        total.queues = devices.iter().map(|d| d.queues).sum();
+        total.queue_busy_ns = devices.iter().map(|d| d.queue_busy_ns).sum();
+        total.queue_overlap_ns = devices.iter().map(|d| d.queue_overlap_ns).sum();
         let wall = coverage(
             all.iter().copied().filter(|r| in_wall(r.stage)),
             all_dropped.iter().copied().filter(|r| in_wall(r.stage)),
@@ -346,6 +425,28 @@ impl fmt::Display for Report {
                 if d.device_clock { "device" } else { "host" },
             )?;
         }
+        for d in &self.devices {
+            write!(
+                f,
+                "{} overlap: {} ms of {} ms busy on 2+ queues ",
+                d.device,
+                ms(d.queue_overlap_ns),
+                ms(d.queue_busy_ns)
+            )?;
+            match d.queues {
+                0 => write!(f, "(no records on a queue)")?,
+                1 => write!(f, "(1 queue)")?,
+                n => write!(f, "({n} queues)")?,
+            }
+            if d.dropped > 0 {
+                write!(
+                    f,
+                    "; from the kept records only, {} of this device's records were dropped",
+                    d.dropped
+                )?;
+            }
+            writeln!(f)?;
+        }
         let p = self.kernel_fraction;
         if self.wall_ns == 0 {
             writeln!(f, "no transfers or kernels were recorded: no Amdahl bound")?;
@@ -403,6 +504,7 @@ mod tests {
     fn rec(device: &str, stage: Stage, start_ns: u64, end_ns: u64, bytes: u64, items: u64) -> StageRecord {
         StageRecord {
             device: device.into(),
+            queue: 0,
             stage,
             label: stage.name().into(),
             bytes,
@@ -447,6 +549,36 @@ mod tests {
         // Span 10..50 = 40; busy 10..35 (25) + 40..50 (10) = 35.
         assert_eq!(span_and_busy(v.iter()), (40, 35));
         assert_eq!(span_and_busy(std::iter::empty()), (0, 0));
+    }
+
+    #[test]
+    fn queue_overlap_counts_distinct_queues_at_once() {
+        let on = |queue: u64, start_ns: u64, end_ns: u64| StageRecord {
+            queue,
+            ..rec("d", Stage::Kernel, start_ns, end_ns, 0, 0)
+        };
+        let v = [
+            // Queue 1 busy 0..10 and 20..30 (two of its own records overlap 5..8).
+            on(1, 0, 8),
+            on(1, 5, 10),
+            on(1, 20, 30),
+            // Queue 2 busy 6..22: overlaps queue 1 on 6..10 and 20..22.
+            on(2, 6, 22),
+            // No queue: never counted.
+            on(0, 0, 100),
+            // Empty record of queue 3: a queue, never busy.
+            on(3, 7, 7),
+        ];
+        let q = queue_overlap(v.iter());
+        assert_eq!(
+            q,
+            QueueOverlap {
+                queues: 3,
+                busy: 30,
+                overlap: 6
+            }
+        );
+        assert_eq!(queue_overlap(std::iter::empty()), QueueOverlap::default());
     }
 
     /// Two devices of a split run, built by hand: times, bytes, idle, Amdahl p.

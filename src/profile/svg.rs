@@ -3,10 +3,13 @@
 //!
 //! Layout: a title with the wall time and the transfer versus compute share; one
 //! lane per device (first-seen order), headed by the device label and its stage
-//! totals; inside a lane one row per stage, and an extra row for each set of
-//! overlapping records of one stage (two queues copying at once), so that a copy
-//! overlapping a kernel is visible as two bars one above the other. Bars are
-//! colored by stage and carry a `<title>` tooltip with label, duration, bytes,
+//! totals; inside a lane one row per (queue, stage) that has records, queue by
+//! queue: rows of work on no queue (init, allocation, teardown, host staging) are
+//! named by the stage (`h2d`), rows of a queue carry its id (`q3 kernel`). So a
+//! copy on one queue overlapping a kernel on another is visible as two bars one
+//! above the other. Records that still overlap within one row (host threads
+//! copying at once on no queue) go to an extra row (`h2d #2`, `q3 h2d #2`). Bars are
+//! colored by stage and carry a `<title>` tooltip with label, queue, duration, bytes,
 //! GB/s, items and clock. Below the lanes: a time axis in milliseconds from the
 //! first record, with gridlines, and a legend. An empty profile gives a valid SVG
 //! that says "empty profile". When the profiler dropped records past its cap, a
@@ -112,10 +115,15 @@ fn tick_decimals(step: f64) -> usize {
 
 fn tooltip(r: &StageRecord, t0: u64) -> String {
     let mut s = format!(
-        "{} {} on {}: {:.3} ms (from {:.3} ms)",
+        "{} {} on {}{}: {:.3} ms (from {:.3} ms)",
         r.stage.name(),
         r.label,
         r.device,
+        if r.queue == 0 {
+            String::new()
+        } else {
+            format!(" queue {}", r.queue)
+        },
         ms(r.duration_ns()),
         ms(r.start_ns.saturating_sub(t0))
     );
@@ -185,7 +193,7 @@ impl Profile {
         let mut y = top;
         for d in &devices {
             let recs: Vec<&StageRecord> = self.device_records(d).collect();
-            let (of_record, tracks) = assign_tracks(&recs);
+            let (of_record, tracks) = assign_tracks(&recs, true);
             let h = HEAD_H + tracks.len() as f64 * (ROW_H + ROW_GAP) + ROW_GAP;
             lanes.push((d, recs, of_record, tracks, y, h));
             y += h + LANE_GAP;
@@ -300,7 +308,7 @@ impl Profile {
                     r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end" fill="#555">{}</text>"##,
                     LABEL_W - 8.0,
                     ry + ROW_H - 5.0,
-                    escape(&track.name())
+                    escape(&track.row_name())
                 );
                 let _ = writeln!(
                     out,
@@ -311,7 +319,7 @@ impl Profile {
                 );
             }
             for (r, track) in recs.iter().zip(of_record) {
-                let row = tracks.iter().position(|t| t == track).unwrap_or(0);
+                let row = tracks.binary_search(track).unwrap_or(0);
                 let ry = ly + HEAD_H + row as f64 * (ROW_H + ROW_GAP);
                 let x = x_of(r.start_ns);
                 // At least one pixel so that short records stay visible.
@@ -425,6 +433,7 @@ mod tests {
         let p = Profile {
             records: vec![StageRecord {
                 device: "cpu:0".into(),
+                queue: 0,
                 stage: Stage::Kernel,
                 label: "k".into(),
                 bytes: 0,

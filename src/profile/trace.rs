@@ -6,14 +6,18 @@
 //!
 //! * one **process** per device (`pid` 1, 2, ... in first-seen order), named by a
 //!   `process_name` metadata event carrying the device label;
-//! * one **thread** (track) per stage of that device, named by a `thread_name`
-//!   metadata event (`h2d`, `kernel`, ...). When records of one stage overlap in
-//!   time (several queues or streams copying at once), the overlapping ones go to
-//!   extra tracks (`h2d #2`, ...) so that every track holds properly ordered,
-//!   non-overlapping slices;
-//! * one **complete event** (`"ph": "X"`) per record, with `ts` and `dur` in
-//!   microseconds (fractional, so nanosecond precision survives) and `args`
-//!   `{bytes, items, clock, label}`.
+//! * one **thread** (track) per queue of that device, named by a `thread_name`
+//!   metadata event: `cpu:0` for the records on no queue (queue 0: init,
+//!   allocation, teardown, host staging), `cpu:0 queue 3` for the commands of the
+//!   queue with id 3. Tracks are sorted by queue id, so two queues whose commands
+//!   overlap show as parallel tracks of one device. When records of one track
+//!   overlap in time anyway (host threads recording on no queue at once, device
+//!   timestamps of one queue mapped onto the host timeline), the overlapping ones
+//!   go to extra tracks (`cpu:0 #2`, `cpu:0 queue 3 #2`, ...) so that every track
+//!   holds properly ordered, non-overlapping slices;
+//! * one **complete event** (`"ph": "X"`) per record, named `<stage> <label>`,
+//!   with category `cat` the stage, `ts` and `dur` in microseconds (fractional, so
+//!   nanosecond precision survives) and `args` `{bytes, items, clock, label, queue}`.
 //!
 //! When the profiler dropped records past its cap, only kept records become
 //! events and `otherData` carries `dropped_records` (the count) and a `note`
@@ -30,70 +34,94 @@ use serde_json::{Value, json};
 use super::{Clock, Profile, Stage, StageRecord};
 use crate::error::Result;
 
-/// One track of one device: a stage and, when records of that stage overlap, a
-/// sub-track number (0 for the first).
+/// One track of one device: a queue, for the SVG timeline also a stage, and, when
+/// records of that track overlap, a sub-track number (0 for the first).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Track {
-    /// Stage of every record on the track.
-    pub stage: Stage,
-    /// 0 for the first track of a stage, 1 for the second, ...
+    /// Queue of every record on the track (0: no queue).
+    pub queue: u64,
+    /// Stage of every record on the track, when tracks are split by stage.
+    pub stage: Option<Stage>,
+    /// 0 for the first track of a (queue, stage), 1 for the second, ...
     pub sub: usize,
 }
 
 impl Track {
-    /// `h2d`, or `h2d #2` for the second track of a stage.
-    pub fn name(&self) -> String {
+    /// ` #2` for the second track of a (queue, stage), nothing for the first.
+    fn suffix(&self) -> String {
         if self.sub == 0 {
-            self.stage.name().to_string()
+            String::new()
         } else {
-            format!("{} #{}", self.stage.name(), self.sub + 1)
+            format!(" #{}", self.sub + 1)
         }
+    }
+
+    /// Trace track name: `cpu:0` (no queue), `cpu:0 queue 3`, `cpu:0 queue 3 #2`.
+    pub fn trace_name(&self, device: &str) -> String {
+        let mut s = device.to_string();
+        if self.queue != 0 {
+            s.push_str(&format!(" queue {}", self.queue));
+        }
+        if let Some(stage) = self.stage {
+            s.push(' ');
+            s.push_str(stage.name());
+        }
+        s + &self.suffix()
+    }
+
+    /// Timeline row name: `h2d` (no queue), `q3 kernel`, `q3 kernel #2`.
+    pub fn row_name(&self) -> String {
+        let mut s = if self.queue == 0 {
+            String::new()
+        } else {
+            format!("q{} ", self.queue)
+        };
+        s.push_str(self.stage.map_or("all", Stage::name));
+        s + &self.suffix()
     }
 }
 
 /// The tracks of one device's records: for each record (by index into `recs`),
-/// the track it goes on, and the list of tracks used in display order (stage
-/// order, then sub-track). Records of one stage are placed greedily, earliest
-/// start first, on the first sub-track whose last record has ended.
-pub(crate) fn assign_tracks(recs: &[&StageRecord]) -> (Vec<Track>, Vec<Track>) {
+/// the track it goes on, and the sorted list of tracks used (queue, then stage,
+/// then sub-track). A track holds one queue's records, and with `by_stage` only
+/// those of one stage. Records of one track are placed greedily, earliest start
+/// first, on the first sub-track whose last record has ended, so that no
+/// sub-track holds overlapping records.
+pub(crate) fn assign_tracks(recs: &[&StageRecord], by_stage: bool) -> (Vec<Track>, Vec<Track>) {
+    let key = |r: &StageRecord| (r.queue, by_stage.then_some(r.stage));
     let mut order: Vec<usize> = (0..recs.len()).collect();
-    order.sort_by_key(|&i| (recs[i].stage, recs[i].start_ns, recs[i].end_ns));
+    order.sort_by_key(|&i| (key(recs[i]), recs[i].start_ns, recs[i].end_ns));
     let mut of_record = vec![
         Track {
-            stage: Stage::Init,
+            queue: 0,
+            stage: None,
             sub: 0
         };
         recs.len()
     ];
-    // Per stage, the end of the last record on each sub-track.
-    let mut ends: Vec<(Stage, Vec<u64>)> = Vec::new();
+    // Per (queue, stage), the end of the last record on each sub-track.
+    let mut ends: std::collections::BTreeMap<(u64, Option<Stage>), Vec<u64>> = std::collections::BTreeMap::new();
     for i in order {
         let r = recs[i];
-        let slot = match ends.iter_mut().find(|(s, _)| *s == r.stage) {
-            Some((_, v)) => v,
-            None => {
-                ends.push((r.stage, Vec::new()));
-                let last = ends.len() - 1;
-                &mut ends[last].1
-            }
-        };
-        let sub = match slot.iter().position(|&end| end <= r.start_ns) {
+        let (queue, stage) = key(r);
+        let slot = ends.entry((queue, stage)).or_default();
+        let end = r.end_ns.max(r.start_ns);
+        let sub = match slot.iter().position(|&e| e <= r.start_ns) {
             Some(k) => {
-                slot[k] = r.end_ns.max(r.start_ns);
+                slot[k] = end;
                 k
             }
             None => {
-                slot.push(r.end_ns.max(r.start_ns));
+                slot.push(end);
                 slot.len() - 1
             }
         };
-        of_record[i] = Track { stage: r.stage, sub };
+        of_record[i] = Track { queue, stage, sub };
     }
-    let mut tracks: Vec<Track> = ends
+    let tracks: Vec<Track> = ends
         .iter()
-        .flat_map(|(stage, v)| (0..v.len()).map(move |sub| Track { stage: *stage, sub }))
+        .flat_map(|(&(queue, stage), v)| (0..v.len()).map(move |sub| Track { queue, stage, sub }))
         .collect();
-    tracks.sort();
     (of_record, tracks)
 }
 
@@ -124,11 +152,11 @@ impl Profile {
                 "ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0,
                 "args": { "sort_index": pid },
             }));
-            let (of_record, tracks) = assign_tracks(&recs);
+            let (of_record, tracks) = assign_tracks(&recs, false);
             for (t, track) in tracks.iter().enumerate() {
                 events.push(json!({
                     "ph": "M", "name": "thread_name", "pid": pid, "tid": t + 1,
-                    "args": { "name": track.name() },
+                    "args": { "name": track.trace_name(device) },
                 }));
                 events.push(json!({
                     "ph": "M", "name": "thread_sort_index", "pid": pid, "tid": t + 1,
@@ -136,7 +164,7 @@ impl Profile {
                 }));
             }
             for (r, track) in recs.iter().zip(&of_record) {
-                let tid = tracks.iter().position(|t| t == track).map_or(0, |t| t + 1);
+                let tid = tracks.binary_search(track).map_or(0, |t| t + 1);
                 let name = if r.label.is_empty() {
                     r.stage.name().to_string()
                 } else {
@@ -155,6 +183,7 @@ impl Profile {
                         "items": r.items,
                         "clock": clock_name(r.clock),
                         "label": r.label,
+                        "queue": r.queue,
                     },
                 }));
             }
@@ -184,9 +213,10 @@ impl Profile {
 mod tests {
     use super::*;
 
-    fn rec(device: &str, stage: Stage, start_ns: u64, end_ns: u64) -> StageRecord {
+    fn rec(queue: u64, stage: Stage, start_ns: u64, end_ns: u64) -> StageRecord {
         StageRecord {
-            device: device.into(),
+            device: "d".into(),
+            queue,
             stage,
             label: "x".into(),
             bytes: 0,
@@ -197,47 +227,55 @@ mod tests {
         }
     }
 
+    fn track(queue: u64, stage: Option<Stage>, sub: usize) -> Track {
+        Track { queue, stage, sub }
+    }
+
     #[test]
-    fn overlapping_records_of_one_stage_get_separate_tracks() {
+    fn overlapping_records_of_one_track_get_separate_sub_tracks() {
         let v = [
-            rec("d", Stage::HostToDevice, 0, 10),
-            rec("d", Stage::HostToDevice, 5, 15),
-            rec("d", Stage::HostToDevice, 10, 20),
-            rec("d", Stage::Kernel, 12, 30),
+            rec(0, Stage::HostToDevice, 0, 10),
+            rec(0, Stage::HostToDevice, 5, 15),
+            rec(0, Stage::HostToDevice, 10, 20),
+            rec(0, Stage::Kernel, 15, 30),
         ];
         let refs: Vec<&StageRecord> = v.iter().collect();
-        let (of, tracks) = assign_tracks(&refs);
-        assert_eq!(
-            of[0],
-            Track {
-                stage: Stage::HostToDevice,
-                sub: 0
-            }
-        );
-        assert_eq!(
-            of[1],
-            Track {
-                stage: Stage::HostToDevice,
-                sub: 1
-            }
-        );
+        // Split by stage (the SVG rows).
+        let (of, tracks) = assign_tracks(&refs, true);
+        let h2d = Some(Stage::HostToDevice);
+        assert_eq!(of[0], track(0, h2d, 0));
+        assert_eq!(of[1], track(0, h2d, 1));
         // Starts exactly when the first ended: reuses the first track.
-        assert_eq!(
-            of[2],
-            Track {
-                stage: Stage::HostToDevice,
-                sub: 0
-            }
-        );
-        assert_eq!(
-            of[3],
-            Track {
-                stage: Stage::Kernel,
-                sub: 0
-            }
-        );
+        assert_eq!(of[2], track(0, h2d, 0));
+        assert_eq!(of[3], track(0, Some(Stage::Kernel), 0));
         assert_eq!(tracks.len(), 3);
-        assert_eq!(tracks[1].name(), "h2d #2");
+        assert_eq!(tracks[1].row_name(), "h2d #2");
+        // One track per queue (the trace): the kernel starts when the second
+        // upload ends, on the second sub-track (the first is busy until 20).
+        let (of, tracks) = assign_tracks(&refs, false);
+        assert_eq!(tracks, vec![track(0, None, 0), track(0, None, 1)]);
+        assert_eq!(of[3], track(0, None, 1));
+        assert_eq!(tracks[0].trace_name("d"), "d");
+        assert_eq!(tracks[1].trace_name("d"), "d #2");
+    }
+
+    #[test]
+    fn each_queue_is_its_own_track() {
+        let v = [
+            rec(7, Stage::Kernel, 0, 10),
+            rec(3, Stage::HostToDevice, 5, 15),
+            rec(0, Stage::Alloc, 0, 1),
+            rec(3, Stage::Kernel, 15, 20),
+        ];
+        let refs: Vec<&StageRecord> = v.iter().collect();
+        let (of, tracks) = assign_tracks(&refs, false);
+        assert_eq!(tracks, vec![track(0, None, 0), track(3, None, 0), track(7, None, 0)]);
+        assert_eq!((of[0], of[1], of[3]), (tracks[2], tracks[1], tracks[1]));
+        let names: Vec<String> = tracks.iter().map(|t| t.trace_name("cpu:0")).collect();
+        assert_eq!(names, ["cpu:0", "cpu:0 queue 3", "cpu:0 queue 7"]);
+        let (_, rows) = assign_tracks(&refs, true);
+        let names: Vec<String> = rows.iter().map(Track::row_name).collect();
+        assert_eq!(names, ["alloc", "q3 h2d", "q3 kernel", "q7 kernel"]);
     }
 
     #[test]
