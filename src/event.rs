@@ -135,6 +135,21 @@ impl Event {
         }
     }
 
+    /// Whether completion has already been observed (no driver call).
+    pub(crate) fn seen_complete(&self) -> bool {
+        self.inner.pending.lock().is_none()
+    }
+
+    /// A failure already observed (no driver call): the dependency error it implies.
+    pub(crate) fn seen_failure(&self) -> Option<Error> {
+        if !self.seen_complete() {
+            return None;
+        }
+        self.inner.failure.lock().as_ref().map(|m| Error::DependencyFailed {
+            cause: format!("{} failed: {m}", self.command()),
+        })
+    }
+
     /// Whether the command completed and failed (`false` while it runs).
     pub fn failed(&self) -> bool {
         self.is_complete() && self.inner.failure.lock().is_some()
@@ -167,7 +182,8 @@ impl Event {
                     ),
                     None => (self.inner.enqueued, Instant::now(), None),
                 };
-                self.inner.profiler.record(
+                self.inner.profiler.record_on(
+                    self.inner.queue_id,
                     &self.inner.device,
                     self.inner.stage,
                     &self.inner.label,
@@ -203,15 +219,5 @@ impl Event {
     /// Mark completion observed without recording (the command was recorded when it ran).
     pub(crate) fn mark_recorded(&self) {
         drop(self.inner.pending.lock().take());
-    }
-
-    /// The failure of a dependency, as the error of a command that needed it.
-    pub(crate) fn dependency_error(&self) -> Option<Error> {
-        if !self.is_complete() {
-            return None;
-        }
-        self.inner.failure.lock().as_ref().map(|m| Error::DependencyFailed {
-            cause: format!("{} failed: {m}", self.command()),
-        })
     }
 }

@@ -127,18 +127,28 @@ struct Deps {
 }
 
 impl Deps {
-    /// Depend on `e`: fail now if it failed, order after it if it may still run.
+    /// Depend on `e`'s data: fail now if it failed, else order after it. An event
+    /// of this queue that is still unobserved is not polled (the queue orders it;
+    /// its failure is the backend's to report).
     fn depend(&mut self, e: &Event) -> Result<()> {
-        if let Some(err) = e.dependency_error() {
+        if e.inner.queue_id != self.queue {
+            // Polling once here turns a finished failure into `seen_failure`.
+            let _ = e.is_complete();
+        }
+        if let Some(err) = e.seen_failure() {
             return Err(err);
         }
         self.order_after(e);
         Ok(())
     }
 
-    /// Only run after `e`, whatever its outcome (write after write, write after read).
+    /// Only run after `e` (write after write, write after read, and reads of what
+    /// `e` wrote). An event of this queue is ordered by the queue and one seen
+    /// complete needs nothing: neither costs a driver call. Another queue's event
+    /// is polled once and, while it runs, goes in the wait list (if it then
+    /// fails, the backend fails this command with `DependencyFailed`).
     fn order_after(&mut self, e: &Event) {
-        if e.inner.queue_id != self.queue && !e.is_complete() {
+        if e.inner.queue_id != self.queue && !e.seen_complete() && !e.is_complete() {
             self.raw.push(e.inner.raw.clone());
         }
     }
@@ -265,10 +275,11 @@ impl Queue {
                         h.writer = None;
                         h.readers.clear();
                     } else {
-                        h.readers.retain(|r| !r.is_complete());
+                        prune(&mut h.readers);
                     }
                 }
-                dev.profiler().record(
+                dev.profiler().record_on(
+                    self.inner.id,
                     dev.label(),
                     what.stage,
                     what.label,
@@ -317,7 +328,7 @@ impl Queue {
                 h.writer = Some(ev.clone());
                 h.readers.clear();
             } else {
-                h.readers.retain(|r| !r.is_complete());
+                prune(&mut h.readers);
                 h.readers.push(ev.clone());
             }
         }
@@ -644,6 +655,17 @@ impl Queue {
             None => Ok(()),
             Some(e) => Err(e),
         }
+    }
+}
+
+/// Readers kept per buffer before finished ones are polled and dropped.
+const READERS_BEFORE_PRUNE: usize = 8;
+
+/// Drop finished readers once there are more than a few (polling costs a driver
+/// call per event, so it is not done on every command).
+fn prune(readers: &mut Vec<Event>) {
+    if readers.len() >= READERS_BEFORE_PRUNE {
+        readers.retain(|r| !r.is_complete());
     }
 }
 
