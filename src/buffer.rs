@@ -171,8 +171,8 @@ impl RawBuffer {
     }
 
     /// A handle that keeps the allocation alive (held by commands in flight).
-    pub(crate) fn mem_handle(&self) -> Arc<dyn std::any::Any + Send + Sync> {
-        Arc::new(self.mem.clone())
+    pub(crate) fn mem_handle(&self) -> crate::event::Keep {
+        crate::event::Keep::Device(self.mem.clone())
     }
 
     /// Hazard state shared with the commands that use the buffer.

@@ -14,20 +14,30 @@
 //!
 //! This module touches no driver: it speaks to the backend's [`RawEvent`].
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::backend::queue::RawEvent;
+use crate::backend::DeviceMemory;
+use crate::backend::queue::{HostMemory, RawEvent};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::profile::{Profiler, Stage};
 
+/// One thing a command keeps alive until it completes (held, never read:
+/// dropping it is the release).
+#[allow(dead_code)]
+pub(crate) enum Keep {
+    /// A device allocation it uses.
+    Device(Arc<dyn DeviceMemory>),
+    /// Host memory it reads or writes.
+    Host(Arc<dyn HostMemory>),
+}
+
 /// What a command keeps alive until it completes.
-pub(crate) type KeepAlive = Vec<Arc<dyn Any + Send + Sync>>;
+pub(crate) type KeepAlive = Vec<Keep>;
 
 pub(crate) struct EventInner {
     pub(crate) raw: Arc<dyn RawEvent>,

@@ -20,7 +20,6 @@
 //!
 //! This module speaks to the backend only through its [`BackendQueue`].
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +33,7 @@ use crate::backend::queue::{BackendQueue, Completion, DoneEvent, HostDst, MemRan
 use crate::buffer::{AnyBuffer, Buffer, RawBuffer, Sealed};
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
-use crate::event::{Event, KeepAlive};
+use crate::event::{Event, Keep, KeepAlive};
 use crate::host_buffer::{HostBuffer, Transfer};
 use crate::kernel::{Access, Kernel};
 use crate::launch::{Arg, LaunchConfig};
@@ -246,7 +245,7 @@ impl Queue {
         dev: &Device,
         uses: &[Option<Use<'_>>],
         what: Describe<'_>,
-        keep: Option<Arc<dyn Any + Send + Sync>>,
+        keep: Option<Keep>,
         enqueue: impl FnOnce(&[Arc<dyn RawEvent>]) -> Result<Completion>,
     ) -> Result<Submitted> {
         let mut deps = Deps {
@@ -305,11 +304,12 @@ impl Queue {
         dev: &Device,
         uses: &[Option<Use<'_>>],
         what: Describe<'_>,
-        keep: Option<Arc<dyn Any + Send + Sync>>,
+        keep: Option<Keep>,
         raw: Arc<dyn RawEvent>,
         enqueued: Instant,
     ) -> Event {
-        let mut hold: KeepAlive = uses.iter().flatten().map(|u| u.buf.mem_handle()).collect();
+        let mut hold: KeepAlive = Vec::with_capacity(uses.len() + 1);
+        hold.extend(uses.iter().flatten().map(|u| u.buf.mem_handle()));
         hold.extend(keep);
         let ev = Event::new(
             raw,
@@ -425,7 +425,7 @@ impl Queue {
             offset: 0,
             len: n,
         };
-        let host: Arc<dyn Any + Send + Sync> = Arc::new(src.mem.clone());
+        let host = Keep::Host(src.mem.clone());
         let what = describe(Stage::HostToDevice, "write", n, 0);
         let s = self.submit(&dev, &[Some(Use::new(b, false, true))], what, Some(host), |deps| {
             self.inner.raw.write_owned(range, &src.mem, deps)
@@ -452,7 +452,7 @@ impl Queue {
             offset: 0,
             len: n,
         };
-        let host: Arc<dyn Any + Send + Sync> = Arc::new(dst.mem.clone());
+        let host = Keep::Host(dst.mem.clone());
         let what = describe(Stage::DeviceToHost, "read", n, 0);
         let s = self.submit(&dev, &[Some(Use::new(b, true, false))], what, Some(host), |deps| {
             self.inner.raw.read(range, HostDst::Owned(&dst.mem, 0), deps)

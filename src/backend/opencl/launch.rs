@@ -23,6 +23,29 @@ use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::launch::LaunchConfig;
 
+/// A kernel object and the arguments last set on it: a launch with the same
+/// value for a parameter skips its `clSetKernelArg` (kernel arguments are state
+/// of the object, captured at each enqueue).
+pub(crate) struct KernelSlot {
+    /// The kernel object.
+    pub obj: KernelObj,
+    set: Vec<Option<ArgKey>>,
+}
+
+/// What was last set for one parameter.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ArgKey {
+    Mem(usize),
+    Scalar([u8; 8], usize),
+    Local(usize),
+}
+
+impl KernelSlot {
+    pub(crate) fn new(obj: KernelObj) -> Self {
+        KernelSlot { obj, set: Vec::new() }
+    }
+}
+
 /// Set `args` on `k` and enqueue it on `q` after the events of `wait` (live
 /// events of `q`'s context); returns the launch's event. The caller holds `k`'s
 /// mutex: the arguments set here are captured by `clEnqueueNDRangeKernel`, so
@@ -30,15 +53,31 @@ use crate::launch::LaunchConfig;
 pub(super) fn enqueue(
     b: &OpenClBackend,
     q: cl_command_queue,
-    k: &KernelObj,
+    slot: &mut KernelSlot,
     kernel: &Kernel,
     cfg: &LaunchConfig,
     args: &[RawArg<'_>],
     wait: &[cl_event],
 ) -> Result<Event> {
     let info = &b.info;
+    if slot.set.len() != args.len() {
+        slot.set = vec![None; args.len()];
+    }
+    let k = &slot.obj;
     for (i, a) in args.iter().enumerate() {
         let idx = i as u32;
+        let key = match a {
+            RawArg::Buffer { mem, .. } => ArgKey::Mem(b.mem(*mem)?.raw() as usize),
+            RawArg::Scalar(s) => {
+                let (bytes, n) = s.to_ne_bytes();
+                ArgKey::Scalar(bytes, n)
+            }
+            RawArg::Local(bytes) => ArgKey::Local(*bytes),
+        };
+        if slot.set[i] == Some(key) {
+            continue;
+        }
+        slot.set[i] = None;
         let res = match a {
             RawArg::Buffer { mem, .. } => {
                 let m: cl_mem = b.mem(*mem)?.raw();
@@ -58,6 +97,7 @@ pub(super) fn enqueue(
         if let Err(c) = res {
             return Err(arg_error(b, kernel, i, a, c));
         }
+        slot.set[i] = Some(key);
     }
     let g = cfg.grid.to_array();
     let l = cfg.block.to_array();

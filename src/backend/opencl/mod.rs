@@ -332,8 +332,8 @@ impl Backend for OpenClBackend {
     fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing> {
         let built = self.built(kernel, "launch")?;
         let (g, q) = self.take_queue("launch")?;
-        let kobj = built.kernels.get(g.index).ok_or_else(|| self.closed("launch"))?.lock();
-        let ev = launch::enqueue(self, q, &kobj, kernel, cfg, args, &[])?;
+        let mut kobj = built.kernels.get(g.index).ok_or_else(|| self.closed("launch"))?.lock();
+        let ev = launch::enqueue(self, q, &mut kobj, kernel, cfg, args, &[])?;
         let bytes = launch::buffer_bytes(self, args);
         self.wait_timed(&ev, Op::new("kernel execution").bytes(bytes).kernel(kernel.name()))
     }

@@ -73,7 +73,7 @@ const ARG_INFO_OPTION: &str = "-cl-kernel-arg-info";
 /// A program built for one device, with its kernel object slots.
 pub(crate) struct Built {
     /// Kernel objects; a queue uses slot `its index % len`.
-    pub kernels: Vec<Mutex<KernelObj>>,
+    pub kernels: Vec<Mutex<super::launch::KernelSlot>>,
     /// Keeps the program alive as long as its kernels (released after them).
     _program: Program,
 }
@@ -119,10 +119,15 @@ fn build_kernel(ctx: &Context, dev: cl_device_id, info: &DeviceInfo, kernel: &Ke
     let program = build_program_cached(ctx, dev, info, kernel.name(), &src.code, &src.entry, &options)?;
     let mut kernels = Vec::with_capacity(slots.max(1));
     for _ in 0..slots.max(1) {
-        kernels.push(Mutex::new(create_entry(&program, info, kernel.name(), &src.entry)?));
+        kernels.push(Mutex::new(super::launch::KernelSlot::new(create_entry(
+            &program,
+            info,
+            kernel.name(),
+            &src.entry,
+        )?)));
     }
     // The source must declare exactly the parameters of the signature.
-    let declared = kernel_num_args(&kernels[0].lock(), info)?;
+    let declared = kernel_num_args(&kernels[0].lock().obj, info)?;
     if declared != kernel.params().len() {
         return Err(Error::InvalidInput(format!(
             "kernel {:?}: its OpenCL entry {:?} declares {declared} parameters but its signature has {}",
@@ -131,7 +136,7 @@ fn build_kernel(ctx: &Context, dev: cl_device_id, info: &DeviceInfo, kernel: &Ke
             kernel.params().len()
         )));
     }
-    check_arg_types(&kernels[0].lock(), info, kernel)?;
+    check_arg_types(&kernels[0].lock().obj, info, kernel)?;
     Ok(Built {
         kernels,
         _program: program,

@@ -665,8 +665,8 @@ impl BackendQueue for ClQueue {
             .get(self.shared.slot % n)
             .ok_or_else(|| b.closed("launch"))?;
         let ev = {
-            let k = slot.lock();
-            launch::enqueue(b, self.q(), &k, kernel, cfg, args, &wait)?
+            let mut k = slot.lock();
+            launch::enqueue(b, self.q(), &mut k, kernel, cfg, args, &wait)?
         };
         // The event owns the handle from here (`Event` releases it; `ClEvent` takes a new one).
         let op = OpInfo {
