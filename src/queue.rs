@@ -37,7 +37,7 @@ use crate::event::{Event, Keep, KeepAlive};
 use crate::host_buffer::{HostBuffer, Transfer};
 use crate::kernel::{Access, Kernel};
 use crate::launch::{Arg, LaunchConfig};
-use crate::profile::Stage;
+use crate::profile::{Harvest, Stage};
 
 static NEXT_QUEUE_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -56,6 +56,13 @@ pub(crate) struct QueueInner {
     pending: Mutex<VecDeque<Event>>,
     /// Events the next command must wait for ([`Queue::wait_for`]).
     waits: Mutex<Vec<Event>>,
+}
+
+impl Harvest for QueueInner {
+    fn harvest(&self) {
+        // Observing completion records a command; keep the ones still running.
+        self.pending.lock().retain(|ev| !ev.is_complete());
+    }
 }
 
 impl Drop for QueueInner {
@@ -211,7 +218,7 @@ impl Queue {
     fn make(device: &Device, owner: Option<Device>) -> Result<Queue> {
         device.check_open("create a queue")?;
         let raw = device.inner.backend.clone().new_queue()?;
-        Ok(Queue {
+        let q = Queue {
             inner: Arc::new(QueueInner {
                 device: Arc::downgrade(&device.inner),
                 _owner: owner,
@@ -221,7 +228,10 @@ impl Queue {
                 pending: Mutex::new(VecDeque::new()),
                 waits: Mutex::new(Vec::new()),
             }),
-        })
+        };
+        let weak: std::sync::Weak<dyn Harvest> = Arc::downgrade(&q.inner) as std::sync::Weak<dyn Harvest>;
+        device.profiler().register(weak);
+        Ok(q)
     }
 
     /// The device this queue runs on.

@@ -191,6 +191,22 @@ pub struct Profiler {
     epoch: Instant,
     enabled: AtomicBool,
     store: Mutex<Store>,
+    /// Sources of records made at completion (queues): asked to record what has
+    /// completed before a snapshot.
+    harvesters: Mutex<Vec<std::sync::Weak<dyn Harvest>>>,
+}
+
+/// Something that records completed work when asked (a queue whose finished
+/// commands nobody has waited for).
+pub(crate) trait Harvest: Send + Sync {
+    /// Record every finished command not recorded yet.
+    fn harvest(&self);
+}
+
+impl std::fmt::Debug for dyn Harvest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Harvest")
+    }
 }
 
 /// A record with interned strings.
@@ -360,6 +376,23 @@ impl Profiler {
             epoch: Instant::now(),
             enabled: AtomicBool::new(true),
             store: Mutex::new(Store::new(DEFAULT_RECORD_CAP)),
+            harvesters: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Ask `h` for its finished work before every snapshot, while it lives.
+    pub(crate) fn register(&self, h: std::sync::Weak<dyn Harvest>) {
+        let mut v = self.harvesters.lock();
+        v.retain(|w| w.strong_count() > 0);
+        v.push(h);
+    }
+
+    /// Record what registered sources have finished.
+    fn harvest(&self) {
+        let live: Vec<std::sync::Arc<dyn Harvest>> =
+            self.harvesters.lock().iter().filter_map(|w| w.upgrade()).collect();
+        for h in live {
+            h.harvest();
         }
     }
 
@@ -476,12 +509,14 @@ impl Profiler {
 
     /// A copy of everything recorded so far.
     pub fn snapshot(&self) -> Profile {
+        self.harvest();
         self.store.lock().expand()
     }
 
     /// Take everything recorded so far (kept records and dropped aggregates),
     /// leaving the profiler empty.
     pub fn take(&self) -> Profile {
+        self.harvest();
         let mut st = self.store.lock();
         let p = st.expand();
         st.clear();
