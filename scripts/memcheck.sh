@@ -25,7 +25,7 @@ fi
 
 bins=("$@")
 if [[ ${#bins[@]} -eq 0 ]]; then
-    bins=(soundness pool_panic bad_input conformance opencl nbody schedule fault profile)
+    bins=(soundness pool_panic bad_input queue async_opencl conformance opencl nbody schedule fault profile)
 fi
 
 out=$(mktemp -d)
