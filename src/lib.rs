@@ -162,6 +162,7 @@ pub mod nbody;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
 pub mod profile;
+mod program;
 mod queue;
 mod runtime;
 pub mod schedule;
@@ -178,6 +179,7 @@ pub use kernel::{
     ScalarCheckFn, ScalarType, ScalarValue, Source, Split,
 };
 pub use launch::{Arg, Dim3, LaunchConfig};
+pub use program::Program;
 pub use queue::Queue;
 pub use runtime::{DEVICE_ENV, Runtime, RuntimeBuilder, Unavailable};
 pub use selector::Selector;

@@ -42,8 +42,9 @@
 //! Build failures return [`Error::Build`] with the full build log; a missing
 //! entry point returns [`Error::EntryNotFound`].
 
+use std::collections::HashMap;
 use std::ffi::CString;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use opencl3::error_codes::{CL_INVALID_KERNEL_NAME, CL_KERNEL_ARG_INFO_NOT_AVAILABLE};
 use opencl3::kernel::{
@@ -75,13 +76,16 @@ pub(crate) struct Built {
     /// Kernel objects; a queue uses slot `its index % len`.
     pub kernels: Vec<Mutex<super::launch::KernelSlot>>,
     /// Keeps the program alive as long as its kernels (released after them).
-    _program: Program,
+    _program: Arc<Program>,
 }
 
 /// The per-device in-memory cache of built kernels, evicted with their kernel.
 #[derive(Default)]
 pub(crate) struct ProgramCache {
     built: KernelCache<Built>,
+    /// Programs by source and options, shared by every kernel built from the same
+    /// source (one `Program` with several entry points is compiled once).
+    programs: Mutex<HashMap<String, Weak<Program>>>,
 }
 
 impl ProgramCache {
@@ -96,18 +100,57 @@ impl ProgramCache {
     ) -> Result<Arc<Built>> {
         let (built, _) = self
             .built
-            .get_or_try_build(kernel, || build_kernel(ctx, dev, info, kernel, slots))?;
+            .get_or_try_build(kernel, || build_kernel(self, ctx, dev, info, kernel, slots))?;
         Ok(built)
+    }
+
+    /// The program built from `code` with `options`, shared while any kernel uses it.
+    #[allow(clippy::too_many_arguments)]
+    fn program(
+        &self,
+        ctx: &Context,
+        dev: cl_device_id,
+        info: &DeviceInfo,
+        kernel: &Kernel,
+        entry: &str,
+        code: &str,
+        options: &str,
+    ) -> Result<Arc<Program>> {
+        let key = crate::cache::key(&[code.as_bytes(), options.as_bytes()]);
+        if let Some(p) = self.programs.lock().get(&key).and_then(Weak::upgrade) {
+            return Ok(p);
+        }
+        let p = Arc::new(build_program_cached(
+            ctx,
+            dev,
+            info,
+            kernel.name(),
+            code,
+            entry,
+            options,
+        )?);
+        let mut map = self.programs.lock();
+        map.retain(|_, w| w.strong_count() > 0);
+        map.insert(key, Arc::downgrade(&p));
+        Ok(p)
     }
 
     /// Drop every built program (teardown).
     pub(crate) fn clear(&self) {
         self.built.clear();
+        self.programs.lock().clear();
     }
 }
 
 /// Build `kernel`'s OpenCL source for `dev` and create `slots` kernel objects.
-fn build_kernel(ctx: &Context, dev: cl_device_id, info: &DeviceInfo, kernel: &Kernel, slots: usize) -> Result<Built> {
+fn build_kernel(
+    cache: &ProgramCache,
+    ctx: &Context,
+    dev: cl_device_id,
+    info: &DeviceInfo,
+    kernel: &Kernel,
+    slots: usize,
+) -> Result<Built> {
     let Some(src) = kernel.opencl_source() else {
         return Err(kernel.no_implementation(BackendKind::OpenCl, &info.label()));
     };
@@ -116,7 +159,7 @@ fn build_kernel(ctx: &Context, dev: cl_device_id, info: &DeviceInfo, kernel: &Ke
         options.push(ARG_INFO_OPTION);
     }
     let options = options.join(" ");
-    let program = build_program_cached(ctx, dev, info, kernel.name(), &src.code, &src.entry, &options)?;
+    let program = cache.program(ctx, dev, info, kernel, &src.entry, &src.code, &options)?;
     let mut kernels = Vec::with_capacity(slots.max(1));
     for _ in 0..slots.max(1) {
         kernels.push(Mutex::new(super::launch::KernelSlot::new(create_entry(
