@@ -41,6 +41,12 @@ mod sealed {
         fn raw(&self) -> BufferRef<'_>;
         /// The untyped buffer.
         fn raw_buffer(&self) -> &super::RawBuffer;
+        /// First byte and byte length of the region this value stands for (a
+        /// view's range; the whole allocation for a buffer).
+        fn byte_range(&self) -> (usize, usize) {
+            let b = self.raw_buffer();
+            (0, b.len * b.ty.size)
+        }
     }
 }
 
@@ -393,3 +399,117 @@ impl<T: bytemuck::Pod> Sealed for Buffer<T> {
         &self.raw
     }
 }
+
+/// Device memory holding elements of `T`: a whole [`Buffer`] or a view of one
+/// ([`View`], [`ViewMut`]). Queue transfers and copies take any region. Sealed.
+pub trait Region<T: bytemuck::Pod>: AnyBuffer {}
+
+impl<T: bytemuck::Pod> Region<T> for Buffer<T> {}
+impl<T: bytemuck::Pod> Region<T> for View<'_, T> {}
+impl<T: bytemuck::Pod> Region<T> for ViewMut<'_, T> {}
+
+/// A read-only view of elements `start..start + len` of a [`Buffer`]: usable as a
+/// kernel argument ([`crate::Arg::view`]) and in queue transfers and copies,
+/// where it stands for those elements alone (indexed from 0).
+///
+/// Views share their buffer's ordering: commands on two views of one buffer are
+/// ordered as if they used the whole buffer.
+pub struct View<'a, T: bytemuck::Pod> {
+    buf: &'a Buffer<T>,
+    start: usize,
+    len: usize,
+}
+
+/// A writable view of elements `start..start + len` of a [`Buffer`] (an
+/// exclusive borrow of the buffer): [`crate::Arg::view_mut`].
+pub struct ViewMut<'a, T: bytemuck::Pod> {
+    buf: &'a mut Buffer<T>,
+    start: usize,
+    len: usize,
+}
+
+/// The element range `r` of a buffer of `len` elements, checked.
+fn checked_range(r: impl std::ops::RangeBounds<usize>, len: usize) -> Result<(usize, usize)> {
+    use std::ops::Bound;
+    let start = match r.start_bound() {
+        Bound::Included(s) => *s,
+        Bound::Excluded(s) => s.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match r.end_bound() {
+        Bound::Included(e) => e.saturating_add(1),
+        Bound::Excluded(e) => *e,
+        Bound::Unbounded => len,
+    };
+    if start > end || end > len {
+        return Err(Error::LengthMismatch {
+            what: format!("view {start}..{end}"),
+            host: end.saturating_sub(start),
+            buffer: len,
+        });
+    }
+    Ok((start, end - start))
+}
+
+impl<T: bytemuck::Pod> Buffer<T> {
+    /// A read-only view of the elements in `range`.
+    pub fn slice(&self, range: impl std::ops::RangeBounds<usize>) -> Result<View<'_, T>> {
+        let (start, len) = checked_range(range, self.len())?;
+        Ok(View { buf: self, start, len })
+    }
+
+    /// A writable view of the elements in `range`.
+    pub fn slice_mut(&mut self, range: impl std::ops::RangeBounds<usize>) -> Result<ViewMut<'_, T>> {
+        let (start, len) = checked_range(range, self.len())?;
+        Ok(ViewMut { buf: self, start, len })
+    }
+}
+
+macro_rules! view_impls {
+    ($v:ident) => {
+        impl<T: bytemuck::Pod> fmt::Debug for $v<'_, T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}[{}..{}]", self.buf, self.start, self.start + self.len)
+            }
+        }
+        impl<T: bytemuck::Pod> AnyBuffer for $v<'_, T> {
+            fn elem_type(&self) -> ElemType {
+                self.buf.raw.ty
+            }
+            fn len(&self) -> usize {
+                self.len
+            }
+            fn device(&self) -> &Device {
+                &self.buf.raw.device
+            }
+        }
+        impl<T: bytemuck::Pod> Sealed for $v<'_, T> {
+            fn raw(&self) -> BufferRef<'_> {
+                self.buf.raw.raw()
+            }
+            fn raw_buffer(&self) -> &RawBuffer {
+                &self.buf.raw
+            }
+            fn byte_range(&self) -> (usize, usize) {
+                let size = std::mem::size_of::<T>();
+                (self.start * size, self.len * size)
+            }
+        }
+        impl<T: bytemuck::Pod> $v<'_, T> {
+            /// Elements in the view.
+            pub fn len(&self) -> usize {
+                self.len
+            }
+            /// Whether the view is empty.
+            pub fn is_empty(&self) -> bool {
+                self.len == 0
+            }
+            /// First element of the view in its buffer.
+            pub fn start(&self) -> usize {
+                self.start
+            }
+        }
+    };
+}
+view_impls!(View);
+view_impls!(ViewMut);

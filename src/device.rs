@@ -365,8 +365,11 @@ pub(crate) fn check_args<'s>(
                 if b.elem_type() != *ty {
                     return Err(mismatch());
                 }
+                let (offset, len) = b.byte_range();
                 RawArg::Buffer {
                     mem: b.check_owner(device, p.name())?,
+                    offset,
+                    len,
                     writable: false,
                 }
             }
@@ -377,8 +380,11 @@ pub(crate) fn check_args<'s>(
                 }
                 // An exclusive borrow given for a read-only parameter is demoted:
                 // the kernel gets it read-only, as the signature says.
+                let (offset, len) = b.byte_range();
                 RawArg::Buffer {
                     mem: b.check_owner(device, p.name())?,
+                    offset,
+                    len,
                     writable: access.writes(),
                 }
             }

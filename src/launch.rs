@@ -262,6 +262,14 @@ impl<'a> Arg<'a> {
     pub fn output<T: bytemuck::Pod>(b: &'a mut crate::buffer::Buffer<T>) -> Self {
         Arg::Out(b)
     }
+    /// A read-only view of a buffer (its elements indexed from 0).
+    pub fn view<T: bytemuck::Pod>(v: &'a crate::buffer::View<'_, T>) -> Self {
+        Arg::In(v)
+    }
+    /// A written view of a buffer (its elements indexed from 0).
+    pub fn view_mut<T: bytemuck::Pod>(v: &'a mut crate::buffer::ViewMut<'_, T>) -> Self {
+        Arg::Out(v)
+    }
     /// A scalar argument.
     pub fn scalar(v: impl Into<Scalar>) -> Self {
         Arg::Scalar(v.into())

@@ -168,7 +168,7 @@ mod runtime;
 pub mod schedule;
 mod selector;
 
-pub use buffer::{AnyBuffer, Buffer};
+pub use buffer::{AnyBuffer, Buffer, Region, View, ViewMut};
 pub use cpu_ctx::CpuCtx;
 pub use device::{Device, DeviceInfo};
 pub use error::{BackendKind, Error, Result};

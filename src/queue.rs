@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 
 use crate::backend::RawArg;
 use crate::backend::queue::{BackendQueue, Completion, DoneEvent, HostDst, MemRange, RawEvent};
-use crate::buffer::{AnyBuffer, Buffer, RawBuffer, Sealed};
+use crate::buffer::{AnyBuffer, RawBuffer, Region};
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
 use crate::event::{Event, Keep, KeepAlive};
@@ -387,7 +387,7 @@ impl Queue {
 
     /// Host → device: copy `src` into `dst` (equal lengths). `src` is consumed
     /// (staged) before the call returns; the copy runs in queue order.
-    pub fn write<T: bytemuck::Pod>(&self, dst: &Buffer<T>, src: &[T]) -> Result<Event> {
+    pub fn write<T: bytemuck::Pod>(&self, dst: &impl Region<T>, src: &[T]) -> Result<Event> {
         if src.len() != dst.len() {
             return Err(Error::LengthMismatch {
                 what: "Queue::write".into(),
@@ -397,7 +397,7 @@ impl Queue {
         }
         let dev = self.check_buffer(dst.raw_buffer(), "write")?;
         let bytes: &[u8] = bytemuck::cast_slice(src);
-        let s = self.write_bytes(dst.raw_buffer(), 0, bytes, "write")?;
+        let s = self.write_bytes(dst.raw_buffer(), dst.byte_range().0, bytes, "write")?;
         Ok(self.event(&dev, s, describe(Stage::HostToDevice, "write", bytes.len(), 0)))
     }
 
@@ -419,7 +419,7 @@ impl Queue {
 
     /// Host → device from an owned host buffer (pinned where the backend can),
     /// handed back by [`Transfer::wait`] when the copy is done.
-    pub fn write_from<T: bytemuck::Pod>(&self, dst: &Buffer<T>, src: HostBuffer<T>) -> Result<Transfer<T>> {
+    pub fn write_from<T: bytemuck::Pod>(&self, dst: &impl Region<T>, src: HostBuffer<T>) -> Result<Transfer<T>> {
         if src.len() != dst.len() {
             return Err(Error::LengthMismatch {
                 what: "Queue::write_from".into(),
@@ -432,7 +432,7 @@ impl Queue {
         let n = src.byte_len();
         let range = MemRange {
             mem: b.mem(),
-            offset: 0,
+            offset: dst.byte_range().0,
             len: n,
         };
         let host = Keep::Host(src.mem.clone());
@@ -446,7 +446,7 @@ impl Queue {
 
     /// Device → host into an owned host buffer (of the buffer's length), handed
     /// back by [`Transfer::wait`] once the copy is done.
-    pub fn read<T: bytemuck::Pod>(&self, src: &Buffer<T>, dst: HostBuffer<T>) -> Result<Transfer<T>> {
+    pub fn read<T: bytemuck::Pod>(&self, src: &impl Region<T>, dst: HostBuffer<T>) -> Result<Transfer<T>> {
         if src.len() != dst.len() {
             return Err(Error::LengthMismatch {
                 what: "Queue::read".into(),
@@ -459,7 +459,7 @@ impl Queue {
         let n = dst.byte_len();
         let range = MemRange {
             mem: b.mem(),
-            offset: 0,
+            offset: src.byte_range().0,
             len: n,
         };
         let host = Keep::Host(dst.mem.clone());
@@ -493,7 +493,7 @@ impl Queue {
     /// Device → device: copy all of `src` into `dst` (equal lengths). When `src`
     /// lives on another device the copy is staged through host memory
     /// ([`Queue::copy_across`]).
-    pub fn copy<T: bytemuck::Pod>(&self, src: &Buffer<T>, dst: &Buffer<T>) -> Result<Event> {
+    pub fn copy<T: bytemuck::Pod>(&self, src: &impl Region<T>, dst: &impl Region<T>) -> Result<Event> {
         if src.len() != dst.len() {
             return Err(Error::LengthMismatch {
                 what: "Queue::copy".into(),
@@ -502,9 +502,10 @@ impl Queue {
             });
         }
         let (s, d) = (src.raw_buffer(), dst.raw_buffer());
-        if std::ptr::addr_eq(s.mem() as *const _, d.mem() as *const _) {
+        let ((so, n), (dof, _)) = (src.byte_range(), dst.byte_range());
+        if std::ptr::addr_eq(s.mem() as *const _, d.mem() as *const _) && so < dof + n && dof < so + n {
             return Err(Error::InvalidInput(
-                "Queue::copy: source and destination are the same buffer".into(),
+                "Queue::copy: source and destination overlap in the same buffer".into(),
             ));
         }
         if s.owner() != &self.device()? {
@@ -512,16 +513,15 @@ impl Queue {
         }
         self.check_buffer(s, "copy source")?;
         let dev = self.check_buffer(d, "copy destination")?;
-        let n = src.len() * std::mem::size_of::<T>();
         let (rs, rd) = (
             MemRange {
                 mem: s.mem(),
-                offset: 0,
+                offset: so,
                 len: n,
             },
             MemRange {
                 mem: d.mem(),
-                offset: 0,
+                offset: dof,
                 len: n,
             },
         );
@@ -539,7 +539,7 @@ impl Queue {
     /// Copy from a buffer on another device: read on that device's default queue
     /// into host memory allocated for this device (pinned where it can), then
     /// written here once the read completes; both steps are asynchronous.
-    pub fn copy_across<T: bytemuck::Pod>(&self, src: &Buffer<T>, dst: &Buffer<T>) -> Result<Event> {
+    pub fn copy_across<T: bytemuck::Pod>(&self, src: &impl Region<T>, dst: &impl Region<T>) -> Result<Event> {
         if src.len() != dst.len() {
             return Err(Error::LengthMismatch {
                 what: "Queue::copy_across".into(),
@@ -549,7 +549,7 @@ impl Queue {
         }
         let dev = self.check_buffer(dst.raw_buffer(), "copy destination")?;
         let staging = HostBuffer::<T>::new(&dev, src.len())?;
-        let from = src.device().default_queue()?;
+        let from = src.raw_buffer().owner().default_queue()?;
         let Transfer { event, buffer } = from.read(src, staging)?;
         self.wait_for(&event);
         let t = self.write_from(dst, buffer)?;
@@ -557,13 +557,13 @@ impl Queue {
     }
 
     /// Set every element of `dst` to `value`.
-    pub fn fill<T: bytemuck::Pod>(&self, dst: &Buffer<T>, value: T) -> Result<Event> {
+    pub fn fill<T: bytemuck::Pod>(&self, dst: &impl Region<T>, value: T) -> Result<Event> {
         let b = dst.raw_buffer();
         let dev = self.check_buffer(b, "fill")?;
-        let n = dst.len() * std::mem::size_of::<T>();
+        let (offset, n) = dst.byte_range();
         let range = MemRange {
             mem: b.mem(),
-            offset: 0,
+            offset,
             len: n,
         };
         let sub = self.submit(

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{Rng, assert_close};
-use offload::{Arg, Device, Error, HostBuffer, LaunchConfig, Queue, Runtime, kernels};
+use offload::{Arg, BackendKind, Device, Error, HostBuffer, LaunchConfig, Queue, Runtime, kernels};
 
 fn all() -> (Runtime, Vec<Device>) {
     let rt = common::runtime();
@@ -331,6 +331,115 @@ fn host_buffers_are_used_in_place_on_the_cpu_device() {
             assert_eq!(a.into_host().unwrap().as_ptr(), pa);
         } else {
             assert_eq!(moved, 4 * 4 * n as u64, "{}: three uploads and one download", d.label());
+        }
+    }
+}
+
+#[test]
+fn views_as_kernel_arguments_and_in_transfers() {
+    let (_rt, devs) = all();
+    let k = kernels::vector_add().unwrap();
+    for d in &devs {
+        let q = d.queue().unwrap();
+        let n = 4096;
+        let a = d.upload(&(0..n).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
+        let b = d.upload(&vec![1000.0f32; n]).unwrap();
+        let mut c = d.upload(&vec![-1.0f32; n]).unwrap();
+        // Elements 1024..3072 of each buffer (byte offset 4096: aligned on every device).
+        let (lo, len) = (1024, 2048);
+        let va = a.slice(lo..lo + len).unwrap();
+        let vb = b.slice(lo..lo + len).unwrap();
+        let mut vc = c.slice_mut(lo..lo + len).unwrap();
+        let cfg = LaunchConfig::for_items(len, d.info());
+        q.launch(
+            &k,
+            &cfg,
+            &[
+                Arg::view(&va),
+                Arg::view(&vb),
+                Arg::view_mut(&mut vc),
+                0u32.into(),
+                (len as u32).into(),
+            ],
+        )
+        .unwrap();
+        // A view is only as long as it says: a count beyond it is refused.
+        let e = q
+            .launch(
+                &k,
+                &LaunchConfig::for_items(len + 1, d.info()),
+                &[
+                    Arg::view(&va),
+                    Arg::view(&vb),
+                    Arg::view_mut(&mut vc),
+                    0u32.into(),
+                    (len as u32 + 1).into(),
+                ],
+            )
+            .unwrap_err();
+        assert!(matches!(e, Error::BufferTooShort { .. }), "{e}");
+        let out = q.read(&c, HostBuffer::new(d, n).unwrap()).unwrap().wait().unwrap();
+        for (i, v) in out.iter().enumerate() {
+            let want = if (lo..lo + len).contains(&i) {
+                i as f32 + 1000.0
+            } else {
+                -1.0
+            };
+            assert_eq!(*v, want, "{} element {i}", d.label());
+        }
+        // Transfers, fills and copies on views.
+        let part = q
+            .read(&a.slice(10..20).unwrap(), HostBuffer::new(d, 10).unwrap())
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(&part[..], &(10..20).map(|i| i as f32).collect::<Vec<_>>()[..]);
+        q.fill(&c.slice(0..lo).unwrap(), 7.0).unwrap();
+        q.write(&c.slice(n - 4..n).unwrap(), &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        q.copy(&a.slice(0..32).unwrap(), &c.slice(64..96).unwrap()).unwrap();
+        let e = q.copy(&c.slice(0..32).unwrap(), &c.slice(16..48).unwrap()).unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "overlapping copy: {e}");
+        let out = c.to_vec().unwrap();
+        assert_eq!(out[0], 7.0);
+        assert_eq!(&out[64..96], &(0..32).map(|i| i as f32).collect::<Vec<_>>()[..]);
+        assert_eq!(out[lo], lo as f32 + 1000.0);
+        assert_eq!(&out[n - 4..], &[1.0, 2.0, 3.0, 4.0]);
+        assert!(a.slice(0..n + 1).is_err());
+    }
+}
+
+#[test]
+fn views_at_any_offset_on_the_cpu_and_aligned_ones_on_opencl() {
+    let (_rt, devs) = all();
+    let k = kernels::vector_add().unwrap();
+    for d in &devs {
+        let n = 100;
+        let a = d.upload(&vec![1.0f32; n]).unwrap();
+        let mut c = d.alloc::<f32>(n).unwrap();
+        let va = a.slice(3..13).unwrap();
+        let mut vc = c.slice_mut(3..13).unwrap();
+        let cfg = LaunchConfig::for_items(10, d.info());
+        let r = d.launch(
+            &k,
+            &cfg,
+            &[
+                Arg::view(&va),
+                Arg::view(&va),
+                Arg::view_mut(&mut vc),
+                0u32.into(),
+                10u32.into(),
+            ],
+        );
+        match d.backend() {
+            BackendKind::OpenCl => {
+                // 12 bytes in: below OpenCL's base address alignment.
+                let e = r.unwrap_err();
+                assert!(e.to_string().contains("aligned"), "{e}");
+            }
+            _ => {
+                r.unwrap();
+                assert_eq!(&c.to_vec().unwrap()[3..13], &[2.0f32; 10]);
+            }
         }
     }
 }

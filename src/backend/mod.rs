@@ -92,6 +92,10 @@ pub(crate) enum RawArg<'a> {
     Buffer {
         /// The memory (a whole allocation).
         mem: &'a dyn DeviceMemory,
+        /// First byte the kernel sees (a view's start; 0 for a whole buffer).
+        offset: usize,
+        /// Bytes the kernel sees, from `offset`.
+        len: usize,
         /// Whether the kernel may write it (the caller holds an exclusive borrow).
         writable: bool,
     },

@@ -177,11 +177,23 @@ impl Backend for CpuBackend {
         let many = args.len() > fixed.len();
         for (i, a) in args.iter().enumerate() {
             let c = match a {
-                RawArg::Buffer { mem, writable } => {
+                RawArg::Buffer {
+                    mem,
+                    offset,
+                    len,
+                    writable,
+                } => {
                     let m = self.mem(*mem)?;
+                    if offset.checked_add(*len).is_none_or(|end| end > m.byte_len()) {
+                        return Err(Error::InvalidInput(format!(
+                            "view {offset}..+{len} outside an allocation of {} bytes",
+                            m.byte_len()
+                        )));
+                    }
                     CpuArg::Buf {
-                        ptr: m.ptr(),
-                        bytes: m.byte_len(),
+                        // In bounds (checked above): a view's first byte.
+                        ptr: m.ptr().wrapping_add(*offset),
+                        bytes: *len,
                         writable: *writable,
                     }
                 }

@@ -111,7 +111,17 @@ impl CudaBackend {
         let mut dyn_smem = cfg.shared_mem_bytes as u64;
         for a in args {
             let v = match a {
-                RawArg::Buffer { mem, .. } => self.cuda_mem(*mem)?.device_ptr(),
+                RawArg::Buffer { mem, offset, len, .. } => {
+                    let m = self.cuda_mem(*mem)?;
+                    if offset.checked_add(*len).is_none_or(|end| end > mem.byte_len()) {
+                        return Err(Error::InvalidInput(format!(
+                            "view {offset}..+{len} outside an allocation of {} bytes",
+                            mem.byte_len()
+                        )));
+                    }
+                    // A view: the device address of its first byte.
+                    m.device_ptr() + *offset as u64
+                }
                 RawArg::Scalar(s) => u64::from_ne_bytes(s.to_ne_bytes().0),
                 RawArg::Local(bytes) => {
                     dyn_smem = dyn_smem.saturating_add(*bytes as u64);

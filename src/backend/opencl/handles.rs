@@ -8,8 +8,9 @@ use opencl3::command_queue::release_command_queue;
 use opencl3::context::context::release_context;
 use opencl3::event::release_event;
 use opencl3::kernel::release_kernel;
+use opencl3::memory::release_mem_object;
 use opencl3::program::release_program;
-use opencl3::types::{cl_command_queue, cl_context, cl_event, cl_kernel, cl_program};
+use opencl3::types::{cl_command_queue, cl_context, cl_event, cl_kernel, cl_mem, cl_program};
 
 use super::error::code_name;
 
@@ -66,6 +67,10 @@ owned_handle!(
 owned_handle!(
     /// A kernel object (its arguments are state: guard it with a mutex).
     KernelObj, cl_kernel, release_kernel, "kernel"
+);
+owned_handle!(
+    /// A sub-buffer: a view of a buffer passed to one launch.
+    SubBuffer, cl_mem, release_mem_object, "sub-buffer"
 );
 owned_handle!(
     /// An event returned by an enqueue call.

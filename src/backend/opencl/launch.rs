@@ -10,18 +10,53 @@
 
 use opencl3::command_queue::enqueue_nd_range_kernel;
 use opencl3::error_codes::{
-    CL_INVALID_ARG_INDEX, CL_INVALID_ARG_SIZE, CL_INVALID_ARG_VALUE, CL_INVALID_KERNEL_ARGS, CL_INVALID_WORK_GROUP_SIZE,
+    CL_INVALID_ARG_INDEX, CL_INVALID_ARG_SIZE, CL_INVALID_ARG_VALUE, CL_INVALID_KERNEL_ARGS,
+    CL_INVALID_WORK_GROUP_SIZE, CL_MISALIGNED_SUB_BUFFER_OFFSET,
 };
 use opencl3::kernel::{CL_KERNEL_WORK_GROUP_SIZE, get_kernel_work_group_data, set_kernel_arg};
+use opencl3::memory::{CL_BUFFER_CREATE_TYPE_REGION, cl_buffer_region, create_sub_buffer};
 use opencl3::types::{cl_command_queue, cl_event, cl_mem};
 
 use super::OpenClBackend;
 use super::error::{Op, code_name, map_cl_err};
-use super::handles::{Event, KernelObj};
+use super::handles::{Event, KernelObj, SubBuffer};
 use crate::backend::RawArg;
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::launch::LaunchConfig;
+
+/// A sub-buffer of `parent` for bytes `offset..offset + len` (argument `i`).
+fn sub_buffer(
+    b: &OpenClBackend,
+    kernel: &Kernel,
+    i: usize,
+    parent: cl_mem,
+    offset: usize,
+    len: usize,
+) -> Result<SubBuffer> {
+    let region = cl_buffer_region {
+        origin: offset,
+        size: len.max(1),
+    };
+    // SAFETY: `parent` is a live buffer (owned by the caller's buffer for the whole
+    // call); the region was checked against the buffer by the public layer; flags 0
+    // inherit the parent's; the region struct lives across the call.
+    match unsafe { create_sub_buffer(parent, 0, CL_BUFFER_CREATE_TYPE_REGION, (&raw const region).cast()) } {
+        // SAFETY: a successful clCreateSubBuffer returns one reference, ours.
+        Ok(m) => Ok(unsafe { SubBuffer::from_raw(m) }),
+        Err(CL_MISALIGNED_SUB_BUFFER_OFFSET) => Err(Error::InvalidInput(format!(
+            "kernel {:?} argument {i}: a view starting at byte {offset} is not aligned to the base address \
+             alignment of {} (CL_DEVICE_MEM_BASE_ADDR_ALIGN); start views there on OpenCL",
+            kernel.name(),
+            b.info.label()
+        ))),
+        Err(c) => Err(map_cl_err(
+            c,
+            &b.info,
+            Op::new("clCreateSubBuffer").kernel(kernel.name()),
+        )),
+    }
+}
 
 /// A kernel object and the arguments last set on it: a launch with the same
 /// value for a parameter skips its `clSetKernelArg` (kernel arguments are state
@@ -64,10 +99,23 @@ pub(super) fn enqueue(
         slot.set = vec![None; args.len()];
     }
     let k = &slot.obj;
+    // Views become sub-buffers for this launch; released after the enqueue (the
+    // enqueued command keeps what it uses alive until it completes).
+    let mut subs: Vec<SubBuffer> = Vec::new();
     for (i, a) in args.iter().enumerate() {
         let idx = i as u32;
         let key = match a {
-            RawArg::Buffer { mem, .. } => ArgKey::Mem(b.mem(*mem)?.raw() as usize),
+            RawArg::Buffer { mem, offset, len, .. } => {
+                let m = b.mem(*mem)?;
+                if *offset == 0 && *len as u64 == m.byte_len_u64() {
+                    ArgKey::Mem(m.raw() as usize)
+                } else {
+                    let sub = sub_buffer(b, kernel, i, m.raw(), *offset, *len)?;
+                    let key = ArgKey::Mem(sub.raw() as usize);
+                    subs.push(sub);
+                    key
+                }
+            }
             RawArg::Scalar(s) => {
                 let (bytes, n) = s.to_ne_bytes();
                 ArgKey::Scalar(bytes, n)
@@ -78,26 +126,28 @@ pub(super) fn enqueue(
             continue;
         }
         slot.set[i] = None;
-        let res = match a {
-            RawArg::Buffer { mem, .. } => {
-                let m: cl_mem = b.mem(*mem)?.raw();
+        let res = match (a, key) {
+            (RawArg::Buffer { .. }, ArgKey::Mem(handle)) => {
+                let m = handle as cl_mem;
                 // SAFETY: the value is a live `cl_mem` (owned by the caller's buffer, which
                 // outlives the launch); size and pointer describe that handle.
                 unsafe { set_kernel_arg(k.raw(), idx, std::mem::size_of::<cl_mem>(), (&raw const m).cast()) }
             }
-            RawArg::Scalar(s) => {
-                let (bytes, n) = s.to_ne_bytes();
+            (_, ArgKey::Scalar(bytes, n)) => {
                 // SAFETY: `bytes[..n]` holds the scalar's native representation.
                 unsafe { set_kernel_arg(k.raw(), idx, n, bytes.as_ptr().cast()) }
             }
             // SAFETY: a null value with a size declares `__local` memory of that size
             // (at least one byte: OpenCL rejects zero).
-            RawArg::Local(bytes) => unsafe { set_kernel_arg(k.raw(), idx, (*bytes).max(1), std::ptr::null()) },
+            (_, ArgKey::Local(bytes)) => unsafe { set_kernel_arg(k.raw(), idx, bytes.max(1), std::ptr::null()) },
+            (_, ArgKey::Mem(_)) => Err(CL_INVALID_ARG_VALUE),
         };
         if let Err(c) = res {
             return Err(arg_error(b, kernel, i, a, c));
         }
-        slot.set[i] = Some(key);
+        // A sub-buffer's handle is new each launch: never skip setting it later.
+        let is_view = matches!(a, RawArg::Buffer { offset, len, mem, .. } if *offset != 0 || *len != mem.byte_len());
+        slot.set[i] = if is_view { None } else { Some(key) };
     }
     let g = cfg.grid.to_array();
     let l = cfg.block.to_array();
