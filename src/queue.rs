@@ -693,6 +693,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
+    use crate::buffer::Sealed;
     use crate::runtime::Runtime;
 
     /// A completed, failed event on `dev` (as an asynchronous failure would leave it).
