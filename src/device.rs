@@ -78,6 +78,9 @@ pub(crate) struct DeviceInner {
     /// Queues for the blocking calls (the first is the default queue), created
     /// on first use, each with a busy flag.
     pub(crate) queues: OnceLock<Vec<(Queue, AtomicBool)>>,
+    /// Every queue made on the device (its own and the user's), finished before
+    /// teardown.
+    pub(crate) all_queues: parking_lot::Mutex<Vec<std::sync::Weak<crate::queue::QueueInner>>>,
 }
 
 /// Queues a device keeps for its blocking calls: two let one thread's copy
@@ -85,13 +88,12 @@ pub(crate) struct DeviceInner {
 const BLOCKING_QUEUES: usize = 2;
 
 impl DeviceInner {
-    /// Wait for every command of the device's own queues.
+    /// Wait for every command of every queue of the device.
     fn finish_queues(&self) {
-        if let Some(qs) = self.queues.get() {
-            for (q, _) in qs {
-                if let Err(e) = q.finish() {
-                    tracing::debug!(device = %self.label, error = %e, "a command failed before teardown");
-                }
+        let live: Vec<_> = self.all_queues.lock().iter().filter_map(|w| w.upgrade()).collect();
+        for q in live {
+            if let Err(e) = q.finish_all() {
+                tracing::debug!(device = %self.label, error = %e, "a command failed before teardown");
             }
         }
     }
@@ -144,6 +146,7 @@ impl Device {
                 closed: AtomicBool::new(false),
                 profiler,
                 queues: OnceLock::new(),
+                all_queues: parking_lot::Mutex::new(Vec::new()),
             }),
         }
     }

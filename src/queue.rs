@@ -58,6 +58,15 @@ pub(crate) struct QueueInner {
     waits: Mutex<Vec<Event>>,
 }
 
+impl QueueInner {
+    /// Wait for every command enqueued so far and observe their completion.
+    pub(crate) fn finish_all(&self) -> Result<()> {
+        let r = self.raw.finish();
+        self.pending.lock().retain(|ev| !ev.is_complete());
+        r
+    }
+}
+
 impl Harvest for QueueInner {
     fn harvest(&self) {
         // Observing completion records a command; keep the ones still running.
@@ -231,6 +240,9 @@ impl Queue {
         };
         let weak: std::sync::Weak<dyn Harvest> = Arc::downgrade(&q.inner) as std::sync::Weak<dyn Harvest>;
         device.profiler().register(weak);
+        let mut all = device.inner.all_queues.lock();
+        all.retain(|w| w.strong_count() > 0);
+        all.push(Arc::downgrade(&q.inner));
         Ok(q)
     }
 

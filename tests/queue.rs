@@ -443,3 +443,21 @@ fn views_at_any_offset_on_the_cpu_and_aligned_ones_on_opencl() {
         }
     }
 }
+
+#[test]
+fn a_closed_device_refuses_new_commands_and_its_finished_events_stay_readable() {
+    let rt = common::runtime();
+    for d in common::devices(&rt) {
+        let q = d.queue().unwrap();
+        let x = d.alloc::<f32>(1024).unwrap();
+        let ev = q.fill(&x, 5.0).unwrap();
+        d.close().unwrap();
+        // Closing finished the device's work: the event completed successfully.
+        ev.wait().unwrap();
+        assert!(ev.is_complete() && !ev.failed());
+        let e = q.fill(&x, 6.0).unwrap_err();
+        assert!(matches!(e, Error::Closed { .. }), "{}: {e}", d.label());
+        let e = d.queue().unwrap_err();
+        assert!(matches!(e, Error::Closed { .. }), "{}: {e}", d.label());
+    }
+}
