@@ -41,7 +41,7 @@ use crate::profile::{Harvest, Stage};
 
 static NEXT_QUEUE_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Finished commands are released once this many are pending.
+/// Finished commands are looked for each time this many more are pending.
 const HARVEST_AT: usize = 64;
 
 pub(crate) struct QueueInner {
@@ -356,7 +356,8 @@ impl Queue {
         }
         let mut pending = self.inner.pending.lock();
         pending.push_back(ev.clone());
-        if pending.len() >= HARVEST_AT {
+        // Poll only every HARVEST_AT commands: a poll is a driver call.
+        if pending.len().is_multiple_of(HARVEST_AT) {
             while pending.front().is_some_and(|f| f.is_complete()) {
                 pending.pop_front();
             }
