@@ -401,13 +401,7 @@ impl Queue {
     /// Host → device: copy `src` into `dst` (equal lengths). `src` is consumed
     /// (staged) before the call returns; the copy runs in queue order.
     pub fn write<T: bytemuck::Pod>(&self, dst: &impl Region<T>, src: &[T]) -> Result<Event> {
-        if src.len() != dst.len() {
-            return Err(Error::LengthMismatch {
-                what: "Queue::write".into(),
-                host: src.len(),
-                buffer: dst.len(),
-            });
-        }
+        same_len("Queue::write", src.len(), dst.len())?;
         let dev = self.check_buffer(dst.raw_buffer(), "write")?;
         let bytes: &[u8] = bytemuck::cast_slice(src);
         let s = self.write_bytes(dst.raw_buffer(), dst.byte_range().0, bytes, "write")?;
@@ -433,13 +427,7 @@ impl Queue {
     /// Host → device from an owned host buffer (pinned where the backend can),
     /// handed back by [`Transfer::wait`] when the copy is done.
     pub fn write_from<T: bytemuck::Pod>(&self, dst: &impl Region<T>, src: HostBuffer<T>) -> Result<Transfer<T>> {
-        if src.len() != dst.len() {
-            return Err(Error::LengthMismatch {
-                what: "Queue::write_from".into(),
-                host: src.len(),
-                buffer: dst.len(),
-            });
-        }
+        same_len("Queue::write_from", src.len(), dst.len())?;
         let b = dst.raw_buffer();
         let dev = self.check_buffer(b, "write_from")?;
         let n = src.byte_len();
@@ -460,13 +448,7 @@ impl Queue {
     /// Device → host into an owned host buffer (of the buffer's length), handed
     /// back by [`Transfer::wait`] once the copy is done.
     pub fn read<T: bytemuck::Pod>(&self, src: &impl Region<T>, dst: HostBuffer<T>) -> Result<Transfer<T>> {
-        if src.len() != dst.len() {
-            return Err(Error::LengthMismatch {
-                what: "Queue::read".into(),
-                host: dst.len(),
-                buffer: src.len(),
-            });
-        }
+        same_len("Queue::read", dst.len(), src.len())?;
         let b = src.raw_buffer();
         let dev = self.check_buffer(b, "read")?;
         let n = dst.byte_len();
@@ -507,13 +489,7 @@ impl Queue {
     /// lives on another device the copy is staged through host memory
     /// ([`Queue::copy_across`]).
     pub fn copy<T: bytemuck::Pod>(&self, src: &impl Region<T>, dst: &impl Region<T>) -> Result<Event> {
-        if src.len() != dst.len() {
-            return Err(Error::LengthMismatch {
-                what: "Queue::copy".into(),
-                host: src.len(),
-                buffer: dst.len(),
-            });
-        }
+        same_len("Queue::copy", src.len(), dst.len())?;
         let (s, d) = (src.raw_buffer(), dst.raw_buffer());
         let ((so, n), (dof, _)) = (src.byte_range(), dst.byte_range());
         if std::ptr::addr_eq(s.mem() as *const _, d.mem() as *const _) && so < dof + n && dof < so + n {
@@ -553,13 +529,7 @@ impl Queue {
     /// into host memory allocated for this device (pinned where it can), then
     /// written here once the read completes; both steps are asynchronous.
     pub fn copy_across<T: bytemuck::Pod>(&self, src: &impl Region<T>, dst: &impl Region<T>) -> Result<Event> {
-        if src.len() != dst.len() {
-            return Err(Error::LengthMismatch {
-                what: "Queue::copy_across".into(),
-                host: src.len(),
-                buffer: dst.len(),
-            });
-        }
+        same_len("Queue::copy_across", src.len(), dst.len())?;
         let dev = self.check_buffer(dst.raw_buffer(), "copy destination")?;
         let staging = HostBuffer::<T>::new(&dev, src.len())?;
         let from = src.raw_buffer().owner().default_queue()?;
@@ -679,6 +649,18 @@ impl Queue {
             Some(e) => Err(e),
         }
     }
+}
+
+/// `host` and `buffer` elements must match for `what`.
+fn same_len(what: &str, host: usize, buffer: usize) -> Result<()> {
+    if host == buffer {
+        return Ok(());
+    }
+    Err(Error::LengthMismatch {
+        what: what.to_string(),
+        host,
+        buffer,
+    })
 }
 
 /// Readers kept per buffer before finished ones are polled and dropped.
