@@ -182,6 +182,8 @@ impl Event {
             return;
         };
         match r {
+            // Device times cost driver calls: only when someone records them.
+            Ok(()) if !self.inner.profiler.is_enabled() => {}
             Ok(()) => {
                 let (t0, t1, dev_ns) = match self.inner.raw.times() {
                     Some(t) => (

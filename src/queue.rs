@@ -41,7 +41,9 @@ use crate::profile::{Harvest, Stage};
 
 static NEXT_QUEUE_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Finished commands are looked for each time this many more are pending.
+/// Finished commands are looked for each time this many more are pending
+/// (observing one costs driver calls: status, profiling times); waits,
+/// `finish`, profile snapshots and dropping the queue observe the rest.
 const HARVEST_AT: usize = 64;
 
 pub(crate) struct QueueInner {
