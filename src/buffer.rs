@@ -141,11 +141,12 @@ impl RawBuffer {
     /// Host memory used in place by a device that computes on host memory (the
     /// CPU backend): no allocation, no copy.
     ///
+    /// `device` must address host memory directly (`DeviceMemory::host_ptr`),
+    /// and while a command writes the bytes nothing else may access them.
+    ///
     /// # Safety
-    /// `device` addresses host memory directly (`DeviceMemory::host_ptr`);
-    /// `ptr` is valid for `len × ty.size` bytes, aligned for `ty`, until the
-    /// returned buffer is dropped and every command using it has completed; while
-    /// a command writes it, nothing else accesses those bytes.
+    /// `ptr` is valid for `len × ty.size` bytes, aligned for `ty`, until the buffer
+    /// and every command using it are gone; the conditions above hold.
     pub(crate) unsafe fn borrow_host(device: &Device, ty: ElemType, ptr: *mut u8, len: usize) -> RawBuffer {
         // SAFETY: forwarded from the caller.
         let mem = unsafe { crate::backend::cpu::BorrowedHost::new(ptr, len * ty.size) };

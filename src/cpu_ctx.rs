@@ -36,10 +36,11 @@ pub(crate) enum CpuArg {
 /// A slice of resolved arguments, shared by the workers of one launch.
 pub(crate) struct CpuArgs<'a>(pub(crate) &'a [CpuArg]);
 
-// SAFETY: the raw pointers point at buffers that the launching thread borrows for
+// The raw pointers point at buffers that the launching thread borrows for
 // the whole launch (shared borrows for read buffers, exclusive for written ones).
 // Workers only read through read-buffer pointers and only write disjoint item
 // ranges through written-buffer pointers (enforced by `CpuCtx::output`).
+// SAFETY: workers only read shared buffers and write disjoint ranges, as above.
 unsafe impl Sync for CpuArgs<'_> {}
 // SAFETY: as above; the pointers are not tied to a thread.
 unsafe impl Send for CpuArgs<'_> {}
@@ -132,11 +133,12 @@ impl<'a> CpuCtx<'a> {
             ) => {
                 self.check_elem::<T>(i, ty);
                 let len = bytes / std::mem::size_of::<T>().max(1);
-                // SAFETY: `ptr` is a live allocation of `bytes` bytes, aligned for `T`
+                // `ptr` is a live allocation of `bytes` bytes, aligned for `T`
                 // (the buffer was allocated for this element type, checked above;
                 // zero-length ones too), borrowed shared for the launch; nobody writes
                 // it meanwhile (the public API holds `&Buffer`, and a read parameter
                 // is never passed writable). Pod types accept any bit pattern.
+                // SAFETY: live, aligned for `T`, unwritten during the launch (above).
                 unsafe { std::slice::from_raw_parts(ptr as *const T, len) }
             }
             (p, _) => panic!(
@@ -183,12 +185,13 @@ impl<'a> CpuCtx<'a> {
                 let r = self.items();
                 let start = r.start.saturating_mul(per_item).min(len);
                 let end = r.end.saturating_mul(per_item).min(len);
-                // SAFETY: the allocation is exclusively borrowed by the launching
+                // The allocation is exclusively borrowed by the launching
                 // thread for the whole launch; concurrent calls get disjoint item
                 // ranges and the same `per_item` (from the signature), hence disjoint
                 // element ranges, and this call hands the range out at most once
                 // (bitmask above). Alignment: the buffer was allocated for `T`
                 // (checked above), so `ptr + start * size` is aligned for `T`.
+                // SAFETY: in bounds, aligned for `T`, disjoint from every other call's range (above).
                 unsafe { std::slice::from_raw_parts_mut((ptr as *mut T).add(start), end - start) }
             }
             (p, _) => panic!(

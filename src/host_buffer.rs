@@ -94,11 +94,12 @@ impl<T: bytemuck::Pod> HostBuffer<T> {
 impl<T: bytemuck::Pod> std::ops::Deref for HostBuffer<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {
-        // SAFETY: the allocation holds `len` elements of `T`, aligned for `T`
+        // The allocation holds `len` elements of `T`, aligned for `T`
         // (allocated with `align_of::<T>()`, zero-length ones too), zero-initialised
         // or written as `T`s (any bit pattern is a valid Pod). No device accesses it
         // now: transfers take the `HostBuffer` by value and return it only after
         // they complete, so the only other handles are released by then.
+        // SAFETY: `len` aligned `T`s, none of them touched by a device now (above).
         unsafe { std::slice::from_raw_parts(self.mem.ptr() as *const T, self.len) }
     }
 }

@@ -505,8 +505,6 @@ impl KernelBuilder {
     }
     /// CUDA C source whose `extern "C" __global__` entry is named `entry`.
     ///
-    /// # Safety
-    ///
     /// The library checks every launch's arguments against the signature and every
     /// buffer's length against its declared [`Extent`], but it cannot see inside
     /// device code. The caller promises that the entry point declares exactly the
@@ -516,6 +514,9 @@ impl KernelBuilder {
     /// only buffers declared `Write`/`ReadWrite`, and uses no more shared memory than
     /// the launch provides. Breaking this promise is undefined behaviour on the
     /// device and, on host-memory devices, in this process.
+    ///
+    /// # Safety
+    /// The device code keeps the promise described above.
     pub unsafe fn cuda(mut self, code: impl Into<String>, entry: &str) -> Self {
         self.cuda = Some(Source {
             code: code.into(),

@@ -221,23 +221,29 @@ impl LaunchConfig {
 ///
 /// ```compile_fail
 /// # use offload::{Arg, Runtime};
-/// # let rt = Runtime::new().unwrap();
-/// # let dev = rt.device("cpu").unwrap();
-/// let mut c = dev.alloc::<f32>(4).unwrap();
+/// # fn main() -> offload::Result<()> {
+/// # let rt = Runtime::new()?;
+/// # let dev = rt.device("cpu")?;
+/// let mut c = dev.alloc::<f32>(4)?;
 /// let args = [Arg::output(&mut c), Arg::output(&mut c)];
 /// # drop(args);
+/// # Ok(())
+/// # }
 /// ```
 ///
 /// and no buffer can be dropped while an argument list borrows it:
 ///
 /// ```compile_fail
 /// # use offload::{Arg, Runtime};
-/// # let rt = Runtime::new().unwrap();
-/// # let dev = rt.device("cpu").unwrap();
-/// let a = dev.alloc::<f32>(4).unwrap();
+/// # fn main() -> offload::Result<()> {
+/// # let rt = Runtime::new()?;
+/// # let dev = rt.device("cpu")?;
+/// let a = dev.alloc::<f32>(4)?;
 /// let args = [Arg::input(&a)];
 /// drop(a);
 /// # drop(args);
+/// # Ok(())
+/// # }
 /// ```
 pub enum Arg<'a> {
     /// A buffer read by the kernel.

@@ -30,12 +30,13 @@ impl Program {
 
     /// The CUDA C source (entries are `extern "C" __global__` functions).
     ///
-    /// # Safety
-    ///
-    /// The promise of [`KernelBuilder::cuda`], made once for every kernel built
-    /// from this program: each entry point declares the signature its kernel is
-    /// given, in order and with the same types, and touches only elements inside
+    /// The promise of [`KernelBuilder::cuda`] is made here once for every kernel
+    /// built from this program: each entry point declares the signature its kernel
+    /// is given, in order and with the same types, and touches only elements inside
     /// the buffers' declared extents.
+    ///
+    /// # Safety
+    /// Every entry point keeps the promise described above.
     pub unsafe fn cuda(mut self, code: impl Into<String>) -> Program {
         self.cuda = Some(code.into().into());
         self

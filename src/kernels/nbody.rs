@@ -149,10 +149,11 @@ pub fn nbody_with_cpu_path(path: NbodyCpuPath) -> Result<Kernel> {
         .param(Param::Count)
         .extent_from("pos", &["n"], 4)
         .check_scalars(check_scalars);
-    // SAFETY: audited built-in sources (kernels/nbody.cu, kernels/nbody.cl): they
+    // Audited built-in sources (kernels/nbody.cu, kernels/nbody.cl): they
     // declare this signature, read `pos` only below `n` float4s (its checked
     // extent), write `acc[i]` only for `i < count` (its checked extent), and use
     // only their static shared/local tile.
+    // SAFETY: the audited sources stay inside the declared extents (above).
     let builder = unsafe { builder.cuda(src.cuda, "nbody").opencl(src.opencl, "nbody") };
     builder
         .cpu(move |ctx: &CpuCtx<'_>| cpu(ctx, path))
@@ -344,9 +345,11 @@ mod avx512 {
 
     /// Accelerations of every body in `s` against sources `pos[..n]`.
     ///
+    /// `s`'s slices must all have the same length, a multiple of [`I_BLOCK`];
+    /// `pos` must hold at least `4 n` floats.
+    ///
     /// # Safety
-    /// The CPU must support `avx512f`. `s`'s slices must all have the same length,
-    /// a multiple of [`I_BLOCK`]; `pos` must hold at least `4 n` floats.
+    /// The CPU supports `avx512f`, and the lengths are as described above.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn run(s: Soa<'_>, pos: &[f32], n: usize, eps2: f32) {
         let len = s.xi.len();

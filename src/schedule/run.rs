@@ -35,10 +35,11 @@ pub(crate) struct HostOut {
     pub len: usize,
 }
 
-// SAFETY: `HostOut` points into a `&mut [u8]` that `Scheduler::run` borrows
+// `HostOut` points into a `&mut [u8]` that `Scheduler::run` borrows
 // exclusively for the whole run. Threads read and write only byte ranges of item
 // ranges the dispatcher handed to them; the dispatcher hands every item range to
 // one thread at a time (under its lock, which orders the accesses).
+// SAFETY: threads touch only the disjoint item ranges the dispatcher hands them (above).
 unsafe impl Send for HostOut {}
 // SAFETY: as above.
 unsafe impl Sync for HostOut {}
@@ -47,8 +48,7 @@ impl HostOut {
     /// The bytes of items `r`, `bpi` bytes per item.
     ///
     /// # Safety
-    /// The caller must hold the item range `r` from the dispatcher (no other
-    /// thread accesses these bytes meanwhile).
+    /// The caller holds the item range `r` from the dispatcher (exclusive access).
     #[allow(clippy::mut_from_ref)]
     unsafe fn range(&self, r: &Range<usize>, bpi: usize) -> &mut [u8] {
         let (s, e) = (r.start * bpi, r.end * bpi);
@@ -465,10 +465,11 @@ impl Ctx<'_, '_, '_> {
                         Some(b)
                     }
                     Slot::Bcast { ty, data, .. } => {
-                        // SAFETY: the CPU device addresses host memory; `data` is borrowed
+                        // The CPU device addresses host memory; `data` is borrowed
                         // (shared, read-only) by the caller of the run, which outlives every
                         // chunk (all complete before the run returns); typed host data is
                         // aligned for its element type.
+                        // SAFETY: host memory, borrowed read-only for the whole run, aligned (above).
                         Some(unsafe {
                             RawBuf::borrow_host(dev, *ty, data.as_ptr() as *mut u8, data.len() / ty.size.max(1))
                         })
@@ -710,10 +711,11 @@ impl Ctx<'_, '_, '_> {
             let elems = n * (bpi / ty.size.max(1));
             let bytes = range.start * bpi..range.end * bpi;
             let buf = match (input, output, read_write) {
-                // SAFETY: the CPU device addresses host memory; the input is borrowed
+                // The CPU device addresses host memory; the input is borrowed
                 // shared for the whole run and only read; the range lies inside it
                 // (lengths were checked before the run); typed host data is aligned
                 // for its element type and `bytes.start` is a multiple of `ty.size`.
+                // SAFETY: an in-bounds, aligned, read-only host range borrowed for the run (above).
                 (Some(i), _, _) => unsafe { RawBuf::borrow_host(dev, *ty, i[bytes].as_ptr() as *mut u8, elems) },
                 (None, Some(o), false) => {
                     // SAFETY: this thread holds `range` from the dispatcher until the

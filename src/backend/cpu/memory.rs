@@ -92,10 +92,11 @@ unsafe impl Send for BorrowedHost {}
 unsafe impl Sync for BorrowedHost {}
 
 impl BorrowedHost {
+    /// The memory must stay valid (for reads, and for writes when passed as a
+    /// written argument) until this value and every command using it are gone.
+    ///
     /// # Safety
-    /// `ptr` is valid for `bytes` bytes (reads, and writes when the memory is
-    /// passed as a written argument) until this value and every command using it
-    /// are gone.
+    /// `ptr` is valid for `bytes` bytes for as long as described above.
     pub(crate) unsafe fn new(ptr: *mut u8, bytes: usize) -> BorrowedHost {
         BorrowedHost { ptr, bytes }
     }

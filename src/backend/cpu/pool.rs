@@ -163,10 +163,11 @@ impl Pool {
                 let mut slot = self.shared.slot.lock();
                 if slot.job.is_none() && !slot.shutdown {
                     let dynjob: &(dyn Job + '_) = &job;
-                    // SAFETY: only the lifetime is erased. The `Retract` guard below
+                    // Only the lifetime is erased. The `Retract` guard below
                     // removes the pointer from the slot before `job` is dropped, on
                     // every path out (unwinding included), and waits until every
                     // worker that copied it (`active`) has finished with it.
+                    // SAFETY: only the lifetime is erased, and the job outlives every use (see above).
                     let ptr: *const (dyn Job + 'static) =
                         unsafe { std::mem::transmute(dynjob as *const (dyn Job + '_)) };
                     slot.job = Some(JobPtr(ptr));

@@ -52,13 +52,14 @@ pub(crate) struct Prepared {
 impl Prepared {
     /// `cuLaunchKernel` on `stream` (the context current on this thread).
     ///
-    /// # Safety
+    /// Every buffer argument stays allocated until the launch has completed on the
+    /// device (the public layer keeps it alive until the host has seen the
+    /// command's event complete), and so does the function's module (the caller
+    /// keeps [`Prepared::built`] until then).
     ///
-    /// `stream` is a live stream of the context that loaded the function, current
-    /// on this thread; every buffer argument stays allocated until the launch has
-    /// completed on the device (the public layer keeps it alive until the host
-    /// has seen the command's event complete), and so does the function's module
-    /// (the caller keeps [`Prepared::built`] until then).
+    /// # Safety
+    /// `stream` is a live stream of the function's context, current on this
+    /// thread; buffers and module outlive the launch as described above.
     pub(crate) unsafe fn enqueue(&mut self, stream: CUstream) -> std::result::Result<(), DriverError> {
         let n = self.count;
         let vals: &mut [u64] = if n > FIXED_ARGS {
@@ -77,13 +78,14 @@ impl Prepared {
             }
             &mut fixed_ptrs[..n]
         };
-        // SAFETY: `built.func` is a live function of a loaded module of this context
-        // (kept loaded by `built`); `ptrs` holds one pointer per kernel parameter, each
-        // to an 8-byte cell holding the value in the parameter's width (buffers:
-        // device addresses of live allocations of this device, kept alive by the
-        // caller until the launch completes; scalars: their bytes). The driver copies
-        // the parameter values during this call, so the cells need only outlive it.
-        // Grid, block and shared memory were checked against the device and function.
+        // `built.func` is a live function of a loaded module of this context (kept
+        // loaded by `built`); `ptrs` holds one pointer per kernel parameter, each to
+        // an 8-byte cell holding the value in the parameter's width (buffers: device
+        // addresses of live allocations of this device, kept alive by the caller
+        // until the launch completes; scalars: their bytes). The driver copies the
+        // parameter values during this call, so the cells need only outlive it.
+        // SAFETY: live function and arguments as above; grid, block and shared
+        // memory were checked against the device and the function.
         unsafe {
             result::launch_kernel(
                 self.built.func.cu_function(),

@@ -83,11 +83,12 @@ impl CudaBackend {
     pub(crate) fn open(ordinal: usize, driver: &str) -> std::result::Result<CudaBackend, String> {
         let fail = |what: &str, e: DriverError| format!("{what} failed: {}", error::describe(e));
         let ctx = CudaContext::new(ordinal).map_err(|e| fail("creating the context", e))?;
-        // SAFETY: called before any allocation of this context exists. cudarc's
+        // Called before any allocation of this context exists. cudarc's
         // per-slice events are not needed: the public layer orders every command that
         // uses an allocation after the commands it conflicts with (on any queue), and
         // keeps the allocation alive until the host has seen its last command complete,
         // so no stream uses an allocation when it is freed (see `memory.rs`).
+        // SAFETY: no allocation exists yet, and the public layer orders and keeps alive every allocation's users (above).
         unsafe { ctx.disable_event_tracking() };
         let info = discover::device_info(&ctx, ordinal, driver).map_err(|e| fail("reading device attributes", e))?;
         let supported = crate::nvrtc::supported_archs().map_err(|e| e.to_string())?;

@@ -44,10 +44,11 @@ pub(crate) struct Pinned {
     cap: usize,
 }
 
-// SAFETY: `ptr` is page-locked host memory owned by this value (no other owner),
+// `ptr` is page-locked host memory owned by this value (no other owner),
 // valid until `Drop`; the value hands out only a raw pointer, and every user
 // (staging copies under the queue's lock, `HostBuffer`'s exclusive access, DMA
 // ordered by events) synchronises its accesses.
+// SAFETY: sole owner of the pinned memory; accesses synchronised as above.
 unsafe impl Send for Pinned {}
 // SAFETY: as above; shared references only read the pointer and the sizes.
 unsafe impl Sync for Pinned {}

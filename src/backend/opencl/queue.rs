@@ -556,10 +556,10 @@ impl BackendQueue for ClQueue {
             return self.marker(&wait, "clEnqueueReadBuffer");
         }
         let op = Op::new("clEnqueueReadBuffer").bytes(src.len as u64);
-        // SAFETY: both ranges are checked. A borrowed slice stays exclusively borrowed
-        // until the copy is done (`settle`: the event completed, or `clFinish` returned
-        // after a failed wait); owned memory is kept alive and untouched by the caller
-        // until the event completes (the contract of `HostDst::Owned`).
+        // A borrowed slice stays exclusively borrowed until the copy is done (`settle`:
+        // the event completed, or `clFinish` returned after a failed wait); owned memory
+        // is kept alive and untouched by the caller until the event completes.
+        // SAFETY: both ranges are checked, and the host memory outlives the copy (above).
         let ev = unsafe {
             enqueue_read_buffer(
                 self.q(),
