@@ -292,21 +292,11 @@ impl Device {
     /// Stage 3: launch `kernel` with `cfg` and `args`, checked against the signature
     /// and the device limits before anything is enqueued. Returns when done.
     pub fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[Arg<'_>]) -> Result<()> {
-        self.launch_labeled(kernel, cfg, args, cfg.total_threads().unwrap_or(0))
+        self.launch_chunk(kernel, cfg, args, cfg.total_threads().unwrap_or(0), kernel.name())
     }
 
-    pub(crate) fn launch_labeled(
-        &self,
-        kernel: &Kernel,
-        cfg: &LaunchConfig,
-        args: &[Arg<'_>],
-        items: u64,
-    ) -> Result<()> {
-        self.launch_chunk(kernel, cfg, args, items, kernel.name())
-    }
-
-    /// Like [`Device::launch_labeled`], with the profile record labelled `label`
-    /// (the scheduler names each chunk).
+    /// Like [`Device::launch`] for `items` items, with the profile record labelled
+    /// `label` (the scheduler names each chunk). The queue checks everything.
     pub(crate) fn launch_chunk(
         &self,
         kernel: &Kernel,
@@ -315,8 +305,6 @@ impl Device {
         items: u64,
         label: &str,
     ) -> Result<()> {
-        self.check_open("launch")?;
-        self.check_impl(kernel)?;
         let q = self.blocking_queue()?;
         q.launch_labeled(kernel, cfg, args, items, label)?.wait()
     }

@@ -146,7 +146,7 @@ impl Event {
     }
 
     /// Whether completion has already been observed (no driver call).
-    pub(crate) fn seen_complete(&self) -> bool {
+    fn seen_complete(&self) -> bool {
         self.inner.pending.lock().is_none()
     }
 

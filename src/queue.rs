@@ -165,7 +165,7 @@ impl Deps {
     /// is polled once and, while it runs, goes in the wait list (if it then
     /// fails, the backend fails this command with `DependencyFailed`).
     fn order_after(&mut self, e: &Event) {
-        if e.inner.queue_id != self.queue && !e.seen_complete() && !e.is_complete() {
+        if e.inner.queue_id != self.queue && !e.is_complete() {
             self.raw.push(e.inner.raw.clone());
         }
     }

@@ -247,17 +247,35 @@ impl SyncQueue {
     }
 }
 
-/// The bytes of owned host memory.
-fn host_bytes(h: &Arc<dyn HostMemory>, offset: usize, len: usize) -> Result<&[u8]> {
+/// The address of bytes `offset .. offset + len` of owned host memory, checked
+/// against its length.
+pub(crate) fn host_ptr(h: &Arc<dyn HostMemory>, offset: usize, len: usize) -> Result<*mut u8> {
     match offset.checked_add(len) {
-        // SAFETY: `ptr` is valid for `byte_len` bytes while `h` lives, and no one
-        // writes it during a transfer that reads it (the public layer owns it).
-        Some(end) if end <= h.byte_len() => Ok(unsafe { std::slice::from_raw_parts(h.ptr().add(offset), len) }),
+        Some(end) if end <= h.byte_len() => Ok(h.ptr().wrapping_add(offset)),
         _ => Err(Error::InvalidInput(format!(
             "host range {offset}..+{len} outside {} bytes",
             h.byte_len()
         ))),
     }
+}
+
+/// The bytes `offset .. offset + len` of owned host memory, checked.
+pub(crate) fn host_bytes(h: &Arc<dyn HostMemory>, offset: usize, len: usize) -> Result<&[u8]> {
+    let p = host_ptr(h, offset, len)?;
+    // SAFETY: in bounds (checked); valid while `h` lives; the public layer owns the
+    // memory for the transfer, so nothing writes it while a command reads it.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// A fill of `len` bytes takes a pattern of 1 to 128 bytes that divides `len`.
+pub(crate) fn check_fill(len: usize, pattern: &[u8]) -> Result<()> {
+    if pattern.is_empty() || pattern.len() > 128 || !len.is_multiple_of(pattern.len()) {
+        return Err(Error::InvalidInput(format!(
+            "fill: {len} bytes is not a multiple of the {}-byte pattern (1 to 128 bytes)",
+            pattern.len()
+        )));
+    }
+    Ok(())
 }
 
 impl BackendQueue for SyncQueue {
@@ -301,13 +319,7 @@ impl BackendQueue for SyncQueue {
     }
 
     fn fill(&self, dst: MemRange<'_>, pattern: &[u8], deps: &[Arc<dyn RawEvent>]) -> Result<Completion> {
-        if pattern.is_empty() || !dst.len.is_multiple_of(pattern.len()) {
-            return Err(Error::InvalidInput(format!(
-                "fill: {} bytes is not a multiple of the {}-byte pattern",
-                dst.len,
-                pattern.len()
-            )));
-        }
+        check_fill(dst.len, pattern)?;
         self.run(deps, || {
             let tmp: Vec<u8> = pattern.iter().copied().cycle().take(dst.len).collect();
             self.backend.write(dst.mem, dst.offset, &tmp).map(|_| None)

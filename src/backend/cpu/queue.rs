@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use std::sync::Arc;
 
 use super::CpuBackend;
-use crate::backend::queue::{BackendQueue, Completion, HostDst, HostMemory, MemRange, RawEvent};
+use crate::backend::queue::{BackendQueue, Completion, HostDst, HostMemory, MemRange, RawEvent, check_fill, host_ptr};
 use crate::backend::{Backend, RawArg};
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
@@ -49,16 +49,6 @@ impl CpuQueue {
                 m.byte_len()
             ))),
         }
-    }
-}
-
-fn host_ptr(h: &Arc<dyn HostMemory>, offset: usize, len: usize) -> Result<*mut u8> {
-    match offset.checked_add(len) {
-        Some(end) if end <= h.byte_len() => Ok(h.ptr().wrapping_add(offset)),
-        _ => Err(Error::InvalidInput(format!(
-            "host range {offset}..+{len} outside {} bytes",
-            h.byte_len()
-        ))),
     }
 }
 
@@ -120,13 +110,7 @@ impl BackendQueue for CpuQueue {
 
     fn fill(&self, dst: MemRange<'_>, pattern: &[u8], deps: &[Arc<dyn RawEvent>]) -> Result<Completion> {
         let d = self.ptr(dst)?;
-        if pattern.is_empty() || !dst.len.is_multiple_of(pattern.len()) {
-            return Err(Error::InvalidInput(format!(
-                "fill: {} bytes is not a multiple of the {}-byte pattern",
-                dst.len,
-                pattern.len()
-            )));
-        }
+        check_fill(dst.len, pattern)?;
         self.run(deps, || {
             // SAFETY: `d` is valid for `dst.len` bytes (checked above), exclusively
             // ours for this command (the public layer orders every other user after it).

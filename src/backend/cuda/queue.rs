@@ -60,7 +60,9 @@ use super::module::Built;
 use super::staging::{BUDGET, CHUNK, MIN_BLOCK, Pinned, fill_pattern, host_copy};
 use super::{CudaBackend, CudaMemory};
 use crate::backend::RawArg;
-use crate::backend::queue::{BackendQueue, Completion, EventTimes, HostDst, HostMemory, MemRange, RawEvent, wait_all};
+use crate::backend::queue::{
+    BackendQueue, Completion, EventTimes, HostDst, HostMemory, MemRange, RawEvent, check_fill, host_bytes, wait_all,
+};
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::launch::LaunchConfig;
@@ -531,7 +533,7 @@ impl Stream {
         src: &Arc<dyn HostMemory>,
         deps: &[Arc<dyn RawEvent>],
     ) -> Result<Arc<StreamEvent>> {
-        let bytes = host_range(src, 0, dst.len)?;
+        let bytes = host_bytes(src, 0, dst.len)?;
         let at = target(b, dst, dst.len, "CUDA write")?;
         self.enqueue(deps, "host-to-device copy", "", |_, stream| {
             if dst.len > 0 {
@@ -556,7 +558,7 @@ impl Stream {
         let at = target(b, src, src.len, "CUDA read")?;
         match dst {
             HostDst::Owned(h, off) => {
-                let bytes = host_range(h, off, src.len)?;
+                let bytes = host_bytes(h, off, src.len)?;
                 let ptr = bytes.as_ptr() as *mut u8;
                 self.enqueue(deps, "device-to-host copy", "", |_, stream| {
                     if src.len > 0 {
@@ -718,13 +720,7 @@ impl Stream {
         pattern: &[u8],
         deps: &[Arc<dyn RawEvent>],
     ) -> Result<Arc<StreamEvent>> {
-        if pattern.is_empty() || pattern.len() > 128 || !dst.len.is_multiple_of(pattern.len()) {
-            return Err(Error::InvalidInput(format!(
-                "fill: {} bytes is not a multiple of the {}-byte pattern (1 to 128 bytes)",
-                dst.len,
-                pattern.len()
-            )));
-        }
+        check_fill(dst.len, pattern)?;
         let at = target(b, dst, dst.len, "CUDA fill")?;
         let unit = [1usize, 2, 4].into_iter().find(|&u| {
             pattern.len().is_multiple_of(u)
@@ -818,19 +814,6 @@ fn target(b: &CudaBackend, r: MemRange<'_>, len: usize, what: &str) -> Result<CU
     let m: &CudaMemory = b.cuda_mem(r.mem)?;
     b.check_range(what, m, r.offset, len)?;
     Ok(m.device_ptr() + r.offset as u64)
-}
-
-/// The bytes `offset .. offset + len` of owned host memory.
-fn host_range(h: &Arc<dyn HostMemory>, offset: usize, len: usize) -> Result<&[u8]> {
-    match offset.checked_add(len) {
-        // SAFETY: `ptr` is valid for `byte_len` bytes while `h` lives; the public layer
-        // owns the memory for the duration of the transfer.
-        Some(end) if end <= h.byte_len() => Ok(unsafe { std::slice::from_raw_parts(h.ptr().add(offset), len) }),
-        _ => Err(Error::InvalidInput(format!(
-            "host range {offset}..+{len} outside {} bytes",
-            h.byte_len()
-        ))),
-    }
 }
 
 /// The completion of one command on a stream: its start and end events.

@@ -60,7 +60,9 @@ use super::handles::{Event, Queue};
 use super::memory::ClMemory;
 use super::{OpenClBackend, launch, wait_or_finish};
 use crate::backend::RawArg;
-use crate::backend::queue::{BackendQueue, Completion, EventTimes, HostDst, HostMemory, MemRange, RawEvent};
+use crate::backend::queue::{
+    BackendQueue, Completion, EventTimes, HostDst, HostMemory, MemRange, RawEvent, check_fill, host_ptr,
+};
 use crate::error::{Error, Result};
 use crate::kernel::Kernel;
 use crate::launch::LaunchConfig;
@@ -474,15 +476,6 @@ impl ClQueue {
 }
 
 /// `len` bytes of owned host memory at `offset`, checked.
-fn host_ptr(h: &Arc<dyn HostMemory>, offset: usize, len: usize) -> Result<*mut u8> {
-    match offset.checked_add(len) {
-        Some(end) if end <= h.byte_len() => Ok(h.ptr().wrapping_add(offset)),
-        _ => Err(Error::InvalidInput(format!(
-            "host range {offset}..+{len} outside {} bytes",
-            h.byte_len()
-        ))),
-    }
-}
 
 /// Whether `clEnqueueFillBuffer` takes this pattern at this offset and length.
 fn native_fill(pattern: usize, offset: usize, len: usize) -> bool {
@@ -612,13 +605,7 @@ impl BackendQueue for ClQueue {
 
     fn fill(&self, dst: MemRange<'_>, pattern: &[u8], deps: &[Arc<dyn RawEvent>]) -> Result<Completion> {
         let m = self.mem(dst)?;
-        if pattern.is_empty() || !dst.len.is_multiple_of(pattern.len()) {
-            return Err(Error::InvalidInput(format!(
-                "fill: {} bytes is not a multiple of the {}-byte pattern",
-                dst.len,
-                pattern.len()
-            )));
-        }
+        check_fill(dst.len, pattern)?;
         let wait = self.wait_list(deps)?;
         if dst.len == 0 {
             return self.marker(&wait, "clEnqueueFillBuffer");
