@@ -475,8 +475,6 @@ impl ClQueue {
     }
 }
 
-/// `len` bytes of owned host memory at `offset`, checked.
-
 /// Whether `clEnqueueFillBuffer` takes this pattern at this offset and length.
 fn native_fill(pattern: usize, offset: usize, len: usize) -> bool {
     pattern.is_power_of_two() && pattern <= 128 && offset.is_multiple_of(pattern) && len.is_multiple_of(pattern)
