@@ -122,9 +122,11 @@
 //!   error from the enqueue call, and leaves the buffers' state as it was;
 //!   commands that fail later, on the device, report at [`Event::wait`] and fail
 //!   the commands that read what they wrote with [`Error::DependencyFailed`].
-//! * **The scheduler still drives each device from host threads** (two per OpenCL
-//!   or CUDA device, each on its own queue, blocking per chunk) rather than from
-//!   events alone; its CPU share computes on the host slices in place.
+//! * **The scheduler drives each device from one host thread** that enqueues its
+//!   chunks (two in flight on OpenCL and CUDA devices, on three queues) and waits
+//!   on their events, rather than one dispatcher thread for all devices: the CPU
+//!   device runs its commands inside the enqueue call, so a single thread would
+//!   stop feeding the other devices while the CPU computes.
 //! * **Extents live on the kernel, not on [`Param`]**: [`KernelBuilder::extent`]
 //!   declares them by parameter name, with [`Extent::Items`] (the split layout)
 //!   the default, so signatures written before extents existed keep meaning the

@@ -29,7 +29,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::backend::RawArg;
-use crate::backend::queue::{BackendQueue, Completion, DoneEvent, HostDst, MemRange, RawEvent};
+use crate::backend::queue::{BackendQueue, Completion, DoneEvent, HostDst, HostMemory, MemRange, RawEvent};
 use crate::buffer::{AnyBuffer, RawBuffer, Region};
 use crate::device::{Device, DeviceInner};
 use crate::error::{Error, Result};
@@ -191,8 +191,14 @@ impl Deps {
 
 /// A command that was enqueued: finished during the call, or in flight.
 pub(crate) enum Submitted {
-    /// Ran to completion in the enqueue call (already recorded).
-    Done(Result<()>),
+    /// Ran to completion (successfully) in the enqueue call, from `start` to
+    /// `end` on the host clock (already recorded).
+    Done {
+        /// When it started.
+        start: Instant,
+        /// When it ended.
+        end: Instant,
+    },
     /// In flight (or failed: the event holds the failure).
     Event(Event),
 }
@@ -200,9 +206,23 @@ pub(crate) enum Submitted {
 impl Submitted {
     /// Wait for the command (the blocking calls).
     pub(crate) fn wait(self) -> Result<()> {
+        self.wait_ref()
+    }
+
+    /// Wait for the command; it stays available for [`Submitted::span`].
+    pub(crate) fn wait_ref(&self) -> Result<()> {
         match self {
-            Submitted::Done(r) => r,
+            Submitted::Done { .. } => Ok(()),
             Submitted::Event(e) => e.wait(),
+        }
+    }
+
+    /// Start and end on the host clock once complete (device timestamps where
+    /// the backend has them); `None` while running or when unknown.
+    pub(crate) fn span(&self) -> Option<(Instant, Instant)> {
+        match self {
+            Submitted::Done { start, end } => Some((*start, *end)),
+            Submitted::Event(e) => e.times().map(|(s, e, _)| (s, e)),
         }
     }
 }
@@ -312,7 +332,7 @@ impl Queue {
                     end,
                     device_ns,
                 );
-                Ok(Submitted::Done(Ok(())))
+                Ok(Submitted::Done { start, end })
             }
             // A command that failed while the enqueue call ran it reports from the
             // call, as the device refused or aborted it; the buffers' hazards stay
@@ -371,17 +391,16 @@ impl Queue {
     fn event(&self, dev: &Device, s: Submitted, what: Describe<'_>) -> Event {
         match s {
             Submitted::Event(e) => e,
-            Submitted::Done(r) => {
-                let now = Instant::now();
+            Submitted::Done { start, end } => {
                 let e = Event::new(
-                    DoneEvent::arc(now, now, r),
+                    DoneEvent::arc(start, end, Ok(())),
                     self.inner.id,
                     dev,
                     what.stage,
                     what.label.to_string(),
                     what.bytes,
                     what.items,
-                    now,
+                    start,
                     Vec::new(),
                 );
                 // Already recorded when it ran.
@@ -445,6 +464,61 @@ impl Queue {
         })?;
         let event = self.event(&dev, s, describe(Stage::HostToDevice, "write", n, 0));
         Ok(Transfer { event, buffer: src })
+    }
+
+    /// Host → device: the first `n` bytes of `src` into `b` at byte `offset`,
+    /// asynchronously. The command keeps `src` alive; its owner must not write it
+    /// until the command completes (memory the crate borrows, see `HostRegion`,
+    /// must outlive it).
+    pub(crate) fn write_mem(
+        &self,
+        b: &RawBuffer,
+        offset: usize,
+        src: Arc<dyn HostMemory>,
+        n: usize,
+        label: &str,
+    ) -> Result<Submitted> {
+        let dev = self.check_buffer(b, label)?;
+        let range = MemRange {
+            mem: b.mem(),
+            offset,
+            len: n,
+        };
+        let what = describe(Stage::HostToDevice, label, n, 0);
+        self.submit(
+            &dev,
+            &[Some(Use::new(b, false, true))],
+            what,
+            Some(Keep::Host(src.clone())),
+            |deps| self.inner.raw.write_owned(range, &src, deps),
+        )
+    }
+
+    /// Device → host: `n` bytes of `b` from byte `offset` into the start of
+    /// `dst`, asynchronously. The command keeps `dst` alive; nothing may read or
+    /// write it until the command completes.
+    pub(crate) fn read_mem(
+        &self,
+        b: &RawBuffer,
+        offset: usize,
+        dst: Arc<dyn HostMemory>,
+        n: usize,
+        label: &str,
+    ) -> Result<Submitted> {
+        let dev = self.check_buffer(b, label)?;
+        let range = MemRange {
+            mem: b.mem(),
+            offset,
+            len: n,
+        };
+        let what = describe(Stage::DeviceToHost, label, n, 0);
+        self.submit(
+            &dev,
+            &[Some(Use::new(b, true, false))],
+            what,
+            Some(Keep::Host(dst.clone())),
+            |deps| self.inner.raw.read(range, HostDst::Owned(&dst, 0), deps),
+        )
     }
 
     /// Device → host into an owned host buffer (of the buffer's length), handed

@@ -733,3 +733,69 @@ fn a_slow_build_on_a_left_out_device_does_not_delay_the_run() {
         assert!(c.iter().enumerate().all(|(i, x)| *x == 2.0 * i as f32));
     }
 }
+
+/// On a device with asynchronous queues a split run keeps two chunks in flight
+/// from one host thread: uploads, kernels and downloads each go to one queue of
+/// their own, the device's kernels never overlap one another (each chunk's kernel
+/// time is the device's), and each chunk's download starts after its kernel ends.
+#[test]
+fn async_devices_pipeline_chunks_on_three_queues() {
+    let _serial = serial();
+    let rt = common::runtime();
+    let mut devs = common::devices_of(&rt, BackendKind::OpenCl);
+    devs.extend(common::devices_of(&rt, BackendKind::Cuda));
+    for dev in devs {
+        rt.profiler().take();
+        let mut s = Scheduler::new(std::slice::from_ref(&dev))
+            .unwrap()
+            .allow_shared_cores(true)
+            .with_policy(Policy::Dynamic { chunk: 1 << 16 })
+            .in_memory_model();
+        let mut rng = Rng::fresh("pipeline");
+        let n = 1 << 20;
+        let r = vector_add_case(&mut s, &mut rng, n, dev.label());
+        println!("{r}");
+        assert_eq!(r.devices[0].chunks, 16, "{r}");
+        assert_eq!(r.devices[0].h2d_bytes, 2 * 4 * n as u64, "{r}");
+        assert_eq!(r.devices[0].d2h_bytes, 4 * n as u64, "{r}");
+        let p = rt.profile();
+        let chunk = |stage: offload::profile::Stage| -> Vec<offload::profile::StageRecord> {
+            let mut v: Vec<_> = p
+                .records
+                .iter()
+                .filter(|x| x.device == dev.label() && x.stage == stage && x.label.starts_with("chunk "))
+                .cloned()
+                .collect();
+            v.sort_by_key(|x| x.start_ns);
+            v
+        };
+        use offload::profile::Stage;
+        let (up, run, down) = (
+            chunk(Stage::HostToDevice),
+            chunk(Stage::Kernel),
+            chunk(Stage::DeviceToHost),
+        );
+        assert_eq!(
+            (up.len(), run.len(), down.len()),
+            (32, 16, 16),
+            "two uploads, a kernel, a download per chunk"
+        );
+        let queue_of = |v: &[offload::profile::StageRecord]| {
+            let q = v[0].queue;
+            assert!(
+                q != 0 && v.iter().all(|x| x.queue == q),
+                "one queue per kind of command"
+            );
+            q
+        };
+        let (qu, qr, qd) = (queue_of(&up), queue_of(&run), queue_of(&down));
+        assert!(qu != qr && qr != qd && qu != qd, "three queues: {qu} {qr} {qd}");
+        for w in run.windows(2) {
+            assert!(w[0].end_ns <= w[1].start_ns, "kernels of one device overlap: {w:?}");
+        }
+        for x in &down {
+            let k = run.iter().find(|k| k.label == x.label).expect("kernel of the chunk");
+            assert!(k.end_ns <= x.start_ns, "download before its kernel ended: {k:?} {x:?}");
+        }
+    }
+}

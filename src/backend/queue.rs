@@ -175,6 +175,48 @@ pub(crate) trait HostMemory: Send + Sync + 'static {
     }
 }
 
+/// Host memory the crate borrows (a caller's slice) for asynchronous transfers.
+/// Not page-locked. Whoever makes one waits for every command that uses it
+/// before the borrow ends, on every path (unwinding included); commands may keep
+/// the `Arc` longer, but never touch the memory after they complete.
+pub(crate) struct HostRegion {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a plain address range; the maker's contract (`HostRegion::arc`) makes
+// every access happen while the borrowed memory is valid and unaliased.
+unsafe impl Send for HostRegion {}
+// SAFETY: as above.
+unsafe impl Sync for HostRegion {}
+
+impl HostRegion {
+    /// `len` bytes at `ptr` as host memory for transfers.
+    ///
+    /// # Safety
+    /// The bytes stay valid until every command given this region has completed;
+    /// while a command writes them (a read from the device) nothing else reads or
+    /// writes them, and while a command reads them nothing writes them.
+    pub(crate) unsafe fn arc(ptr: *mut u8, len: usize) -> Arc<dyn HostMemory> {
+        Arc::new(HostRegion { ptr, len })
+    }
+}
+
+impl HostMemory for HostRegion {
+    fn ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+    fn byte_len(&self) -> usize {
+        self.len
+    }
+    fn pinned(&self) -> bool {
+        false
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 /// A byte range of one device allocation: a whole buffer or a view.
 #[derive(Clone, Copy)]
 pub(crate) struct MemRange<'a> {

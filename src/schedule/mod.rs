@@ -31,10 +31,15 @@
 //! [`Split::Elementwise`] buffer moves only the chunk's slice (uploaded before, and
 //! for written buffers downloaded after, the launch); [`Split::Broadcast`] buffers
 //! are uploaded once per device per run; scalars are passed as given; `Offset` and
-//! `Count` are filled in per chunk as `u32`. Each device has one host thread, or two
-//! for backends with asynchronous queues (OpenCL, CUDA), so that one thread's
-//! upload overlaps the other's kernel. Each thread allocates its chunk buffers once
-//! (grown if a later chunk is larger) and reuses them.
+//! `Count` are filled in per chunk as `u32`. Each device has one host thread that
+//! enqueues its chunks on the device's queues and waits on their events: a device
+//! with asynchronous queues (OpenCL, CUDA) keeps two chunks in flight, with
+//! uploads, kernels and downloads on three queues, so one chunk's copies overlap
+//! the other's kernel while the device's kernels still run one at a time. Uploads
+//! read the host slices and downloads of write-only outputs land in them directly;
+//! the CPU device computes on the host slices in place. Each in-flight slot
+//! allocates its chunk buffers once (grown if a later chunk is larger) and reuses
+//! them. The profile shows each device's three queues as rows of its lane.
 //!
 //! Kernel builds start on every device at once, each on a thread of its own.
 //! A device takes part once its build is done; the run waits for a build only

@@ -1,14 +1,22 @@
-//! Execution of a split launch: one host thread per device (two for devices with
-//! asynchronous queues, so one thread's upload overlaps the other's kernel), a
-//! shared dispatcher under a lock that hands out chunks by policy, per-thread
-//! device buffers reused across chunks, and commit of a chunk's outputs into the
-//! host slices only after the whole chunk succeeded.
+//! Execution of a split launch on queues and events: one host thread per
+//! device feeds it chunks handed out by a shared dispatcher (under a lock, by
+//! policy). A device with asynchronous queues keeps two chunks in flight, each
+//! in its own set of device buffers, with uploads, kernels and downloads on
+//! three queues of the device: one chunk's copies overlap the other's kernel,
+//! and the device's kernels still run one at a time (each chunk's kernel time
+//! is the device's own, so the model's rate stays true). Uploads read the
+//! caller's host slices and downloads of write-only outputs land in them
+//! directly (no staging copy); the CPU device computes on the host slices in
+//! place. A chunk's results count only once all its commands completed; with
+//! read-write buffers its outputs go through host staging and are committed
+//! only then, so a failed chunk never changes what its re-run reads.
 //!
-//! This module uses only the public device layer (allocation, copies and
-//! launches through [`Device`]) and the backend trait's copy calls for its own
-//! untyped buffers; it never touches a driver.
+//! This module uses only the device layer (allocation, queues, launches
+//! through [`Device`] and [`Queue`]); it never touches a driver.
 
+use crate::backend::queue::{HostMemory, HostRegion};
 use crate::buffer::RawBuffer as RawBuf;
+use crate::queue::{Queue, Submitted};
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
@@ -56,6 +64,12 @@ impl HostOut {
         // SAFETY: in bounds (lengths validated against items × bytes per item
         // before the run); exclusive per the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(s), e - s) }
+    }
+
+    /// The address of the first byte of items `r` (no access is made).
+    fn range_ptr(&self, r: &Range<usize>, bpi: usize) -> *mut u8 {
+        debug_assert!(r.end * bpi <= self.len);
+        self.ptr.wrapping_add(r.start * bpi)
     }
 }
 
@@ -177,12 +191,134 @@ pub(crate) fn chunk_config(n: usize, info: &DeviceInfo, max_block: u32) -> Launc
     LaunchConfig::new(blocks, block)
 }
 
-/// Host threads per device: two where the backend has asynchronous queues.
-fn lanes(device: &Device) -> usize {
+/// Chunks a device keeps in flight: two where the backend has asynchronous
+/// queues (one's copies overlap the other's kernel), one on the CPU device
+/// (its commands run inside the enqueue call).
+fn depth(device: &Device) -> usize {
     match device.backend() {
         BackendKind::Cpu => 1,
         BackendKind::OpenCl | BackendKind::Cuda => 2,
     }
+}
+
+/// The queues one device uses in a run: uploads, kernels and downloads each on
+/// their own (see the module docs). The CPU device needs one.
+struct Lanes {
+    up: Queue,
+    run: Queue,
+    down: Queue,
+}
+
+impl Lanes {
+    fn new(dev: &Device) -> Result<Lanes> {
+        let run = dev.queue()?;
+        if depth(dev) == 1 {
+            return Ok(Lanes {
+                up: run.clone(),
+                down: run.clone(),
+                run,
+            });
+        }
+        Ok(Lanes {
+            up: dev.queue()?,
+            run,
+            down: dev.queue()?,
+        })
+    }
+}
+
+/// Memory of one pipeline slot, reused by its chunks: a device buffer per
+/// elementwise parameter and, for jobs with read-write buffers, host staging
+/// (page-locked where the backend can) per output.
+struct SlotMem {
+    bufs: Vec<Option<RawBuf>>,
+    staging: Vec<Option<Arc<dyn HostMemory>>>,
+}
+
+impl SlotMem {
+    fn new(params: usize) -> SlotMem {
+        SlotMem {
+            bufs: (0..params).map(|_| None).collect(),
+            staging: (0..params).map(|_| None).collect(),
+        }
+    }
+}
+
+/// A chunk in flight on one device: its commands. Dropping it waits for all of
+/// them, so no command outlives the run (or an unwinding thread) while it may
+/// read or write the caller's host slices.
+struct Flight {
+    range: Range<usize>,
+    probe: bool,
+    slot: usize,
+    ups: Vec<Submitted>,
+    kernel: Option<Submitted>,
+    downs: Vec<Submitted>,
+    h2d: u64,
+    d2h: u64,
+    in_place: bool,
+}
+
+impl Flight {
+    fn commands(&self) -> impl Iterator<Item = &Submitted> {
+        self.ups.iter().chain(&self.kernel).chain(&self.downs)
+    }
+
+    /// Wait for every command; the chunk's measurements, or its first failure
+    /// (a root cause rather than the "dependency failed" of what followed it).
+    fn settle(&self) -> Result<ChunkStats> {
+        let mut first: Option<Error> = None;
+        for c in self.commands() {
+            if let Err(e) = c.wait_ref() {
+                let root = !matches!(e, Error::DependencyFailed { .. });
+                if first
+                    .as_ref()
+                    .is_none_or(|f| root && matches!(f, Error::DependencyFailed { .. }))
+                {
+                    first = Some(e);
+                }
+            }
+        }
+        if let Some(e) = first {
+            return Err(e);
+        }
+        let dur = |c: &Submitted| c.span().map_or(Duration::ZERO, |(s, e)| e.saturating_duration_since(s));
+        let span = self
+            .commands()
+            .filter_map(Submitted::span)
+            .fold(None, |acc, (s, e)| match acc {
+                None => Some((s, e)),
+                Some((a, b)) => Some((s.min(a), e.max(b))),
+            });
+        Ok(ChunkStats {
+            up: self.ups.iter().map(dur).sum(),
+            kernel: self.kernel.as_ref().map_or(Duration::ZERO, dur),
+            down: self.downs.iter().map(dur).sum(),
+            h2d: self.h2d,
+            d2h: self.d2h,
+            span,
+        })
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        for c in self.commands() {
+            // Failures were reported by `settle`, or the chunk is being abandoned.
+            let _ = c.wait_ref();
+        }
+    }
+}
+
+/// The part of `span` not already counted as busy (chunks of one device overlap
+/// in time); moves `until` to the end of what is counted.
+fn busy_of(span: Option<(Instant, Instant)>, until: &mut Option<Instant>) -> Duration {
+    let Some((s, e)) = span else {
+        return Duration::ZERO;
+    };
+    let from = until.map_or(s, |u| s.max(u));
+    *until = Some(until.map_or(e, |u| u.max(e)));
+    e.saturating_duration_since(from)
 }
 
 /// A kernel build running on a thread of its own, outside the run's scope:
@@ -219,7 +355,8 @@ impl PendingBuild {
 /// the run still wants the device.
 const BUILD_POLL: Duration = Duration::from_millis(2);
 
-/// What a finished chunk measured.
+/// What a finished chunk measured (times from its commands' events: the
+/// device's clock where the backend has one).
 #[derive(Default)]
 struct ChunkStats {
     up: Duration,
@@ -227,8 +364,8 @@ struct ChunkStats {
     down: Duration,
     h2d: u64,
     d2h: u64,
-    /// Write-only outputs were written in place into the host slices.
-    in_place: bool,
+    /// From the first command's start to the last one's end.
+    span: Option<(Instant, Instant)>,
 }
 
 #[derive(Default)]
@@ -305,9 +442,9 @@ pub(crate) fn execute(
         .iter()
         .map(|p| {
             let i = p.device.info();
-            // Chunk buffers of all lanes within a quarter of device memory and each
+            // Chunk buffers of all slots within a quarter of device memory and each
             // buffer within the largest allocation; counts are u32 on the device.
-            let by_mem = (i.global_mem_bytes / 4 / lanes(p.device) as u64) / dev_bpi as u64;
+            let by_mem = (i.global_mem_bytes / 4 / depth(p.device) as u64) / dev_bpi as u64;
             let by_alloc = job
                 .slots
                 .iter()
@@ -502,21 +639,7 @@ impl Ctx<'_, '_, '_> {
             ds.h2d += self.job.broadcast_bytes() as u64;
             self.cv.notify_all();
         }
-        let n = lanes(dev);
-        if n == 1 {
-            self.lane(d, &bcast, None);
-        } else {
-            // Kernels of one device run one at a time (so each chunk's kernel time
-            // is the device's, and the model's rate stays true); the other thread's
-            // upload and download overlap them.
-            let kernel_lock = Mutex::new(());
-            std::thread::scope(|s| {
-                for _ in 0..n {
-                    let (bcast, lock) = (&bcast, &kernel_lock);
-                    s.spawn(move || self.lane(d, bcast, Some(lock)));
-                }
-            });
-        }
+        self.device_loop(d, &bcast);
     }
 
     /// Mark device `d` failed: its chunk and its unstarted static share go back
@@ -541,41 +664,103 @@ impl Ctx<'_, '_, '_> {
         self.cv.notify_all();
     }
 
-    fn lane(&self, d: usize, bcast: &[Option<RawBuf>], kernel_lock: Option<&Mutex<()>>) {
-        let mut bufs: Vec<Option<RawBuf>> = self.job.slots.iter().map(|_| None).collect();
-        let mut staging: Vec<Vec<u8>> = self.job.slots.iter().map(|_| Vec::new()).collect();
-        loop {
-            let (range, probe, index) = {
+    /// Device `d`'s loop: keep up to [`depth`] chunks in flight, settle the
+    /// oldest, book it, take the next; on a failure, settle the rest and stop.
+    fn device_loop(&self, d: usize, bcast: &[Option<RawBuf>]) {
+        let dev = self.parts[d].device;
+        let lanes = match Lanes::new(dev) {
+            Ok(l) => l,
+            Err(e) => {
                 let mut st = self.state.lock();
-                loop {
-                    match self.next(&mut st, d) {
-                        Next::Run { range, probe, index } => {
-                            st.in_flight += 1;
-                            st.devs[d].in_flight_items += range.len();
-                            break (range, probe, index);
+                self.kill(&mut st, d, None, e);
+                return;
+            }
+        };
+        let depth = depth(dev);
+        let mut mem: Vec<SlotMem> = (0..depth).map(|_| SlotMem::new(self.job.slots.len())).collect();
+        let mut flight: VecDeque<Flight> = VecDeque::with_capacity(depth);
+        let mut until = None;
+        loop {
+            while flight.len() < depth {
+                let next = {
+                    let mut st = self.state.lock();
+                    loop {
+                        match self.next(&mut st, d) {
+                            Next::Run { range, probe, index } => {
+                                st.in_flight += 1;
+                                st.devs[d].in_flight_items += range.len();
+                                break Some((range, probe, index));
+                            }
+                            Next::Wait if flight.is_empty() => self.cv.wait(&mut st),
+                            Next::Exit if flight.is_empty() => return,
+                            Next::Wait | Next::Exit => break None,
                         }
-                        Next::Wait => self.cv.wait(&mut st),
-                        Next::Exit => return,
+                    }
+                };
+                let Some((range, probe, index)) = next else {
+                    break;
+                };
+                let slot = (0..depth).find(|s| flight.iter().all(|f| f.slot != *s)).unwrap_or(0);
+                match self.enqueue_chunk(d, &lanes, &mut mem[slot], bcast, &range, index, probe, slot) {
+                    Ok(f) => flight.push_back(f),
+                    Err(e) => {
+                        {
+                            let mut st = self.state.lock();
+                            st.in_flight -= 1;
+                            st.devs[d].in_flight_items -= range.len();
+                            self.kill(&mut st, d, Some(range), e);
+                        }
+                        self.drain(d, &mut flight, &mem, &mut until);
+                        return;
                     }
                 }
+            }
+            let Some(f) = flight.pop_front() else {
+                continue;
             };
-            let t0 = Instant::now();
-            let res = self.run_chunk(d, &mut bufs, &mut staging, bcast, &range, index, kernel_lock);
-            if let Ok(stats) = &res {
-                self.commit(&staging, &range, stats.in_place);
-            }
-            let busy = t0.elapsed();
-            let mut st = self.state.lock();
-            st.in_flight -= 1;
-            st.devs[d].in_flight_items -= range.len();
-            match res {
-                Ok(stats) => self.finish(&mut st, d, &range, probe, busy, stats),
-                Err(e) => {
-                    self.kill(&mut st, d, Some(range), e);
-                    return;
+            if let Err(e) = self.land(d, &f, &mem, &mut until) {
+                {
+                    let mut st = self.state.lock();
+                    self.kill(&mut st, d, Some(f.range.clone()), e);
                 }
+                drop(f);
+                self.drain(d, &mut flight, &mem, &mut until);
+                return;
             }
-            self.cv.notify_all();
+        }
+    }
+
+    /// Settle chunk `f`; if it succeeded, commit and book it (the caller handles a failure).
+    fn land(&self, d: usize, f: &Flight, mem: &[SlotMem], until: &mut Option<Instant>) -> Result<()> {
+        let res = f.settle();
+        if res.is_ok() && !f.in_place && self.job.has_read_write() {
+            self.commit(&mem[f.slot], &f.range);
+        }
+        let mut st = self.state.lock();
+        st.in_flight -= 1;
+        st.devs[d].in_flight_items -= f.range.len();
+        let stats = res?;
+        let busy = busy_of(stats.span, until);
+        self.finish(&mut st, d, &f.range, f.probe, busy, stats);
+        self.cv.notify_all();
+        Ok(())
+    }
+
+    /// After device `d` failed: settle its other chunks in flight. Those that
+    /// completed count; those that failed go back for another device.
+    fn drain(&self, d: usize, flight: &mut VecDeque<Flight>, mem: &[SlotMem], until: &mut Option<Instant>) {
+        while let Some(f) = flight.pop_front() {
+            if let Err(e) = self.land(d, &f, mem, until) {
+                let mut st = self.state.lock();
+                st.retry.push_back(f.range.clone());
+                st.failures.push(Failure {
+                    device: self.parts[d].label.clone(),
+                    chunk: Some(f.range.clone()),
+                    error: e.to_string(),
+                });
+                st.errors.push(e);
+                self.cv.notify_all();
+            }
         }
     }
 
@@ -610,24 +795,25 @@ impl Ctx<'_, '_, '_> {
         }
     }
 
-    /// Copy a finished chunk's outputs from the staging buffers into the host
-    /// slices (outputs written in place need nothing).
-    fn commit(&self, staging: &[Vec<u8>], range: &Range<usize>, in_place: bool) {
-        for (slot, stage) in self.job.slots.iter().zip(staging) {
-            if let Slot::Elem {
-                bpi,
-                output: Some(out),
-                read_write,
-                ..
-            } = slot
+    /// Copy a finished chunk's outputs from the slot's host staging into the
+    /// host slices (jobs with read-write buffers).
+    fn commit(&self, mem: &SlotMem, range: &Range<usize>) {
+        for (slot, stage) in self.job.slots.iter().zip(&mem.staging) {
+            if let (
+                Slot::Elem {
+                    bpi, output: Some(out), ..
+                },
+                Some(stage),
+            ) = (slot, stage)
             {
-                if in_place && !*read_write {
-                    continue;
-                }
                 // SAFETY: this thread holds `range` from the dispatcher until it
                 // reports the chunk finished, so no other thread touches these bytes.
                 let dst = unsafe { out.range(range, *bpi) };
-                dst.copy_from_slice(&stage[..dst.len()]);
+                let n = dst.len().min(stage.byte_len());
+                // SAFETY: the staging memory holds at least `n` bytes, and the chunk's
+                // download into it completed (settled) before the commit.
+                let src = unsafe { std::slice::from_raw_parts(stage.ptr(), n) };
+                dst[..n].copy_from_slice(src);
             }
         }
     }
@@ -677,24 +863,151 @@ impl Ctx<'_, '_, '_> {
         dev.launch_chunk(self.job.kernel, &cfg, &args, 0, "warm-up (count 0)")
     }
 
-    /// One chunk on a device that computes on host memory (the CPU backend):
-    /// inputs and write-only outputs are the host slices themselves, used in
-    /// place. Only for jobs without read-write buffers (a failed chunk must not
-    /// have changed what its re-run reads; those go through copies).
-    fn run_chunk_in_place(
+    /// Enqueue chunk `range` in pipeline slot `slot`: uploads, the kernel and the
+    /// downloads, each on its lane. On a device that computes on host memory
+    /// (the CPU backend) and a job without read-write buffers, the kernel runs on
+    /// the host slices in place instead. An error drops what was enqueued, which
+    /// waits for it.
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_chunk(
         &self,
         d: usize,
+        lanes: &Lanes,
+        mem: &mut SlotMem,
         bcast: &[Option<RawBuf>],
         range: &Range<usize>,
-        label: &str,
-        kernel_lock: Option<&Mutex<()>>,
-    ) -> Result<ChunkStats> {
+        index: usize,
+        probe: bool,
+        slot: usize,
+    ) -> Result<Flight> {
         let dev = self.parts[d].device;
         let n = range.len();
-        let mut stats = ChunkStats {
-            in_place: true,
-            ..ChunkStats::default()
+        // Labels are interned by the profiler: keep their number bounded (the
+        // range is in the records' items and bytes; indices past the HGuided
+        // bound share one label).
+        let label = if index < partition::MAX_GUIDED_CHUNKS {
+            format!("chunk {index}")
+        } else {
+            format!("chunk {}+", partition::MAX_GUIDED_CHUNKS)
         };
+        let rw = self.job.has_read_write();
+        let mut f = Flight {
+            range: range.clone(),
+            probe,
+            slot,
+            ups: Vec::new(),
+            kernel: None,
+            downs: Vec::new(),
+            h2d: 0,
+            d2h: 0,
+            in_place: in_place(dev) && !rw,
+        };
+        let cfg = chunk_config(n, dev.info(), self.job.max_block);
+        if f.in_place {
+            let mut bufs = self.host_slices(dev, range)?;
+            let args = self.chunk_args(&mut bufs, bcast, range)?;
+            f.kernel = Some(
+                lanes
+                    .run
+                    .launch_labeled(self.job.kernel, &cfg, &args, n as u64, &label)?,
+            );
+            return Ok(f);
+        }
+        for (slot, buf) in self.job.slots.iter().zip(mem.bufs.iter_mut()) {
+            let Slot::Elem {
+                ty,
+                bpi,
+                input,
+                output,
+                read_write,
+            } = slot
+            else {
+                continue;
+            };
+            let elems = n * (bpi / ty.size.max(1));
+            if buf.as_ref().is_none_or(|b| b.len() < elems) {
+                *buf = None;
+                *buf = Some(RawBuf::alloc(dev, *ty, elems.max(1))?);
+            }
+            let bytes = range.start * bpi..range.end * bpi;
+            let src: Option<*mut u8> = match (input, output) {
+                (Some(i), _) => Some(i[bytes.clone()].as_ptr() as *mut u8),
+                (None, Some(o)) if *read_write => Some(o.range_ptr(range, *bpi)),
+                _ => None,
+            };
+            if let (Some(p), Some(b)) = (src, buf.as_ref()) {
+                // The bytes are an input the caller lends for the whole run (only read),
+                // or a read-write output range this thread holds from the dispatcher
+                // (written by `commit` only after this upload completed); the chunk's
+                // commands all complete before the run returns (`Flight` waits for
+                // them even when dropped).
+                // SAFETY: valid, in bounds and not written while the upload reads it (above).
+                let host = unsafe { HostRegion::arc(p, bytes.len()) };
+                f.ups.push(lanes.up.write_mem(b, 0, host, bytes.len(), &label)?);
+                f.h2d += bytes.len() as u64;
+            }
+        }
+        {
+            let args = self.chunk_args(&mut mem.bufs, bcast, range)?;
+            f.kernel = Some(
+                lanes
+                    .run
+                    .launch_labeled(self.job.kernel, &cfg, &args, n as u64, &label)?,
+            );
+        }
+        for ((slot, buf), stage) in self.job.slots.iter().zip(&mem.bufs).zip(mem.staging.iter_mut()) {
+            let (
+                Slot::Elem {
+                    ty,
+                    bpi,
+                    output: Some(out),
+                    ..
+                },
+                Some(b),
+            ) = (slot, buf)
+            else {
+                continue;
+            };
+            let len = n * bpi;
+            let dst: Arc<dyn HostMemory> = if rw {
+                // Staged, committed once the whole chunk succeeded.
+                if stage.as_ref().is_none_or(|h| h.byte_len() < len) {
+                    *stage = None;
+                    let t0 = Instant::now();
+                    *stage = Some(dev.backend_impl().alloc_host(len, ty.size.max(1))?);
+                    dev.profiler().record(
+                        dev.label(),
+                        Stage::Alloc,
+                        "host staging",
+                        len as u64,
+                        0,
+                        t0,
+                        Instant::now(),
+                        None,
+                    );
+                }
+                match stage {
+                    Some(h) => h.clone(),
+                    None => return Err(Error::InvalidInput("staging buffer missing".into())),
+                }
+            } else {
+                // A write-only output range this thread holds from the dispatcher
+                // (nothing else touches it); a failed chunk's partial result there is
+                // overwritten by its re-run, and the download completes before the
+                // run returns (`Flight` waits).
+                // SAFETY: valid, in bounds and exclusively this chunk's (above).
+                unsafe { HostRegion::arc(out.range_ptr(range, *bpi), len) }
+            };
+            f.downs.push(lanes.down.read_mem(b, 0, dst, len, &label)?);
+            f.d2h += len as u64;
+        }
+        Ok(f)
+    }
+
+    /// The host slices of chunk `range` as CPU-device buffers (no copy): inputs
+    /// and write-only outputs. Only for jobs without read-write buffers.
+    fn host_slices(&self, dev: &Device, range: &Range<usize>) -> Result<Vec<Option<RawBuf>>> {
+        let n = range.len();
         let mut bufs: Vec<Option<RawBuf>> = Vec::with_capacity(self.job.slots.len());
         for slot in &self.job.slots {
             let Slot::Elem {
@@ -718,12 +1031,11 @@ impl Ctx<'_, '_, '_> {
                 // SAFETY: an in-bounds, aligned, read-only host range borrowed for the run (above).
                 (Some(i), _, _) => unsafe { RawBuf::borrow_host(dev, *ty, i[bytes].as_ptr() as *mut u8, elems) },
                 (None, Some(o), false) => {
-                    // SAFETY: this thread holds `range` from the dispatcher until the
-                    // chunk is reported (see `commit`): the bytes are exclusively its,
-                    // and the launch below completes before this function returns.
-                    let dst = unsafe { o.range(range, *bpi) };
-                    // SAFETY: as above; aligned like the input case.
-                    unsafe { RawBuf::borrow_host(dev, *ty, dst.as_mut_ptr(), elems) }
+                    // This thread holds `range` from the dispatcher until the chunk is
+                    // reported: the bytes are exclusively its, and the launch completes
+                    // before the run returns (`Flight` waits).
+                    // SAFETY: exclusive, in bounds, aligned like the input case (above).
+                    unsafe { RawBuf::borrow_host(dev, *ty, o.range_ptr(range, *bpi), elems) }
                 }
                 (None, Some(_), true) | (None, None, _) => {
                     return Err(Error::InvalidInput(
@@ -733,105 +1045,7 @@ impl Ctx<'_, '_, '_> {
             };
             bufs.push(Some(buf));
         }
-        let cfg = chunk_config(n, dev.info(), self.job.max_block);
-        let args = self.chunk_args(&mut bufs, bcast, range)?;
-        let _serial = kernel_lock.map(|l| l.lock());
-        let t0 = Instant::now();
-        dev.launch_chunk(self.job.kernel, &cfg, &args, n as u64, label)?;
-        stats.kernel = t0.elapsed();
-        Ok(stats)
-    }
-
-    /// Upload, launch and download one chunk into the staging buffers.
-    #[allow(clippy::too_many_arguments)]
-    fn run_chunk(
-        &self,
-        d: usize,
-        bufs: &mut [Option<RawBuf>],
-        staging: &mut [Vec<u8>],
-        bcast: &[Option<RawBuf>],
-        range: &Range<usize>,
-        index: usize,
-        kernel_lock: Option<&Mutex<()>>,
-    ) -> Result<ChunkStats> {
-        let dev = self.parts[d].device;
-        let n = range.len();
-        // Labels are interned by the profiler: keep their number bounded (the
-        // range is in the records' items and bytes; indices past the HGuided
-        // bound share one label).
-        let label = if index < partition::MAX_GUIDED_CHUNKS {
-            format!("chunk {index}")
-        } else {
-            format!("chunk {}+", partition::MAX_GUIDED_CHUNKS)
-        };
-        let mut stats = ChunkStats::default();
-        if in_place(dev) && !self.job.has_read_write() {
-            return self.run_chunk_in_place(d, bcast, range, &label, kernel_lock);
-        }
-        for (slot, buf) in self.job.slots.iter().zip(bufs.iter_mut()) {
-            let Slot::Elem {
-                ty,
-                bpi,
-                input,
-                output,
-                read_write,
-                ..
-            } = slot
-            else {
-                continue;
-            };
-            let elems = n * (bpi / ty.size.max(1));
-            if buf.as_ref().is_none_or(|b| b.len() < elems) {
-                *buf = None;
-                *buf = Some(RawBuf::alloc(dev, *ty, elems.max(1))?);
-            }
-            let src: Option<&[u8]> = match (input, output) {
-                (Some(i), _) => Some(&i[range.start * bpi..range.end * bpi]),
-                // SAFETY: this thread holds `range` (see `commit`); the bytes are only read.
-                (None, Some(o)) if *read_write => Some(unsafe { &*o.range(range, *bpi) }),
-                _ => None,
-            };
-            if let (Some(src), Some(b)) = (src, buf.as_ref()) {
-                stats.up += b.write_bytes(0, src, &label)?;
-                stats.h2d += src.len() as u64;
-            }
-        }
-        let cfg = chunk_config(n, dev.info(), self.job.max_block);
-        {
-            let args = self.chunk_args(bufs, bcast, range)?;
-            let _serial = kernel_lock.map(|l| l.lock());
-            let t0 = Instant::now();
-            dev.launch_chunk(self.job.kernel, &cfg, &args, n as u64, &label)?;
-            stats.kernel = t0.elapsed();
-        }
-        for ((slot, buf), stage) in self.job.slots.iter().zip(bufs.iter()).zip(staging.iter_mut()) {
-            if let (
-                Slot::Elem {
-                    bpi, output: Some(_), ..
-                },
-                Some(b),
-            ) = (slot, buf)
-            {
-                if stage.len() < n * bpi {
-                    // Host staging grows once per lane (recorded: it is allocation time).
-                    let t0 = Instant::now();
-                    stage.resize(n * bpi, 0);
-                    dev.profiler().record(
-                        dev.label(),
-                        Stage::Alloc,
-                        "host staging",
-                        (n * bpi) as u64,
-                        0,
-                        t0,
-                        Instant::now(),
-                        None,
-                    );
-                }
-                stats.down += b.read_bytes(0, &mut stage[..n * bpi], &label)?;
-                stats.d2h += (n * bpi) as u64;
-            }
-        }
-        Ok(stats)
+        Ok(bufs)
     }
 
     fn estimate(&self, st: &State, d: usize) -> Option<Estimate> {
@@ -1041,7 +1255,7 @@ impl Ctx<'_, '_, '_> {
             }
             ds.piece = static_piece(
                 ds.own.len(),
-                lanes(self.parts[d].device),
+                depth(self.parts[d].device),
                 self.dev_bpi,
                 self.multiples[d],
             );
@@ -1057,14 +1271,14 @@ pub(crate) const STATIC_PIECE_BYTES: usize = 8 << 20;
 pub(crate) const STATIC_MAX_PIECES: usize = 64;
 
 /// The piece a device takes of its Static share of `own` items at a time: at
-/// most a quarter of the share on devices with two host threads (so uploads
-/// overlap kernels), and at most [`STATIC_PIECE_BYTES`] of device memory, so
+/// most a quarter of the share on devices that keep two chunks in flight (so
+/// uploads overlap kernels), and at most [`STATIC_PIECE_BYTES`] of device memory, so
 /// that the chunk buffers stay small and are reused instead of one buffer of
 /// the whole share being allocated, faulted in and copied through per run.
 /// Rounded up to the device's work-group multiple.
-pub(crate) fn static_piece(own: usize, lanes: usize, dev_bpi: usize, multiple: usize) -> usize {
+pub(crate) fn static_piece(own: usize, depth: usize, dev_bpi: usize, multiple: usize) -> usize {
     let m = multiple.max(1);
-    let by_lanes = if lanes > 1 { own.div_ceil(4) } else { own };
+    let by_lanes = if depth > 1 { own.div_ceil(4) } else { own };
     let by_bytes = (STATIC_PIECE_BYTES / dev_bpi.max(1)).max(own.div_ceil(STATIC_MAX_PIECES));
     by_lanes.min(by_bytes).max(1).div_ceil(m) * m
 }
