@@ -78,6 +78,8 @@ pub(crate) struct DeviceInner {
     /// Queues for the blocking calls (the first is the default queue), created
     /// on first use, each with a busy flag.
     pub(crate) queues: OnceLock<Vec<(Queue, AtomicBool)>>,
+    /// Queues of the scheduler's split runs (see `schedule::run`), created on first use.
+    pub(crate) split_queues: OnceLock<Vec<Queue>>,
     /// Every queue made on the device (its own and the user's), finished before
     /// teardown.
     pub(crate) all_queues: parking_lot::Mutex<Vec<std::sync::Weak<crate::queue::QueueInner>>>,
@@ -146,6 +148,7 @@ impl Device {
                 closed: AtomicBool::new(false),
                 profiler,
                 queues: OnceLock::new(),
+                split_queues: OnceLock::new(),
                 all_queues: parking_lot::Mutex::new(Vec::new()),
             }),
         }
@@ -161,6 +164,19 @@ impl Device {
             v.push((Queue::owned_by(self)?, AtomicBool::new(false)));
         }
         Ok(self.inner.queues.get_or_init(|| v))
+    }
+
+    /// The queues split runs use on this device (`n` of them, made on first use
+    /// and kept, so every run's commands show on the same rows of a timeline).
+    pub(crate) fn split_queues(&self, n: usize) -> Result<&[Queue]> {
+        if let Some(q) = self.inner.split_queues.get() {
+            return Ok(q);
+        }
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            v.push(Queue::owned_by(self)?);
+        }
+        Ok(self.inner.split_queues.get_or_init(|| v))
     }
 
     /// The device's default queue (shared by every handle of the device).

@@ -537,6 +537,22 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// The kept records that start at or after `start_ns` (a time from
+    /// [`Profiler::now_ns`]): the profile of a window, say one phase of a program.
+    /// Dropped aggregates have no times and are left out.
+    pub fn since(&self, start_ns: u64) -> Profile {
+        Profile {
+            records: self
+                .records
+                .iter()
+                .filter(|r| r.start_ns >= start_ns)
+                .cloned()
+                .collect(),
+            dropped: Vec::new(),
+            record_cap: self.record_cap,
+        }
+    }
+
     /// Records of one device.
     pub fn device_records<'a>(&'a self, device: &'a str) -> impl Iterator<Item = &'a StageRecord> + 'a {
         self.records.iter().filter(move |r| r.device == device)

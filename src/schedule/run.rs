@@ -211,19 +211,24 @@ struct Lanes {
 
 impl Lanes {
     fn new(dev: &Device) -> Result<Lanes> {
-        let run = dev.queue()?;
-        if depth(dev) == 1 {
-            return Ok(Lanes {
+        let qs = dev.split_queues(if depth(dev) == 1 { 1 } else { 3 })?;
+        match qs {
+            [run] => Ok(Lanes {
                 up: run.clone(),
+                run: run.clone(),
                 down: run.clone(),
-                run,
-            });
+            }),
+            [up, run, down] => Ok(Lanes {
+                up: up.clone(),
+                run: run.clone(),
+                down: down.clone(),
+            }),
+            _ => Err(Error::InvalidInput(format!(
+                "{} split queues on {}",
+                qs.len(),
+                dev.label()
+            ))),
         }
-        Ok(Lanes {
-            up: dev.queue()?,
-            run,
-            down: dev.queue()?,
-        })
     }
 }
 
