@@ -308,7 +308,10 @@ impl Device {
     /// Stage 3: launch `kernel` with `cfg` and `args`, checked against the signature
     /// and the device limits before anything is enqueued. Returns when done.
     pub fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[Arg<'_>]) -> Result<()> {
-        self.launch_chunk(kernel, cfg, args, cfg.total_threads().unwrap_or(0), kernel.name())
+        let q = self.blocking_queue()?;
+        let items = cfg.total_threads().unwrap_or(0);
+        q.launch_labeled(kernel, cfg, args, items, kernel.label().into())?
+            .wait()
     }
 
     /// Like [`Device::launch`] for `items` items, with the profile record labelled
@@ -322,7 +325,7 @@ impl Device {
         label: &str,
     ) -> Result<()> {
         let q = self.blocking_queue()?;
-        q.launch_labeled(kernel, cfg, args, items, label)?.wait()
+        q.launch_labeled(kernel, cfg, args, items, label.into())?.wait()
     }
 
     /// Stage 5: tear the device down now and report failures. Later calls on this

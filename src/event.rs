@@ -36,8 +36,44 @@ pub(crate) enum Keep {
     Host(Arc<dyn HostMemory>),
 }
 
-/// What a command keeps alive until it completes.
-pub(crate) type KeepAlive = Vec<Keep>;
+/// What a command keeps alive until it completes: up to [`KeepAlive::INLINE`]
+/// handles without a heap allocation (most commands use one to three buffers).
+#[derive(Default)]
+pub(crate) struct KeepAlive {
+    inline: [Option<Keep>; KeepAlive::INLINE],
+    more: Vec<Keep>,
+}
+
+impl KeepAlive {
+    const INLINE: usize = 4;
+
+    /// Keep `k` alive too.
+    pub(crate) fn push(&mut self, k: Keep) {
+        match self.inline.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(k),
+            None => self.more.push(k),
+        }
+    }
+}
+
+impl Extend<Keep> for KeepAlive {
+    fn extend<I: IntoIterator<Item = Keep>>(&mut self, iter: I) {
+        for k in iter {
+            self.push(k);
+        }
+    }
+}
+
+/// What an event knows of its command's completion.
+#[derive(Default)]
+struct Observed {
+    /// `Some` until completion has been observed.
+    pending: Option<KeepAlive>,
+    /// The failure, as text, once observed.
+    failure: Option<String>,
+    /// The typed error, for the first wait after it was observed.
+    error: Option<Error>,
+}
 
 pub(crate) struct EventInner {
     pub(crate) raw: Arc<dyn RawEvent>,
@@ -45,16 +81,11 @@ pub(crate) struct EventInner {
     device: Arc<str>,
     profiler: Arc<Profiler>,
     stage: Stage,
-    label: String,
+    label: Arc<str>,
     bytes: u64,
     items: u64,
     enqueued: Instant,
-    /// `Some` until completion has been observed.
-    pending: Mutex<Option<KeepAlive>>,
-    /// The failure, as text, once observed.
-    failure: Mutex<Option<String>>,
-    /// The typed error, for the first wait after it was observed.
-    error: Mutex<Option<Error>>,
+    state: Mutex<Observed>,
 }
 
 /// The completion of one enqueued command. Cheap to clone.
@@ -83,7 +114,7 @@ impl Event {
         queue_id: u64,
         device: &Device,
         stage: Stage,
-        label: String,
+        label: Arc<str>,
         bytes: u64,
         items: u64,
         enqueued: Instant,
@@ -100,9 +131,10 @@ impl Event {
                 bytes,
                 items,
                 enqueued,
-                pending: Mutex::new(Some(keep)),
-                failure: Mutex::new(None),
-                error: Mutex::new(None),
+                state: Mutex::new(Observed {
+                    pending: Some(keep),
+                    ..Observed::default()
+                }),
             }),
         }
     }
@@ -133,7 +165,7 @@ impl Event {
 
     /// Whether the command has completed (successfully or not). Never blocks.
     pub fn is_complete(&self) -> bool {
-        if self.inner.pending.lock().is_none() {
+        if self.seen_complete() {
             return true;
         }
         if self.inner.raw.is_complete() {
@@ -147,22 +179,23 @@ impl Event {
 
     /// Whether completion has already been observed (no driver call).
     fn seen_complete(&self) -> bool {
-        self.inner.pending.lock().is_none()
+        self.inner.state.lock().pending.is_none()
     }
 
     /// A failure already observed (no driver call): the dependency error it implies.
     pub(crate) fn seen_failure(&self) -> Option<Error> {
-        if !self.seen_complete() {
+        let st = self.inner.state.lock();
+        if st.pending.is_some() {
             return None;
         }
-        self.inner.failure.lock().as_ref().map(|m| Error::DependencyFailed {
+        st.failure.as_ref().map(|m| Error::DependencyFailed {
             cause: format!("{} failed: {m}", self.command()),
         })
     }
 
     /// Whether the command completed and failed (`false` while it runs).
     pub fn failed(&self) -> bool {
-        self.is_complete() && self.inner.failure.lock().is_some()
+        self.is_complete() && self.inner.state.lock().failure.is_some()
     }
 
     /// Start and end of the command on the host clock once complete (device
@@ -178,7 +211,7 @@ impl Event {
     /// Observe completion once (`r` is the backend's outcome): record the profile
     /// stage, release what the command kept alive, keep a failure.
     fn observe(&self, r: Result<()>) {
-        let Some(keep) = self.inner.pending.lock().take() else {
+        let Some(keep) = self.inner.state.lock().pending.take() else {
             return;
         };
         match r {
@@ -207,8 +240,9 @@ impl Event {
                 );
             }
             Err(e) => {
-                *self.inner.failure.lock() = Some(e.to_string());
-                *self.inner.error.lock() = Some(e);
+                let mut st = self.inner.state.lock();
+                st.failure = Some(e.to_string());
+                st.error = Some(e);
             }
         }
         drop(keep);
@@ -216,20 +250,25 @@ impl Event {
 
     /// The observed outcome: the typed error once, then [`Error::CommandFailed`].
     fn outcome(&self) -> Result<()> {
-        if let Some(e) = self.inner.error.lock().take() {
+        let mut st = self.inner.state.lock();
+        if let Some(e) = st.error.take() {
             return Err(e);
         }
-        match self.inner.failure.lock().as_ref() {
+        match st.failure.clone() {
             None => Ok(()),
-            Some(m) => Err(Error::CommandFailed {
-                command: self.command(),
-                message: m.clone(),
-            }),
+            Some(message) => {
+                drop(st);
+                Err(Error::CommandFailed {
+                    command: self.command(),
+                    message,
+                })
+            }
         }
     }
 
     /// Mark completion observed without recording (the command was recorded when it ran).
     pub(crate) fn mark_recorded(&self) {
-        drop(self.inner.pending.lock().take());
+        let keep = self.inner.state.lock().pending.take();
+        drop(keep);
     }
 }

@@ -352,6 +352,8 @@ struct KernelInner {
     fingerprint: String,
     alive: Arc<()>,
     name: String,
+    /// The name, shared with the events of its launches.
+    label: Arc<str>,
     params: Vec<Param>,
     cuda: Option<Source>,
     opencl: Option<Source>,
@@ -402,6 +404,11 @@ impl Kernel {
     /// Name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The name, shared (events of launches hold it without a copy).
+    pub(crate) fn label(&self) -> &Arc<str> {
+        &self.inner.label
     }
     /// Stable hex fingerprint of everything that defines this kernel: name,
     /// signature, each backend's source, entry point and options. Two kernels built
@@ -683,6 +690,7 @@ impl KernelBuilder {
                 id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
                 fingerprint,
                 alive: Arc::new(()),
+                label: Arc::from(self.name.as_str()),
                 name: self.name,
                 params: self.params,
                 cuda,

@@ -227,10 +227,48 @@ impl Submitted {
     }
 }
 
+/// A command's label: borrowed, or shared (a kernel's name, a chunk's label
+/// used by several commands), which its event then holds without a copy.
+#[derive(Clone, Copy)]
+pub(crate) enum Label<'a> {
+    /// Copied into the event.
+    Str(&'a str),
+    /// Shared with the event.
+    Shared(&'a Arc<str>),
+}
+
+impl Label<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Label::Str(s) => s,
+            Label::Shared(s) => s,
+        }
+    }
+
+    fn to_arc(self) -> Arc<str> {
+        match self {
+            Label::Str(s) => Arc::from(s),
+            Label::Shared(s) => s.clone(),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Label<'a> {
+    fn from(s: &'a str) -> Self {
+        Label::Str(s)
+    }
+}
+
+impl<'a> From<&'a Arc<str>> for Label<'a> {
+    fn from(s: &'a Arc<str>) -> Self {
+        Label::Shared(s)
+    }
+}
+
 /// What describes a command in its event and profile record.
 struct Describe<'a> {
     stage: Stage,
-    label: &'a str,
+    label: Label<'a>,
     bytes: u64,
     items: u64,
 }
@@ -325,7 +363,7 @@ impl Queue {
                     self.inner.id,
                     dev.label(),
                     what.stage,
-                    what.label,
+                    what.label.as_str(),
                     what.bytes,
                     what.items,
                     start,
@@ -352,7 +390,7 @@ impl Queue {
         raw: Arc<dyn RawEvent>,
         enqueued: Instant,
     ) -> Event {
-        let mut hold: KeepAlive = Vec::with_capacity(uses.len() + 1);
+        let mut hold = KeepAlive::default();
         hold.extend(uses.iter().flatten().map(|u| u.buf.mem_handle()));
         hold.extend(keep);
         let ev = Event::new(
@@ -360,7 +398,7 @@ impl Queue {
             self.inner.id,
             dev,
             what.stage,
-            what.label.to_string(),
+            what.label.to_arc(),
             what.bytes,
             what.items,
             enqueued,
@@ -397,11 +435,11 @@ impl Queue {
                     self.inner.id,
                     dev,
                     what.stage,
-                    what.label.to_string(),
+                    what.label.to_arc(),
                     what.bytes,
                     what.items,
                     start,
-                    Vec::new(),
+                    KeepAlive::default(),
                 );
                 // Already recorded when it ran.
                 e.mark_recorded();
@@ -476,7 +514,7 @@ impl Queue {
         offset: usize,
         src: Arc<dyn HostMemory>,
         n: usize,
-        label: &str,
+        label: &Arc<str>,
     ) -> Result<Submitted> {
         let dev = self.check_buffer(b, label)?;
         let range = MemRange {
@@ -503,7 +541,7 @@ impl Queue {
         offset: usize,
         dst: Arc<dyn HostMemory>,
         n: usize,
-        label: &str,
+        label: &Arc<str>,
     ) -> Result<Submitted> {
         let dev = self.check_buffer(b, label)?;
         let range = MemRange {
@@ -640,8 +678,9 @@ impl Queue {
     pub fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[Arg<'_>]) -> Result<Event> {
         let items = cfg.total_threads().unwrap_or(0);
         let dev = self.device()?;
-        let s = self.launch_labeled(kernel, cfg, args, items, kernel.name())?;
-        Ok(self.event(&dev, s, describe(Stage::Kernel, kernel.name(), 0, items)))
+        let label = kernel.label();
+        let s = self.launch_labeled(kernel, cfg, args, items, label.into())?;
+        Ok(self.event(&dev, s, describe(Stage::Kernel, label, 0, items)))
     }
 
     pub(crate) fn launch_labeled(
@@ -650,7 +689,7 @@ impl Queue {
         cfg: &LaunchConfig,
         args: &[Arg<'_>],
         items: u64,
-        label: &str,
+        label: Label<'_>,
     ) -> Result<Submitted> {
         let dev = self.device()?;
         dev.check_open("launch")?;
@@ -750,10 +789,10 @@ fn prune(readers: &mut Vec<Event>) {
     }
 }
 
-fn describe(stage: Stage, label: &str, bytes: usize, items: u64) -> Describe<'_> {
+fn describe<'a>(stage: Stage, label: impl Into<Label<'a>>, bytes: usize, items: u64) -> Describe<'a> {
     Describe {
         stage,
-        label,
+        label: label.into(),
         bytes: bytes as u64,
         items,
     }
@@ -780,7 +819,7 @@ mod tests {
             0,
             0,
             now,
-            Vec::new(),
+            KeepAlive::default(),
         )
     }
 

@@ -890,11 +890,12 @@ impl Ctx<'_, '_, '_> {
         // Labels are interned by the profiler: keep their number bounded (the
         // range is in the records' items and bytes; indices past the HGuided
         // bound share one label).
-        let label = if index < partition::MAX_GUIDED_CHUNKS {
+        let label: Arc<str> = if index < partition::MAX_GUIDED_CHUNKS {
             format!("chunk {index}")
         } else {
             format!("chunk {}+", partition::MAX_GUIDED_CHUNKS)
-        };
+        }
+        .into();
         let rw = self.job.has_read_write();
         let mut f = Flight {
             range: range.clone(),
@@ -914,7 +915,7 @@ impl Ctx<'_, '_, '_> {
             f.kernel = Some(
                 lanes
                     .run
-                    .launch_labeled(self.job.kernel, &cfg, &args, n as u64, &label)?,
+                    .launch_labeled(self.job.kernel, &cfg, &args, n as u64, (&label).into())?,
             );
             return Ok(f);
         }
@@ -957,7 +958,7 @@ impl Ctx<'_, '_, '_> {
             f.kernel = Some(
                 lanes
                     .run
-                    .launch_labeled(self.job.kernel, &cfg, &args, n as u64, &label)?,
+                    .launch_labeled(self.job.kernel, &cfg, &args, n as u64, (&label).into())?,
             );
         }
         for ((slot, buf), stage) in self.job.slots.iter().zip(&mem.bufs).zip(mem.staging.iter_mut()) {
