@@ -1,4 +1,5 @@
-//! The conformance suite: the same cases on every device of every backend.
+//! The conformance suite: the same cases on every device of every backend
+//! (the queue and event cases are in `tests/queue.rs`, also run on every device).
 //!
 //! `conformance!` instantiates every case once per backend (CubeCL's `testgen_all!`
 //! pattern). A backend with no device is skipped with a printed line, unless

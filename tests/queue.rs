@@ -1,3 +1,7 @@
+//! The asynchronous half of the conformance suite (`tests/conformance.rs` holds
+//! the blocking half): every case runs on every available device of every
+//! backend, and a backend named in `OFFLOAD_REQUIRE` must be there.
+//!
 //! Queues and events on every available device: chains of commands without
 //! waits in between, ordering across queues and devices by buffer hazards and
 //! `wait_for`, copies, fills, host buffers, and safety when things are dropped
