@@ -514,3 +514,35 @@ macro_rules! view_impls {
 }
 view_impls!(View);
 view_impls!(ViewMut);
+
+/// Elements `start .. start + len` of a [`RawBuffer`] as a kernel argument: the
+/// task layer's views of its replicas (element type known only at run time).
+pub(crate) struct RawView<'a> {
+    pub(crate) buf: &'a RawBuffer,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+}
+
+impl AnyBuffer for RawView<'_> {
+    fn elem_type(&self) -> ElemType {
+        self.buf.ty
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn device(&self) -> &Device {
+        &self.buf.device
+    }
+}
+
+impl Sealed for RawView<'_> {
+    fn raw(&self) -> BufferRef<'_> {
+        self.buf.raw()
+    }
+    fn raw_buffer(&self) -> &RawBuffer {
+        self.buf
+    }
+    fn byte_range(&self) -> (usize, usize) {
+        (self.start * self.buf.ty.size, self.len * self.buf.ty.size)
+    }
+}

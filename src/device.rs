@@ -58,6 +58,9 @@ pub struct DeviceInfo {
     /// Whether the device computes on the host's own CPU cores (the CPU backend,
     /// an OpenCL CPU device such as PoCL): such devices compete for the same cores.
     pub host_cpu: bool,
+    /// Bytes a buffer view's start must be a multiple of to be a kernel argument
+    /// (OpenCL sub-buffers: `CL_DEVICE_MEM_BASE_ADDR_ALIGN`; 1 elsewhere).
+    pub view_align_bytes: usize,
 }
 
 impl DeviceInfo {

@@ -246,6 +246,16 @@ pub enum Error {
         /// Driver message / code.
         message: String,
     },
+    /// Managed data has no valid replica left and cannot be recomputed.
+    #[error("data {data:?} elements {}..{} were lost: {why}", .range.start, .range.end)]
+    DataLost {
+        /// Name of the data.
+        data: String,
+        /// Elements with no valid replica.
+        range: std::ops::Range<usize>,
+        /// Why they cannot be recomputed.
+        why: String,
+    },
     /// An argument to a split launch or simulation is invalid.
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -169,6 +169,7 @@ mod queue;
 mod runtime;
 pub mod schedule;
 mod selector;
+pub mod task;
 
 pub use buffer::{AnyBuffer, Buffer, Region, View, ViewMut};
 pub use cpu_ctx::CpuCtx;

@@ -217,6 +217,41 @@ impl HostMemory for HostRegion {
     }
 }
 
+/// Bytes `offset .. offset + len` of other host memory, which it keeps alive:
+/// for transfers of part of an allocation (the task layer's host replicas).
+pub(crate) struct HostSub {
+    base: Arc<dyn HostMemory>,
+    offset: usize,
+    len: usize,
+}
+
+impl HostSub {
+    /// The sub-range, checked against `base`'s length.
+    pub(crate) fn arc(base: &Arc<dyn HostMemory>, offset: usize, len: usize) -> Result<Arc<dyn HostMemory>> {
+        host_ptr(base, offset, len)?;
+        Ok(Arc::new(HostSub {
+            base: base.clone(),
+            offset,
+            len,
+        }))
+    }
+}
+
+impl HostMemory for HostSub {
+    fn ptr(&self) -> *mut u8 {
+        self.base.ptr().wrapping_add(self.offset)
+    }
+    fn byte_len(&self) -> usize {
+        self.len
+    }
+    fn pinned(&self) -> bool {
+        self.base.pinned()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 /// A byte range of one device allocation: a whole buffer or a view.
 #[derive(Clone, Copy)]
 pub(crate) struct MemRange<'a> {

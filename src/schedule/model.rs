@@ -100,6 +100,9 @@ pub(crate) struct Observation {
 struct ModelFile {
     version: u32,
     entries: BTreeMap<String, Estimate>,
+    /// Measured bandwidth between memory nodes, bytes/s (`"host -> opencl:0 <name>"`).
+    #[serde(default)]
+    links: BTreeMap<String, f64>,
 }
 
 /// The performance model: a map from `(kernel, device)` keys to [`Estimate`]s,
@@ -108,6 +111,7 @@ struct ModelFile {
 pub struct PerfModel {
     path: Option<PathBuf>,
     entries: BTreeMap<String, Estimate>,
+    links: BTreeMap<String, f64>,
 }
 
 impl PerfModel {
@@ -136,6 +140,7 @@ impl PerfModel {
         let mut m = PerfModel {
             path: Some(path.to_path_buf()),
             entries: BTreeMap::new(),
+            links: BTreeMap::new(),
         };
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
@@ -147,6 +152,7 @@ impl PerfModel {
         };
         match serde_json::from_slice::<ModelFile>(&bytes) {
             Ok(f) if f.version == VERSION => {
+                m.links = f.links.into_iter().filter(|(_, v)| v.is_finite() && *v > 0.0).collect();
                 for (k, e) in f.entries {
                     if e.valid() {
                         m.entries.insert(k, e);
@@ -170,6 +176,20 @@ impl PerfModel {
         m
     }
 
+    /// Measured bandwidths between memory nodes, bytes/s, keyed
+    /// `"<from> -> <to>"` where a node is `host` or a device's label and name
+    /// (the task graph's transfer model).
+    pub fn links(&self) -> &BTreeMap<String, f64> {
+        &self.links
+    }
+
+    /// Set the bandwidth of one link (ignored unless finite and positive).
+    pub fn set_link(&mut self, key: String, bytes_per_s: f64) {
+        if bytes_per_s.is_finite() && bytes_per_s > 0.0 {
+            self.links.insert(key, bytes_per_s);
+        }
+    }
+
     /// The file this model is saved to, if any.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
@@ -191,6 +211,7 @@ impl PerfModel {
         let file = ModelFile {
             version: VERSION,
             entries: self.entries.clone(),
+            links: self.links.clone(),
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| io(std::io::Error::other(e)))?;
         crate::cache::write_atomic(path, &json).map_err(io)

@@ -58,6 +58,7 @@ pub(crate) fn discover(threads: Option<usize>) -> Discovery {
         compute_capability: None,
         requires_uniform_blocks: false,
         host_cpu: true,
+        view_align_bytes: 1,
     };
     Ok(vec![Arc::new(CpuBackend { info, pool }) as Arc<dyn Backend>])
 }

@@ -143,5 +143,6 @@ pub(crate) fn device_info(ctx: &Arc<CudaContext>, ordinal: usize, driver: &str) 
         compute_capability: Some((major.max(0) as u32, minor.max(0) as u32)),
         requires_uniform_blocks: false,
         host_cpu: false,
+        view_align_bytes: 1,
     })
 }

@@ -17,6 +17,7 @@
 //! | `max_block_dims` | `CL_DEVICE_MAX_WORK_ITEM_SIZES` |
 //! | `max_grid_dims` | `u32::MAX` per axis (OpenCL limits the global size, not the group count) |
 //! | `max_global_size` | `2^CL_DEVICE_ADDRESS_BITS − 1` |
+//! | `view_align_bytes` | `CL_DEVICE_MEM_BASE_ADDR_ALIGN` / 8 (a sub-buffer's origin must be a multiple) |
 //! | `global_mem_bytes` / `local_mem_bytes` / `max_alloc_bytes` | `CL_DEVICE_GLOBAL_MEM_SIZE` / `CL_DEVICE_LOCAL_MEM_SIZE` / `CL_DEVICE_MAX_MEM_ALLOC_SIZE` |
 //! | `driver_version` | `CL_DRIVER_VERSION`, the platform's `CL_PLATFORM_VERSION` and the device's `CL_DEVICE_VERSION` |
 //! | `requires_uniform_blocks` | device OpenCL version below 2.0 |
@@ -29,10 +30,10 @@ use opencl3::command_queue::{
 use opencl3::context::context::create_context;
 use opencl3::device::{
     CL_DEVICE_ADDRESS_BITS, CL_DEVICE_GLOBAL_MEM_SIZE, CL_DEVICE_LOCAL_MEM_SIZE, CL_DEVICE_MAX_COMPUTE_UNITS,
-    CL_DEVICE_MAX_MEM_ALLOC_SIZE, CL_DEVICE_MAX_WORK_GROUP_SIZE, CL_DEVICE_MAX_WORK_ITEM_SIZES, CL_DEVICE_NAME,
-    CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, CL_DEVICE_PREFERRED_WORK_GROUP_SIZE_MULTIPLE, CL_DEVICE_TYPE,
-    CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_CPU, CL_DEVICE_TYPE_GPU, CL_DEVICE_VENDOR, CL_DEVICE_VERSION, CL_DRIVER_VERSION,
-    get_device_data, get_device_ids,
+    CL_DEVICE_MAX_MEM_ALLOC_SIZE, CL_DEVICE_MAX_WORK_GROUP_SIZE, CL_DEVICE_MAX_WORK_ITEM_SIZES,
+    CL_DEVICE_MEM_BASE_ADDR_ALIGN, CL_DEVICE_NAME, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT,
+    CL_DEVICE_PREFERRED_WORK_GROUP_SIZE_MULTIPLE, CL_DEVICE_TYPE, CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_CPU,
+    CL_DEVICE_TYPE_GPU, CL_DEVICE_VENDOR, CL_DEVICE_VERSION, CL_DRIVER_VERSION, get_device_data, get_device_ids,
 };
 use opencl3::error_codes::{CL_DEVICE_NOT_FOUND, DLOPEN_RUNTIME_LOAD_FAILED};
 use opencl3::kernel::{CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE, get_kernel_work_group_data};
@@ -116,6 +117,7 @@ fn open_device(platform: cl_platform_id, id: cl_device_id, index: usize) -> Resu
     let local_mem = device_ulong(id, CL_DEVICE_LOCAL_MEM_SIZE).map_err(|c| fail("local memory size", c))?;
     let max_alloc = device_ulong(id, CL_DEVICE_MAX_MEM_ALLOC_SIZE).map_err(|c| fail("max allocation size", c))?;
     let dev_type = device_ulong(id, CL_DEVICE_TYPE).map_err(|c| fail("device type", c))?;
+    let align_bits = device_uint(id, CL_DEVICE_MEM_BASE_ADDR_ALIGN).map_err(|c| fail("base address alignment", c))?;
 
     let mut max_block_dims = [1u32; 3];
     for (d, s) in max_block_dims.iter_mut().zip(&item_sizes) {
@@ -148,6 +150,7 @@ fn open_device(platform: cl_platform_id, id: cl_device_id, index: usize) -> Resu
         compute_capability: None,
         requires_uniform_blocks: version < (2, 0),
         host_cpu: dev_type & CL_DEVICE_TYPE_CPU != 0,
+        view_align_bytes: (align_bits as usize / 8).max(1),
     };
 
     // SAFETY: `id` is a device of this platform; no properties, no callback.

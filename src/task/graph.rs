@@ -1,0 +1,1064 @@
+//! The task graph: submission and dependencies, placement, one worker thread
+//! per device, commits, faults and recovery of lost data.
+//!
+//! * **Dependencies** come from the data segments' submission history
+//!   (`data.rs`): a task reading a range follows its last writer; a task
+//!   writing it follows the last writer and every reader since (sequential
+//!   consistency, as in StarPU).
+//! * **Placement** of a ready task: [`Placement::Dmda`] puts it on the device
+//!   with the earliest predicted completion (queued work + fetch of the replicas
+//!   it lacks at the measured link bandwidth + execution time from the
+//!   performance model; a device the model does not know yet counts as fast,
+//!   so every device gets measured); [`Placement::Eager`] gives it to the
+//!   first worker that asks.
+//! * **Commits**: a task's writes become the valid replicas when it completes,
+//!   never before; a failed task changes nothing but the replicas it may have
+//!   corrupted, which are marked invalid.
+//! * **Faults**: a device whose task fails is dropped; its replicas are lost,
+//!   its queued tasks and the failed task are placed again. A task that finds
+//!   a segment with no valid replica has the segment's producer re-run first
+//!   (a *recovery* task that restores exactly the segments still holding that
+//!   producer's values), if the producer's inputs are unchanged; otherwise it
+//!   fails with [`Error::DataLost`] naming the data and elements.
+//!
+//! Lock order: the graph state, then a root's state, then its replicas.
+//! This module touches no driver.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::data::{Data, NodeId, Root, bit};
+use super::exec::{self, Exec, Fail};
+use super::report::{GraphReport, TaskRecord};
+use super::spec::{Task, TaskSpec};
+use crate::device::Device;
+use crate::error::{BackendKind, Error, Result};
+use crate::queue::Queue;
+use crate::schedule::PerfModel;
+use crate::schedule::model::Observation;
+
+/// Index of a task in its graph.
+pub(crate) type TaskId = usize;
+
+/// Most devices in one graph (memory nodes are bits of a 64-bit mask).
+const MAX_DEVICES: usize = 63;
+
+/// Link bandwidth assumed before one is measured, bytes/s.
+const DEFAULT_LINK_BW: f64 = 8e9;
+
+/// How ready tasks are placed on devices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// Earliest predicted completion: device ready time + fetch time of the
+    /// replicas it lacks + execution time from the performance model (StarPU's
+    /// `dmda`).
+    #[default]
+    Dmda,
+    /// The first idle device that can run it (StarPU's `eager`).
+    Eager,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Dependencies outstanding.
+    Waiting,
+    /// In the shared ready list (eager).
+    Ready,
+    /// In a device's queue (dmda).
+    Queued(usize),
+    /// Executing on a device.
+    Running(usize),
+    /// A host read (`Data::acquire`) in progress.
+    Host,
+    Done,
+    Failed,
+}
+
+pub(crate) struct Node {
+    /// `None` for host reads.
+    pub spec: Option<Arc<TaskSpec>>,
+    pub deps_left: usize,
+    pub preds: Vec<TaskId>,
+    pub dependents: Vec<TaskId>,
+    pub status: Status,
+    /// Commit sequence number of its writes (0 until committed).
+    pub commit_seq: u64,
+    /// A recovery run restores the writes of commit `restore`.
+    pub restore: Option<u64>,
+    pub recovery_of: Option<TaskId>,
+    /// Devices it failed on (bits).
+    pub failed_on: u64,
+    /// The device errors it met.
+    pub errors: Vec<Error>,
+    /// Permanent failure, as text, and typed for the first waiter.
+    pub failure: Option<String>,
+    pub typed: Option<Error>,
+    /// Predicted seconds on the device it was queued on.
+    pub pred_s: f64,
+    pub exec: Option<Exec>,
+}
+
+impl Node {
+    fn new(spec: Option<Arc<TaskSpec>>) -> Node {
+        Node {
+            spec,
+            deps_left: 0,
+            preds: Vec::new(),
+            dependents: Vec::new(),
+            status: Status::Waiting,
+            commit_seq: 0,
+            restore: None,
+            recovery_of: None,
+            failed_on: 0,
+            errors: Vec::new(),
+            failure: None,
+            typed: None,
+            pred_s: 0.0,
+            exec: None,
+        }
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.status, Status::Done | Status::Failed)
+    }
+}
+
+pub(crate) struct State {
+    pub nodes: Vec<Node>,
+    ready: VecDeque<TaskId>,
+    queued: Vec<VecDeque<TaskId>>,
+    /// Predicted seconds of the tasks queued per device.
+    queued_s: Vec<f64>,
+    /// Start and predicted seconds of the task running per device.
+    running: Vec<Option<(Instant, f64)>>,
+    pub dead: Vec<Option<String>>,
+    unfinished: usize,
+    shutdown: bool,
+    seq: u64,
+    recovering: HashMap<TaskId, TaskId>,
+    pub model: PerfModel,
+    /// Measured bytes/s per (source node, destination node).
+    links: HashMap<(NodeId, NodeId), f64>,
+    roots: Vec<Weak<Root>>,
+    failures: Vec<String>,
+    placement: Placement,
+}
+
+pub(crate) struct GraphInner {
+    pub devices: Vec<Device>,
+    /// Memory node per device.
+    pub node_of: Vec<NodeId>,
+    /// Whether the device computes on host memory in place.
+    pub in_place: Vec<bool>,
+    /// One queue per device for the graph's commands.
+    pub queues: Vec<Queue>,
+    pub state: Mutex<State>,
+    cv: Condvar,
+    pub epoch: Instant,
+    /// Memory node names for the persisted link model (`host`, device label and name).
+    node_names: Vec<String>,
+    model_path: Option<PathBuf>,
+}
+
+/// A task graph over a set of devices: managed [`Data`], [`Task`]s submitted
+/// in program order and run as their dependencies allow, placed by predicted
+/// cost. See the [module docs](crate::task).
+pub struct TaskGraph {
+    pub(crate) inner: Arc<GraphInner>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+/// Options of a [`TaskGraph`].
+pub struct GraphBuilder {
+    devices: Vec<Device>,
+    placement: Placement,
+    model: Option<PerfModel>,
+}
+
+impl GraphBuilder {
+    /// Placement policy (default [`Placement::Dmda`]).
+    pub fn placement(mut self, p: Placement) -> Self {
+        self.placement = p;
+        self
+    }
+
+    /// Use this performance model instead of the persisted one (it is saved to
+    /// its own path, if any, when the graph is dropped).
+    pub fn model(mut self, m: PerfModel) -> Self {
+        self.model = Some(m);
+        self
+    }
+
+    /// Start the graph: one worker thread per device.
+    pub fn build(self) -> Result<TaskGraph> {
+        let n = self.devices.len();
+        if n == 0 {
+            return Err(Error::InvalidInput("a task graph needs at least one device".into()));
+        }
+        if n > MAX_DEVICES {
+            return Err(Error::InvalidInput(format!(
+                "a task graph takes at most {MAX_DEVICES} devices, got {n}"
+            )));
+        }
+        for (i, a) in self.devices.iter().enumerate() {
+            if self.devices[..i].contains(a) {
+                return Err(Error::InvalidInput(format!("{} is given twice", a.label())));
+            }
+        }
+        let in_place: Vec<bool> = self.devices.iter().map(|d| d.backend() == BackendKind::Cpu).collect();
+        let node_of = (0..n).map(|i| if in_place[i] { 0 } else { i + 1 }).collect();
+        let queues = self.devices.iter().map(|d| d.queue()).collect::<Result<Vec<_>>>()?;
+        let model = self.model.unwrap_or_else(PerfModel::load_default);
+        let model_path = model.path().map(|p| p.to_path_buf());
+        let names: Vec<String> = std::iter::once("host".to_string())
+            .chain(self.devices.iter().map(|d| format!("{} {}", d.label(), d.info().name)))
+            .collect();
+        let mut links = HashMap::new();
+        for (a, na) in names.iter().enumerate() {
+            for (b, nb) in names.iter().enumerate() {
+                if let Some(bw) = model.links().get(&format!("{na} -> {nb}")) {
+                    links.insert((a, b), *bw);
+                }
+            }
+        }
+        let inner = Arc::new(GraphInner {
+            node_of,
+            in_place,
+            queues,
+            state: Mutex::new(State {
+                nodes: Vec::new(),
+                ready: VecDeque::new(),
+                queued: vec![VecDeque::new(); n],
+                queued_s: vec![0.0; n],
+                running: vec![None; n],
+                dead: vec![None; n],
+                unfinished: 0,
+                shutdown: false,
+                seq: 0,
+                recovering: HashMap::new(),
+                model,
+                links,
+                roots: Vec::new(),
+                failures: Vec::new(),
+                placement: self.placement,
+            }),
+            cv: Condvar::new(),
+            epoch: Instant::now(),
+            node_names: names,
+            model_path,
+            devices: self.devices,
+        });
+        let mut workers = Vec::with_capacity(n);
+        for d in 0..n {
+            let g = inner.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("offload-task {}", g.devices[d].label()))
+                .spawn(move || g.worker(d))
+                .map_err(|e| Error::InvalidInput(format!("cannot start a worker thread: {e}")))?;
+            workers.push(h);
+        }
+        Ok(TaskGraph { inner, workers })
+    }
+}
+
+/// A submitted task: wait for it, or ask whether it finished.
+#[derive(Clone)]
+pub struct TaskHandle {
+    graph: Arc<GraphInner>,
+    id: TaskId,
+}
+
+impl std::fmt::Debug for TaskHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TaskHandle(#{})", self.id)
+    }
+}
+
+impl TaskHandle {
+    /// The task's number in its graph (submission order).
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Block until the task has completed (or failed for good).
+    pub fn wait(&self) -> Result<()> {
+        let mut st = self.graph.state.lock();
+        while !st.nodes[self.id].finished() {
+            self.graph.cv.wait(&mut st);
+        }
+        let n = &mut st.nodes[self.id];
+        if n.status == Status::Done {
+            return Ok(());
+        }
+        if let Some(e) = n.typed.take() {
+            return Err(e);
+        }
+        Err(Error::CommandFailed {
+            command: format!("task #{} {}", self.id, n.spec.as_ref().map_or("", |s| &s.name)),
+            message: n.failure.clone().unwrap_or_default(),
+        })
+    }
+
+    /// Whether the task has completed or failed for good.
+    pub fn is_complete(&self) -> bool {
+        self.graph.state.lock().nodes[self.id].finished()
+    }
+}
+
+impl TaskGraph {
+    /// A graph over `devices` with [`Placement::Dmda`] and the persisted
+    /// performance model.
+    pub fn new(devices: &[Device]) -> Result<TaskGraph> {
+        TaskGraph::builder(devices).build()
+    }
+
+    /// Options, then [`GraphBuilder::build`].
+    pub fn builder(devices: &[Device]) -> GraphBuilder {
+        GraphBuilder {
+            devices: devices.to_vec(),
+            placement: Placement::Dmda,
+            model: None,
+        }
+    }
+
+    /// The devices, in the order given.
+    pub fn devices(&self) -> &[Device] {
+        &self.inner.devices
+    }
+
+    /// Register `values` (copied into host memory once) as managed data.
+    pub fn data<T: bytemuck::Pod>(&self, name: &str, values: &[T]) -> Result<Data<T>> {
+        Data::register(self, name, values)
+    }
+
+    /// Submit a task: checked against its kernel's signature, ordered after the
+    /// earlier tasks on the elements it uses, and run when those finished.
+    /// Returns at once.
+    pub fn submit(&self, task: Task) -> Result<TaskHandle> {
+        let g = &self.inner;
+        let spec = Arc::new(TaskSpec::check(task, &g.devices)?);
+        if !(0..g.devices.len()).any(|d| spec.allows(d, &g.devices[d])) {
+            return Err(Error::NoCapableDevice {
+                kernel: spec.kernel.name().to_string(),
+                why: "no device of the graph allowed for this task has an implementation of it".into(),
+            });
+        }
+        let mut st = g.state.lock();
+        let id = st.nodes.len();
+        let mut preds: Vec<TaskId> = Vec::new();
+        for (root, read, write, mode) in spec.data() {
+            let mut rs = root.state.lock();
+            if mode != crate::kernel::Access::Write {
+                for i in rs.cover(read) {
+                    let s = &mut rs.segs[i];
+                    preds.extend(s.last_writer);
+                    if s.readers.len() >= 8 {
+                        s.readers.retain(|r| st.nodes.get(*r).is_none_or(|n| !n.finished()));
+                    }
+                    s.readers.push(id);
+                }
+            }
+            if mode.writes() {
+                for i in rs.cover(write) {
+                    let s = &mut rs.segs[i];
+                    preds.extend(s.last_writer);
+                    preds.extend(s.readers.iter().copied().filter(|r| *r != id));
+                    s.last_writer = Some(id);
+                    s.readers.clear();
+                }
+            }
+            if rs.segs.len() > 64 {
+                rs.coalesce();
+            }
+        }
+        st.nodes.push(Node::new(Some(spec)));
+        st.unfinished += 1;
+        g.link(&mut st, id, preds);
+        Ok(TaskHandle { graph: g.clone(), id })
+    }
+
+    /// Block until every task submitted so far has finished; an error if any
+    /// failed for good (each task's own error is at its [`TaskHandle::wait`]).
+    pub fn wait_all(&self) -> Result<()> {
+        self.inner.wait_all()
+    }
+
+    /// What ran where, with the DAG's critical path (see [`GraphReport`]).
+    pub fn report(&self) -> GraphReport {
+        self.inner.report()
+    }
+
+    /// The placement policy in use.
+    pub fn placement(&self) -> Placement {
+        self.inner.state.lock().placement
+    }
+
+    /// Change the placement policy for tasks placed from now on.
+    pub fn set_placement(&self, p: Placement) {
+        self.inner.state.lock().placement = p;
+    }
+
+    /// A copy of the performance model as learned so far.
+    pub fn model(&self) -> PerfModel {
+        let st = self.inner.state.lock();
+        self.inner.model_with_links(&st)
+    }
+}
+
+impl Drop for TaskGraph {
+    fn drop(&mut self) {
+        let _ = self.inner.wait_all();
+        {
+            let mut st = self.inner.state.lock();
+            st.shutdown = true;
+            if let Some(p) = &self.inner.model_path {
+                let mut m = self.inner.model_with_links(&st);
+                m.set_path(Some(p.clone()));
+                if let Err(e) = m.save() {
+                    tracing::warn!(error = %e, "could not save the performance model");
+                }
+            }
+        }
+        self.inner.cv.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl GraphInner {
+    /// The model with the measured links under their persistent names.
+    fn model_with_links(&self, st: &State) -> PerfModel {
+        let mut m = st.model.clone();
+        for (&(a, b), &bw) in &st.links {
+            if let (Some(na), Some(nb)) = (self.node_names.get(a), self.node_names.get(b)) {
+                m.set_link(format!("{na} -> {nb}"), bw);
+            }
+        }
+        m
+    }
+
+    pub(crate) fn register_root(&self, root: &Arc<Root>) {
+        let mut st = self.state.lock();
+        st.roots.retain(|w| w.strong_count() > 0);
+        st.roots.push(Arc::downgrade(root));
+    }
+
+    /// The largest view alignment of the graph's devices, bytes.
+    pub(crate) fn view_align_bytes(&self) -> usize {
+        self.devices
+            .iter()
+            .map(|d| d.info().view_align_bytes)
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Device index of memory node `node ≥ 1`.
+    pub(crate) fn device_of_node(&self, node: NodeId) -> usize {
+        node - 1
+    }
+
+    /// Measured (or assumed) bandwidth from node `a` to node `b`.
+    fn bw(st: &State, a: NodeId, b: NodeId) -> f64 {
+        st.links
+            .get(&(a, b))
+            .copied()
+            .filter(|v| *v > 0.0)
+            .unwrap_or(DEFAULT_LINK_BW)
+    }
+
+    /// Make `id` wait for `preds` (deduplicated); ready now if none is pending.
+    fn link(&self, st: &mut State, id: TaskId, mut preds: Vec<TaskId>) {
+        preds.sort_unstable();
+        preds.dedup();
+        preds.retain(|p| *p != id);
+        let mut failed = None;
+        for &p in &preds {
+            match st.nodes[p].status {
+                Status::Done => {}
+                Status::Failed => failed = failed.or(Some(p)),
+                _ => {
+                    st.nodes[id].deps_left += 1;
+                    st.nodes[p].dependents.push(id);
+                }
+            }
+        }
+        st.nodes[id].preds.extend(preds);
+        if let Some(p) = failed {
+            let cause = Error::DependencyFailed {
+                cause: format!("task #{p} failed: {}", st.nodes[p].failure.clone().unwrap_or_default()),
+            };
+            self.fail(st, id, cause);
+        } else if st.nodes[id].deps_left == 0 && st.nodes[id].status == Status::Waiting {
+            self.place(st, id);
+        }
+        self.cv.notify_all();
+    }
+
+    fn wait_all(&self) -> Result<()> {
+        let mut st = self.state.lock();
+        while st.unfinished > 0 {
+            self.cv.wait(&mut st);
+        }
+        match st.failures.first() {
+            None => Ok(()),
+            Some(f) => Err(Error::CommandFailed {
+                command: format!("{} of the graph's tasks", st.failures.len()),
+                message: f.clone(),
+            }),
+        }
+    }
+
+    /// Devices that may run task `id` now.
+    fn eligible(&self, st: &State, id: TaskId) -> Vec<usize> {
+        let n = &st.nodes[id];
+        let Some(spec) = &n.spec else { return Vec::new() };
+        (0..self.devices.len())
+            .filter(|&d| st.dead[d].is_none() && n.failed_on & (1 << d) == 0 && spec.allows(d, &self.devices[d]))
+            .collect()
+    }
+
+    /// Predicted seconds to fetch what task `spec` reads and lacks on device `d`.
+    fn fetch_s(&self, st: &State, spec: &TaskSpec, d: usize) -> f64 {
+        let node = self.node_of[d];
+        let mut s = 0.0;
+        for (root, read, _, mode) in spec.data() {
+            if mode == crate::kernel::Access::Write {
+                continue;
+            }
+            let rs = root.state.lock();
+            for (i, seg) in rs.segs.iter().enumerate() {
+                let (a, b) = (seg.start.max(read.start), rs.end(i).min(read.end));
+                if a >= b || seg.valid & bit(node) != 0 {
+                    continue;
+                }
+                let bytes = ((b - a) * root.size()) as f64;
+                if seg.valid & bit(0) == 0 {
+                    let src = seg.valid.trailing_zeros() as usize;
+                    s += bytes / Self::bw(st, src.min(63), 0);
+                }
+                if node != 0 {
+                    s += bytes / Self::bw(st, 0, node);
+                }
+            }
+        }
+        s
+    }
+
+    /// Predicted execution seconds of `spec` on device `d` (0 when unknown: an
+    /// unmeasured device is tried).
+    fn exec_s(&self, st: &State, spec: &TaskSpec, d: usize) -> f64 {
+        let key = PerfModel::key(&spec.kernel, &self.devices[d]);
+        st.model
+            .get(&key)
+            .map_or(0.0, |e| e.latency_s + spec.space.items() as f64 / e.rate.max(1e-9))
+    }
+
+    /// When device `d` is predicted to be free, seconds from now.
+    fn avail_s(&self, st: &State, d: usize) -> f64 {
+        let running = st.running[d].map_or(0.0, |(t0, p)| (p - t0.elapsed().as_secs_f64()).max(0.0));
+        running + st.queued_s[d]
+    }
+
+    /// Put a ready task where the policy says (or fail it if no device can run it).
+    fn place(&self, st: &mut State, id: TaskId) {
+        let eligible = self.eligible(st, id);
+        if eligible.is_empty() {
+            let n = &mut st.nodes[id];
+            let kernel = n.spec.as_ref().map_or(String::new(), |s| s.kernel.name().to_string());
+            let e = if n.errors.is_empty() {
+                Error::NoCapableDevice {
+                    kernel,
+                    why: "every device that could run it has failed".into(),
+                }
+            } else {
+                Error::AllDevicesFailed {
+                    kernel,
+                    errors: std::mem::take(&mut n.errors),
+                }
+            };
+            self.fail(st, id, e);
+            return;
+        }
+        let Some(spec) = st.nodes[id].spec.clone() else { return };
+        match st.placement {
+            Placement::Eager => {
+                st.nodes[id].status = Status::Ready;
+                st.ready.push_back(id);
+            }
+            Placement::Dmda => {
+                let mut best = (f64::INFINITY, eligible[0], 0.0);
+                for &d in &eligible {
+                    let work = self.fetch_s(st, &spec, d) + self.exec_s(st, &spec, d);
+                    let done = self.avail_s(st, d) + work;
+                    if done < best.0 {
+                        best = (done, d, work);
+                    }
+                }
+                let (_, d, work) = best;
+                st.nodes[id].status = Status::Queued(d);
+                st.nodes[id].pred_s = work;
+                st.queued[d].push_back(id);
+                st.queued_s[d] += work;
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    /// The next task for device `d`'s worker.
+    fn take(&self, st: &mut State, d: usize) -> Option<TaskId> {
+        if let Some(id) = st.queued[d].pop_front() {
+            st.queued_s[d] = (st.queued_s[d] - st.nodes[id].pred_s).max(0.0);
+            return Some(id);
+        }
+        let pos = st.ready.iter().position(|&id| {
+            let n = &st.nodes[id];
+            n.failed_on & (1 << d) == 0 && n.spec.as_ref().is_some_and(|s| s.allows(d, &self.devices[d]))
+        })?;
+        st.ready.remove(pos)
+    }
+
+    fn worker(self: Arc<Self>, d: usize) {
+        loop {
+            let (id, spec, restore) = {
+                let mut st = self.state.lock();
+                loop {
+                    if st.dead[d].is_some() || (st.shutdown && st.unfinished == 0) {
+                        return;
+                    }
+                    if let Some(id) = self.take(&mut st, d) {
+                        let n = &mut st.nodes[id];
+                        n.status = Status::Running(d);
+                        let (spec, restore, pred) = (n.spec.clone(), n.restore, n.pred_s);
+                        st.running[d] = Some((Instant::now(), pred));
+                        if let Some(spec) = spec {
+                            break (id, spec, restore);
+                        }
+                    } else {
+                        self.cv.wait(&mut st);
+                    }
+                }
+            };
+            let r = exec::run(&self, d, &spec, restore.is_some());
+            let mut st = self.state.lock();
+            st.running[d] = None;
+            match r {
+                Ok(x) => self.commit(&mut st, id, d, &spec, x),
+                Err(Fail::Lost { root, range, writer }) => self.lost(&mut st, id, &root, range, writer),
+                Err(Fail::Device { error, host_restored }) => {
+                    self.device_failed(&mut st, id, d, &spec, error, host_restored)
+                }
+                Err(Fail::Source { device, error }) => {
+                    // Not this device's fault: drop the source, try the task again.
+                    self.drop_device(&mut st, device, &error);
+                    st.nodes[id].status = Status::Waiting;
+                    self.place(&mut st, id);
+                }
+            }
+            self.cv.notify_all();
+        }
+    }
+
+    /// Task `id` completed on device `d`: its writes become the valid replicas.
+    fn commit(&self, st: &mut State, id: TaskId, d: usize, spec: &TaskSpec, x: Exec) {
+        let node = self.node_of[d];
+        let restore = st.nodes[id].restore;
+        let seq = match restore {
+            Some(s) => s,
+            None => {
+                st.seq += 1;
+                st.seq
+            }
+        };
+        let writer = st.nodes[id].recovery_of.unwrap_or(id);
+        for (root, _, write, mode) in spec.data() {
+            if !mode.writes() {
+                continue;
+            }
+            let mut rs = root.state.lock();
+            for i in rs.cover(write) {
+                let s = &mut rs.segs[i];
+                if restore.is_some() {
+                    if s.written_seq == seq {
+                        s.valid |= bit(node);
+                    } else {
+                        s.valid &= !bit(node);
+                    }
+                } else {
+                    s.valid = bit(node);
+                    s.writer = Some(writer);
+                    s.written_seq = seq;
+                }
+                let valid = s.valid;
+                s.fetch.retain(|(n, e)| valid & bit(*n) != 0 && !e.is_complete());
+            }
+            if rs.segs.len() > 64 {
+                rs.coalesce();
+            }
+        }
+        // Teach the model: kernel time per item, link bandwidths.
+        let key = PerfModel::key(&spec.kernel, &self.devices[d]);
+        st.model.observe(
+            &key,
+            Observation {
+                items: spec.space.items() as usize,
+                kernel_s: x.kernel_s,
+                bytes: 0,
+                transfer_s: 0.0,
+            },
+        );
+        for t in &x.transfers {
+            if t.bytes >= 64 << 10 && t.seconds > 0.0 {
+                let bw = t.bytes as f64 / t.seconds;
+                let e = st.links.entry((t.from, t.to)).or_insert(bw);
+                *e = 0.7 * *e + 0.3 * bw;
+            }
+        }
+        let n = &mut st.nodes[id];
+        if restore.is_none() {
+            n.commit_seq = seq;
+        }
+        n.status = Status::Done;
+        n.exec = Some(x);
+        let dependents = std::mem::take(&mut n.dependents);
+        if let Some(orig) = n.recovery_of {
+            st.recovering.remove(&orig);
+        }
+        st.unfinished -= 1;
+        for t in dependents {
+            let m = &mut st.nodes[t];
+            m.deps_left = m.deps_left.saturating_sub(1);
+            if m.deps_left == 0 && m.status == Status::Waiting {
+                self.place(st, t);
+            }
+        }
+    }
+
+    /// Fail task `id` for good, and every task waiting on it.
+    fn fail(&self, st: &mut State, id: TaskId, e: Error) {
+        let mut stack = vec![(id, e)];
+        while let Some((t, e)) = stack.pop() {
+            let n = &mut st.nodes[t];
+            if n.finished() {
+                continue;
+            }
+            let text = e.to_string();
+            n.status = Status::Failed;
+            n.failure = Some(text.clone());
+            n.typed = Some(e);
+            let name = n.spec.as_ref().map_or("host read".to_string(), |s| s.name.clone());
+            if let Some(orig) = n.recovery_of {
+                st.recovering.remove(&orig);
+            }
+            let deps = std::mem::take(&mut st.nodes[t].dependents);
+            st.unfinished -= 1;
+            st.ready.retain(|x| *x != t);
+            st.failures.push(format!("task #{t} {name}: {text}"));
+            for x in deps {
+                stack.push((
+                    x,
+                    Error::DependencyFailed {
+                        cause: format!("task #{t} {name} failed: {text}"),
+                    },
+                ));
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    /// Task `id` failed on device `d`: drop the device, invalidate what it held
+    /// (and what the task may have half written), place its work again.
+    fn device_failed(&self, st: &mut State, id: TaskId, d: usize, spec: &TaskSpec, e: Error, host_restored: bool) {
+        tracing::warn!(device = %self.devices[d].label(), task = id, error = %e, "task failed; dropping the device");
+        self.drop_device(st, d, &e);
+        let node = self.node_of[d];
+        if node == 0 && !host_restored {
+            // A CPU task writes host memory in place: what it wrote is suspect.
+            for (root, _, write, mode) in spec.data() {
+                if mode.writes() {
+                    let mut rs = root.state.lock();
+                    for i in rs.cover(write) {
+                        rs.segs[i].valid &= !bit(0);
+                    }
+                }
+            }
+        }
+        let n = &mut st.nodes[id];
+        n.failed_on |= 1 << d;
+        n.errors.push(e);
+        n.status = Status::Waiting;
+        self.place(st, id);
+    }
+
+    /// Drop device `d` after `e`: its memory's replicas are lost (host memory,
+    /// which CPU devices share, stays), failed transfers are forgotten, and its
+    /// queued tasks are placed again.
+    fn drop_device(&self, st: &mut State, d: usize, e: &Error) {
+        if st.dead[d].is_none() {
+            st.dead[d] = Some(e.to_string());
+        }
+        let node = self.node_of[d];
+        let roots: Vec<Arc<Root>> = st.roots.iter().filter_map(|w| w.upgrade()).collect();
+        for root in &roots {
+            let mut rs = root.state.lock();
+            for s in rs.segs.iter_mut() {
+                if node != 0 {
+                    s.valid &= !bit(node);
+                    s.fetch.retain(|(n, _)| *n != node);
+                }
+                let mut valid = s.valid;
+                s.fetch.retain(|(n, ev)| {
+                    if ev.failed() {
+                        valid &= !bit(*n);
+                        false
+                    } else {
+                        true
+                    }
+                });
+                s.valid = valid;
+            }
+        }
+        let requeue: Vec<TaskId> = st.queued[d].drain(..).collect();
+        st.queued_s[d] = 0.0;
+        for t in requeue {
+            st.nodes[t].status = Status::Waiting;
+            self.place(st, t);
+        }
+        // Ready tasks nobody left can run fail now rather than wait forever.
+        let stuck: Vec<TaskId> = st
+            .ready
+            .iter()
+            .copied()
+            .filter(|&t| self.eligible(st, t).is_empty())
+            .collect();
+        for t in stuck {
+            st.ready.retain(|x| *x != t);
+            st.nodes[t].status = Status::Waiting;
+            self.place(st, t);
+        }
+    }
+
+    /// Task `id` found elements `range` of `root` with no valid replica: re-run
+    /// their producer first, or fail naming the data.
+    fn lost(
+        &self,
+        st: &mut State,
+        id: TaskId,
+        root: &Arc<Root>,
+        range: std::ops::Range<usize>,
+        writer: Option<TaskId>,
+    ) {
+        match self.recover(st, root, &range, writer) {
+            Ok(r) => {
+                let n = &mut st.nodes[id];
+                n.status = Status::Waiting;
+                self.link(st, id, vec![r]);
+            }
+            Err(e) => self.fail(st, id, e),
+        }
+    }
+
+    /// A recovery task that restores elements `range` of `root`, written by
+    /// `writer` (one already running is shared).
+    fn recover(
+        &self,
+        st: &mut State,
+        root: &Arc<Root>,
+        range: &std::ops::Range<usize>,
+        writer: Option<TaskId>,
+    ) -> Result<TaskId> {
+        let lost = |why: String| Error::DataLost {
+            data: root.name.clone(),
+            range: range.clone(),
+            why,
+        };
+        let Some(w) = writer else {
+            return Err(lost(
+                "they are the registered values and their only copy was lost".into(),
+            ));
+        };
+        if let Some(&r) = st.recovering.get(&w) {
+            return Ok(r);
+        }
+        if let Some(spec) = &st.nodes[w].spec
+            && !(0..self.devices.len()).any(|d| st.dead[d].is_none() && spec.allows(d, &self.devices[d]))
+        {
+            return Err(lost(format!(
+                "their producer, task #{w} {}, can run only on devices that have failed",
+                spec.name
+            )));
+        }
+        let (spec, seq) = match &st.nodes[w] {
+            Node {
+                spec: Some(s),
+                status: Status::Done,
+                commit_seq,
+                ..
+            } => (s.clone(), *commit_seq),
+            _ => {
+                return Err(lost(format!(
+                    "their producer, task #{w}, has no completed run to repeat"
+                )));
+            }
+        };
+        for (r, read, _, mode) in spec.data() {
+            if mode == crate::kernel::Access::Write {
+                continue;
+            }
+            let mut rs = r.state.lock();
+            for i in rs.cover(read) {
+                if rs.segs[i].written_seq >= seq {
+                    return Err(lost(format!(
+                        "their producer, task #{w} {}, cannot be re-run: its input {:?} was overwritten since",
+                        spec.name, r.name
+                    )));
+                }
+            }
+        }
+        let id = st.nodes.len();
+        let mut n = Node::new(Some(spec));
+        n.restore = Some(seq);
+        n.recovery_of = Some(w);
+        st.nodes.push(n);
+        st.unfinished += 1;
+        st.recovering.insert(w, id);
+        tracing::info!(task = w, recovery = id, data = %root.name, "re-running the producer of lost data");
+        self.place(st, id);
+        Ok(id)
+    }
+
+    /// Bring elements `range` of `root` to the host once the tasks submitted
+    /// before that write them have finished; later writers wait for it.
+    pub(crate) fn acquire(&self, root: &Arc<Root>, range: &std::ops::Range<usize>) -> Result<AcquireGuard<'_>> {
+        let id = {
+            let mut st = self.state.lock();
+            let id = st.nodes.len();
+            let mut preds = Vec::new();
+            {
+                let mut rs = root.state.lock();
+                for i in rs.cover(range) {
+                    let s = &mut rs.segs[i];
+                    preds.extend(s.last_writer);
+                    s.readers.push(id);
+                }
+            }
+            let mut n = Node::new(None);
+            n.status = Status::Waiting;
+            st.nodes.push(n);
+            st.unfinished += 1;
+            preds.sort_unstable();
+            preds.dedup();
+            for &p in &preds {
+                if !st.nodes[p].finished() {
+                    st.nodes[id].deps_left += 1;
+                    st.nodes[p].dependents.push(id);
+                }
+            }
+            st.nodes[id].preds = preds;
+            st.nodes[id].status = Status::Host;
+            id
+        };
+        let guard = AcquireGuard { graph: self, id };
+        loop {
+            {
+                let mut st = self.state.lock();
+                while st.nodes[id].deps_left > 0 {
+                    self.cv.wait(&mut st);
+                }
+                if let Some(&p) = st.nodes[id]
+                    .preds
+                    .iter()
+                    .find(|&&p| st.nodes[p].status == Status::Failed)
+                {
+                    return Err(Error::DependencyFailed {
+                        cause: format!("task #{p} failed: {}", st.nodes[p].failure.clone().unwrap_or_default()),
+                    });
+                }
+            }
+            match exec::fetch_to_host(self, root, range) {
+                Ok(()) => return Ok(guard),
+                Err(Fail::Lost {
+                    root: r,
+                    range: lr,
+                    writer,
+                }) => {
+                    let mut st = self.state.lock();
+                    let rec = self.recover(&mut st, &r, &lr, writer)?;
+                    if !st.nodes[rec].finished() {
+                        st.nodes[id].deps_left += 1;
+                        st.nodes[rec].dependents.push(id);
+                    }
+                    st.nodes[id].preds.push(rec);
+                }
+                Err(Fail::Device { error, .. }) => return Err(error),
+                Err(Fail::Source { device, error }) => {
+                    let mut st = self.state.lock();
+                    self.drop_device(&mut st, device, &error);
+                }
+            }
+        }
+    }
+
+    fn report(&self) -> GraphReport {
+        let st = self.state.lock();
+        let mut tasks = Vec::new();
+        for (id, n) in st.nodes.iter().enumerate() {
+            let (Some(spec), Some(x)) = (&n.spec, &n.exec) else {
+                continue;
+            };
+            tasks.push(TaskRecord {
+                id,
+                name: spec.name.clone(),
+                device: self.devices[x.device].label().to_string(),
+                start_s: x.start.saturating_duration_since(self.epoch).as_secs_f64(),
+                end_s: x.end.saturating_duration_since(self.epoch).as_secs_f64(),
+                kernel_s: x.kernel_s,
+                bytes_in: x.moved,
+                bytes_resident: x.saved,
+                preds: n.preds.clone(),
+                recovery_of: n.recovery_of,
+            });
+        }
+        let labels: Vec<String> = self.devices.iter().map(|d| d.label().to_string()).collect();
+        let dead: Vec<(String, String)> = st
+            .dead
+            .iter()
+            .enumerate()
+            .filter_map(|(d, r)| r.as_ref().map(|r| (labels[d].clone(), r.clone())))
+            .collect();
+        GraphReport::new(tasks, labels, dead, st.failures.clone())
+    }
+}
+
+/// A host read in progress: later writers of its range wait until it is dropped.
+pub(crate) struct AcquireGuard<'g> {
+    graph: &'g GraphInner,
+    id: TaskId,
+}
+
+impl Drop for AcquireGuard<'_> {
+    fn drop(&mut self) {
+        let g = self.graph;
+        let mut st = g.state.lock();
+        let n = &mut st.nodes[self.id];
+        if n.finished() {
+            return;
+        }
+        n.status = Status::Done;
+        let deps = std::mem::take(&mut n.dependents);
+        st.unfinished -= 1;
+        for t in deps {
+            let m = &mut st.nodes[t];
+            m.deps_left = m.deps_left.saturating_sub(1);
+            if m.deps_left == 0 && m.status == Status::Waiting {
+                g.place(&mut st, t);
+            }
+        }
+        g.cv.notify_all();
+    }
+}

@@ -1,0 +1,341 @@
+//! The task layer on every available device: random DAGs against a sequential
+//! reference under both placements, residency (data stays on a device between
+//! tasks), partitions with halos, typed errors for bad tasks, and faults (a
+//! dropped device's tasks run elsewhere, lost data is recomputed or named).
+
+mod common;
+
+use common::Rng;
+use offload::schedule::{FaultOp, FaultPlan, PerfModel, inject_faults};
+use offload::task::{Partition, Placement, Task, TaskGraph};
+use offload::{Access, BackendKind, CpuCtx, Device, Error, Kernel, Param, Split, kernels};
+
+fn graph(devs: &[Device], p: Placement) -> TaskGraph {
+    TaskGraph::builder(devs)
+        .placement(p)
+        .model(PerfModel::in_memory())
+        .build()
+        .unwrap()
+}
+
+/// `out[i] = (in[j-1] + in[j] + in[j+1]) / 3` with `j = lead + i`, clamped at the
+/// ends of `in` (`in_len` elements): a 3-point blur over a block with halos.
+fn blur() -> Kernel {
+    const CL: &str = "__kernel void blur(__global const float* in, __global float* out, const uint lead, \
+                      const uint in_len, const uint count) {\n\
+                      uint i = get_global_id(0); if (i >= count) return;\n\
+                      uint j = lead + i; float c = in[j];\n\
+                      float l = j > 0 ? in[j - 1] : c; float r = j + 1 < in_len ? in[j + 1] : c;\n\
+                      out[i] = (l + c + r) / 3.0f;\n}\n";
+    const CU: &str = "extern \"C\" __global__ void blur(const float* in, float* out, unsigned lead, unsigned in_len, \
+                      unsigned count) {\n\
+                      unsigned i = blockIdx.x * blockDim.x + threadIdx.x; if (i >= count) return;\n\
+                      unsigned j = lead + i; float c = in[j];\n\
+                      float l = j > 0 ? in[j - 1] : c; float r = j + 1 < in_len ? in[j + 1] : c;\n\
+                      out[i] = (l + c + r) / 3.0f;\n}\n";
+    let each = Split::Elementwise { per_item: 1 };
+    // SAFETY: both sources read `in[0..in_len)` (in_len is checked against the
+    // buffer below) and write `out[i]` for `i < count` only.
+    unsafe {
+        Kernel::builder("blur")
+            .param(Param::buffer::<f32>("in", Access::Read, Split::Broadcast))
+            .param(Param::buffer::<f32>("out", Access::Write, each))
+            .param(Param::scalar::<u32>("lead"))
+            .param(Param::scalar::<u32>("in_len"))
+            .param(Param::Count)
+            .extent_from("in", &["in_len"], 1)
+            .opencl(CL, "blur")
+            .cuda(CU, "blur")
+    }
+    .cpu(|ctx: &CpuCtx<'_>| {
+        let input = ctx.input::<f32>(0);
+        let lead = ctx.scalar::<u32>(2) as usize;
+        let in_len = ctx.scalar::<u32>(3) as usize;
+        let items = ctx.items_below(ctx.count());
+        let out = ctx.output::<f32>(1);
+        for (k, i) in items.enumerate() {
+            let j = lead + i;
+            let c = input[j];
+            let l = if j > 0 { input[j - 1] } else { c };
+            let r = if j + 1 < in_len { input[j + 1] } else { c };
+            out[k] = (l + c + r) / 3.0;
+        }
+    })
+    .build()
+    .unwrap()
+}
+
+fn blur_reference(x: &[f32]) -> Vec<f32> {
+    let n = x.len();
+    (0..n)
+        .map(|j| {
+            let c = x[j];
+            let l = if j > 0 { x[j - 1] } else { c };
+            let r = if j + 1 < n { x[j + 1] } else { c };
+            (l + c + r) / 3.0
+        })
+        .collect()
+}
+
+#[test]
+fn random_dags_match_a_sequential_reference_under_both_placements() {
+    let rt = common::runtime();
+    let devs = common::devices(&rt);
+    let add = kernels::vector_add().unwrap();
+    for placement in [Placement::Dmda, Placement::Eager] {
+        let mut rng = Rng::fresh("task dags");
+        let g = graph(&devs, placement);
+        let n = 20_000;
+        let mut host: Vec<Vec<f32>> = (0..5).map(|_| rng.vec_f32(n, -1.0, 1.0)).collect();
+        let data: Vec<_> = host
+            .iter()
+            .enumerate()
+            .map(|(i, v)| g.data(&format!("x{i}"), v).unwrap())
+            .collect();
+        for _ in 0..60 {
+            let a = (rng.next_u64() % 5) as usize;
+            let b = (rng.next_u64() % 5) as usize;
+            let mut c = (rng.next_u64() % 5) as usize;
+            while c == a || c == b {
+                c = (c + 1) % 5;
+            }
+            g.submit(Task::new(&add).read(&data[a]).read(&data[b]).write(&data[c]).items(n))
+                .unwrap();
+            let sum: Vec<f32> = host[a].iter().zip(&host[b]).map(|(x, y)| x + y).collect();
+            host[c] = sum;
+        }
+        g.wait_all().unwrap();
+        for (i, d) in data.iter().enumerate() {
+            assert_eq!(d.acquire().unwrap(), host[i], "x{i} under {placement:?}");
+        }
+        let r = g.report();
+        assert_eq!(r.tasks.len(), 60, "{r}");
+        assert!(r.critical_path_s > 0.0 && r.critical_path_s <= r.work_s + 1e-9, "{r}");
+        assert!(r.parallelism_bound() >= 1.0);
+        let dot = r.to_dot();
+        assert!(dot.starts_with("digraph") && dot.matches(" -> ").count() >= 59, "{dot}");
+        println!("{placement:?}\n{r}");
+    }
+}
+
+#[test]
+fn data_stays_resident_between_tasks_on_a_device() {
+    let rt = common::runtime();
+    let mut devs = common::devices_of(&rt, BackendKind::OpenCl);
+    devs.extend(common::devices_of(&rt, BackendKind::Cuda));
+    let add = kernels::vector_add().unwrap();
+    for dev in devs {
+        let g = graph(std::slice::from_ref(&dev), Placement::Dmda);
+        let n = 1 << 16;
+        let a = g.data("a", &vec![1.0f32; n]).unwrap();
+        let b = g.data("b", &vec![0.5f32; n]).unwrap();
+        // a = a + b, ten times: a and b go to the device once and stay there.
+        for _ in 0..10 {
+            let t = g.data("t", &vec![0.0f32; n]).unwrap();
+            g.submit(Task::new(&add).read(&a).read(&b).write(&t).items(n)).unwrap();
+            g.submit(Task::new(&add).read(&t).read(&b).write(&a).items(n)).unwrap();
+        }
+        assert_eq!(a.acquire().unwrap(), vec![11.0; n], "{}", dev.label());
+        let r = g.report();
+        let bytes = (n * 4) as u64;
+        assert_eq!(r.devices[0].bytes_in, 2 * bytes, "only a and b were uploaded\n{r}");
+        assert_eq!(r.devices[0].bytes_resident, (20 * 2 - 2) * bytes, "{r}");
+    }
+}
+
+#[test]
+fn partitions_with_halos_match_a_reference_on_all_devices() {
+    let rt = common::runtime();
+    let devs = common::devices(&rt);
+    let k = blur();
+    let mut rng = Rng::fresh("halos");
+    let n = 40_001;
+    let x0 = rng.vec_f32(n, 0.0, 1.0);
+    for placement in [Placement::Dmda, Placement::Eager] {
+        let g = graph(&devs, placement);
+        let u = g.data("u", &x0).unwrap();
+        let v = g.data("v", &vec![0.0f32; n]).unwrap();
+        let parts = 7;
+        let us = u.partition(Partition::Blocks { parts, halo: 1 }).unwrap();
+        let vs = v.partition(Partition::Blocks { parts, halo: 1 }).unwrap();
+        let mut want = x0.clone();
+        for it in 0..12 {
+            let (src, dst) = if it % 2 == 0 { (&us, &vs) } else { (&vs, &us) };
+            for (s, d) in src.iter().zip(dst) {
+                let lead = (d.range().start - s.read_range().start) as u32;
+                let in_len = s.read_range().len() as u32;
+                g.submit(
+                    Task::new(&k)
+                        .read(s)
+                        .write(d)
+                        .scalar(lead)
+                        .scalar(in_len)
+                        .items(d.len()),
+                )
+                .unwrap();
+            }
+            want = blur_reference(&want);
+        }
+        let got = u.acquire().unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "{placement:?}: element {i}: {g} vs {w}"
+            );
+        }
+        // A child reads at least its halo, and parts and read ranges start where
+        // every device can start a view.
+        let align = devs.iter().map(|d| d.info().view_align_bytes).max().unwrap();
+        for c in &us[..parts - 1] {
+            assert!(c.read_range().end > c.range().end, "{c:?}");
+        }
+        for c in &us[1..] {
+            assert!(c.read_range().start < c.range().start, "{c:?}");
+            assert_eq!(c.range().start * 4 % align, 0, "{c:?}");
+            assert_eq!(c.read_range().start * 4 % align, 0, "{c:?}");
+        }
+        assert_eq!(us[0].read_range().start, 0, "halos stay inside the array");
+        assert_eq!(us.iter().map(|c| c.len()).sum::<usize>(), n);
+        println!("{placement:?}\n{}", g.report());
+    }
+}
+
+#[test]
+fn bad_tasks_are_refused_with_typed_errors() {
+    let rt = common::runtime();
+    let devs = common::devices(&rt);
+    let g = graph(&devs, Placement::Dmda);
+    let add = kernels::vector_add().unwrap();
+    let a = g.data("a", &[1.0f32; 16]).unwrap();
+    let i = g.data("i", &[1u32; 16]).unwrap();
+    let e = g
+        .submit(Task::new(&add).read(&a).read(&a).read(&a).items(16))
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument { why, .. } if why.contains("Read") && why.contains("Write")),
+        "{e}"
+    );
+    let e = g.submit(Task::new(&add).read(&a).read(&a).items(16)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::ArgCount {
+                expected: 3,
+                got: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = g
+        .submit(Task::new(&add).read(&a).read(&i).write(&a).items(16))
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument { why, .. } if why.contains("u32")),
+        "{e}"
+    );
+    let e = g.submit(Task::new(&add).read(&a).read(&a).write(&a)).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument { why, .. } if why.contains("item space")),
+        "{e}"
+    );
+    let other = offload::Runtime::builder()
+        .backends(&[BackendKind::Cpu])
+        .build()
+        .unwrap();
+    let e = g
+        .submit(
+            Task::new(&add)
+                .read(&a)
+                .read(&a)
+                .write(&a)
+                .items(16)
+                .on(&other.devices()[0]),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument { why, .. } if why.contains("not in the graph")),
+        "{e}"
+    );
+    // A launch the device refuses (16 elements, 64 items) fails the task, names it,
+    // and the data keeps its values.
+    let b = g.data("b", &[0.0f32; 16]).unwrap();
+    let t = g.submit(Task::new(&add).read(&a).read(&a).write(&b).items(64)).unwrap();
+    let e = t.wait().unwrap_err();
+    assert!(
+        e.to_string().contains("BufferTooShort")
+            || e.to_string().contains("too short")
+            || matches!(e, Error::AllDevicesFailed { .. }),
+        "{e}"
+    );
+    assert_eq!(a.acquire().unwrap(), vec![1.0; 16]);
+    assert!(g.wait_all().is_err());
+    // Partitions that do not fit are refused.
+    assert!(a.partition(Partition::Blocks { parts: 17, halo: 0 }).is_err());
+    assert!(
+        a.partition(Partition::Rows {
+            row_len: 5,
+            parts: 2,
+            halo: 0
+        })
+        .is_err()
+    );
+}
+
+#[test]
+fn a_failed_device_is_dropped_and_lost_data_is_recomputed() {
+    let rt = common::runtime();
+    let Some(cpu) = rt.devices().iter().find(|d| d.backend() == BackendKind::Cpu).cloned() else {
+        return common::missing("cpu", "no CPU device");
+    };
+    let ocls = common::devices_of(&rt, BackendKind::OpenCl);
+    let Some(ocl) = ocls.first() else { return };
+    let add = kernels::vector_add().unwrap();
+    let n = 4096;
+    // Every read from the faulty device fails: what only it holds is lost.
+    let faulty = inject_faults(ocl, FaultPlan::none().fail_from(FaultOp::Read, 1));
+    let devs = [cpu.clone(), faulty.clone(), ocl.clone()];
+    let g = graph(&devs, Placement::Dmda);
+    let a = g.data("a", &vec![1.0f32; n]).unwrap();
+    let b = g.data("b", &vec![2.0f32; n]).unwrap();
+    let c = g.data("c", &vec![0.0f32; n]).unwrap();
+    let d = g.data("d", &vec![0.0f32; n]).unwrap();
+    // c = a + b on the faulty device (the first allowed, nothing known yet);
+    // d = c + b on the CPU must fetch c: the read fails, the device is dropped,
+    // c is lost and recomputed on the other OpenCL device.
+    g.submit(Task::new(&add).read(&a).read(&b).write(&c).items(n).on(&faulty).on(ocl))
+        .unwrap();
+    g.submit(Task::new(&add).read(&c).read(&b).write(&d).items(n).on(&cpu))
+        .unwrap();
+    assert_eq!(d.acquire().unwrap(), vec![5.0; n]);
+    assert_eq!(c.acquire().unwrap(), vec![3.0; n]);
+    let r = g.report();
+    assert_eq!(r.dropped.len(), 1, "{r}");
+    assert!(
+        r.tasks
+            .iter()
+            .any(|t| t.recovery_of == Some(0) && t.device == ocl.label()),
+        "{r}"
+    );
+
+    // The same with the producer tied to the faulty device: the loss is reported,
+    // naming the data and the elements.
+    let faulty = inject_faults(ocl, FaultPlan::none().fail_from(FaultOp::Read, 1));
+    let devs = [cpu.clone(), faulty.clone()];
+    let g = graph(&devs, Placement::Dmda);
+    let a = g.data("a", &vec![1.0f32; n]).unwrap();
+    let c = g.data("c", &vec![0.0f32; n]).unwrap();
+    let d = g.data("d", &vec![0.0f32; n]).unwrap();
+    g.submit(Task::new(&add).read(&a).read(&a).write(&c).items(n).on(&faulty))
+        .unwrap();
+    let t = g
+        .submit(Task::new(&add).read(&c).read(&a).write(&d).items(n).on(&cpu))
+        .unwrap();
+    let e = t.wait().unwrap_err();
+    assert!(
+        matches!(&e, Error::DataLost { data, range, .. } if data == "c" && *range == (0..n)),
+        "{e}"
+    );
+    // The registered values of `a` are still there.
+    assert_eq!(a.acquire().unwrap(), vec![1.0; n]);
+}
