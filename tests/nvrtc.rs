@@ -75,6 +75,7 @@ fn built_in_kernels_carry_their_cuda_sources() {
     for k in [
         kernels::vector_add().expect("vector_add"),
         kernels::noop().expect("noop"),
+        kernels::jacobi().expect("jacobi"),
     ] {
         let src = k.cuda_source().expect("CUDA source");
         let ptx = nvrtc::compile(src, "compute_90").unwrap_or_else(|e| panic!("{}: {e}", k.name()));
@@ -190,4 +191,25 @@ fn missing_nvrtc_is_an_error_not_a_panic() {
             println!("SKIP nvrtc (checked the error path instead): {why}");
         }
     }
+}
+
+#[test]
+fn jacobi_ptx_rounds_like_the_other_backends() {
+    if !nvrtc_present() {
+        return;
+    }
+    // The stencil is bitwise equal across backends only if NVRTC neither fuses
+    // (no multiply feeds an add) nor flushes or approximates: plain
+    // round-to-nearest adds and one multiply by 0.25.
+    let src = kernels::sources("jacobi").expect("jacobi sources");
+    let ptx = nvrtc::compile(&source(src.cuda, src.name), "sm_90").expect("jacobi compiles");
+    assert!(!ptx.contains("fma."), "jacobi PTX fuses a multiply-add:\n{ptx}");
+    assert!(!ptx.contains(".ftz"), "jacobi PTX flushes denormals:\n{ptx}");
+    let adds = ptx.matches("add.f32").count() + ptx.matches("add.rn.f32").count();
+    assert_eq!(adds, 3, "three f32 adds expected:\n{ptx}");
+    assert_eq!(
+        ptx.matches("mul.f32").count() + ptx.matches("mul.rn.f32").count(),
+        1,
+        "{ptx}"
+    );
 }

@@ -8,11 +8,13 @@
 mod catalogue {
     include!(concat!(env!("OUT_DIR"), "/catalogue.rs"));
 }
+mod jacobi;
 mod nbody;
 mod noop;
 mod vector_add;
 
 pub use catalogue::{CATALOGUE, KernelSources};
+pub use jacobi::{jacobi, jacobi_host};
 pub use nbody::{
     FLOPS_PER_INTERACTION, NBODY_CPU_ENV, NBODY_MAX_BLOCK, NBODY_TILE, NbodyCpuPath, nbody, nbody_host,
     nbody_launch_config, nbody_with_cpu_path,
