@@ -14,6 +14,15 @@
 // exactly as the CUDA and CPU versions do, so every backend gives the same bits.
 // Reads stay inside in[0, in_len): an element whose neighbours are missing from
 // `in` (the launch check refuses such arguments) is written as NaN.
+//
+// Written for CPU OpenCL devices too: every work-item takes the same path
+// (selects, and loads under a condition), so PoCL's work-group vectorizer turns
+// the work-items into SIMD lanes. The row and column come from a float
+// reciprocal estimate of g / width (converted with saturation, so never out of
+// range) corrected by one step each way, exact while the quotient is below 2^21
+// (its error is then at most 0.375): grids of up to 2^21 rows (and widths below
+// 2^30) take it; taller ones divide (a branch on arguments only, the same for
+// every work-item). Whatever the row and column, loads are bounded by `inside`.
 __kernel void jacobi(__global const float* restrict in,
                      __global float* restrict out,
                      const uint width,
@@ -24,28 +33,37 @@ __kernel void jacobi(__global const float* restrict in,
                      const uint offset,
                      const uint count) {
     uint i = get_global_id(0);
-    if (i >= count || width == 0) {
-        return;
+    if (i < count && width != 0) {
+        uint g = offset + i;
+        uint q, c;
+        if (rows <= (1u << 21) && width < (1u << 30)) {
+            q = convert_uint_sat_rtz((float)g * (1.0f / (float)width));
+            int rem = (int)(g - q * width);
+            q = rem < 0 ? q - 1u : q;
+            rem = rem < 0 ? rem + (int)width : rem;
+            q = rem >= (int)width ? q + 1u : q;
+            rem = rem >= (int)width ? rem - (int)width : rem;
+            c = (uint)rem;
+        } else {
+            q = g / width;
+            c = g - q * width;
+        }
+        uint r = row0 + q;
+        uint j = lead + g;
+        bool border = r == 0 || r + 1 >= rows || c == 0 || c + 1 == width;
+        // All four neighbours (and the element) inside in[0, in_len).
+        bool inside = j >= width && j < in_len && in_len - j > width;
+        float v;
+        if (inside) {
+            float n = in[j - width];
+            float s = in[j + width];
+            float e = in[j + 1];
+            float w = in[j - 1];
+            float centre = in[j];
+            v = border ? centre : 0.25f * (((n + s) + e) + w);
+        } else {
+            v = (j < in_len && border) ? in[j] : NAN;
+        }
+        out[i] = v;
     }
-    uint g = offset + i;
-    uint r = row0 + g / width;
-    uint c = g % width;
-    uint j = lead + g;
-    if (j >= in_len) {
-        out[i] = NAN;
-        return;
-    }
-    if (r == 0 || r + 1 >= rows || c == 0 || c + 1 == width) {
-        out[i] = in[j];
-        return;
-    }
-    if (j < width || in_len - j <= width) {
-        out[i] = NAN;
-        return;
-    }
-    float n = in[j - width];
-    float s = in[j + width];
-    float e = in[j + 1];
-    float w = in[j - 1];
-    out[i] = 0.25f * (((n + s) + e) + w);
 }

@@ -138,6 +138,33 @@ fn the_kernel_alone_matches_the_reference_on_every_device() {
 }
 
 #[test]
+fn tall_narrow_grids_find_their_rows_and_columns() {
+    // The OpenCL version finds rows and columns from a float estimate of
+    // g / width for grids of up to 2^21 rows and by division above: both sides
+    // of that limit, with quotients near it.
+    let rt = common::runtime();
+    let mut rng = Rng::fresh("jacobi tall");
+    // Width 9 with 2^21 rows: g reaches past 2^24, where (float)g rounds.
+    for (w, h) in [(9usize, 1usize << 21), (5, (1 << 21) + 3)] {
+        let x = grid(&mut rng, w, h);
+        let want = reference_step(&x, w);
+        for dev in common::devices(&rt) {
+            let got = launch(&dev, &x, w, 0, 0, h, 0, w * h).unwrap();
+            assert_eq!(first_difference(&got, &want), None, "{w}x{h} on {}", dev.label());
+            // A chunk near the end (offset ≠ 0, large quotients).
+            let off = w * (h - 1000) + 1;
+            let got = launch(&dev, &x, w, 0, 0, h, off, w * h - off).unwrap();
+            assert_eq!(
+                first_difference(&got, &want[off..]),
+                None,
+                "{w}x{h} tail on {}",
+                dev.label()
+            );
+        }
+    }
+}
+
+#[test]
 fn launches_without_the_rows_they_need_are_refused() {
     let rt = common::runtime();
     let (w, h) = (64, 32);
