@@ -167,7 +167,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     };
     let (us, vs) = (u.partition(how)?, v.partition(how)?);
     for it in 0..args.iters {
-        let (src, dst) = if it % 2 == 0 { (&us, &vs) } else { (&vs, &us) };
+        let (src, dst) = if it.is_multiple_of(2) { (&us, &vs) } else { (&vs, &us) };
         for (b, (s, d)) in src.iter().zip(dst).enumerate() {
             graph.submit(
                 Task::new(&k)
@@ -183,7 +183,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
             )?;
         }
     }
-    let result = if args.iters % 2 == 0 { &u } else { &v };
+    let result = if args.iters.is_multiple_of(2) { &u } else { &v };
     let got = result.acquire()?;
     let wall = t0.elapsed().as_secs_f64();
     let report = graph.report();

@@ -273,7 +273,7 @@ fn row_bands_on_a_task_graph_match_the_reference_under_both_placements() {
         let (us, vs) = (u.partition(how).unwrap(), v.partition(how).unwrap());
         assert_eq!(us.len(), parts);
         for it in 0..iters {
-            let (src, dst) = if it % 2 == 0 { (&us, &vs) } else { (&vs, &us) };
+            let (src, dst) = if it.is_multiple_of(2) { (&us, &vs) } else { (&vs, &us) };
             for (s, d) in src.iter().zip(dst) {
                 assert_eq!(s.range(), d.range());
                 assert_eq!(d.range().start % n, 0, "bands are whole rows: {d:?}");
@@ -291,7 +291,7 @@ fn row_bands_on_a_task_graph_match_the_reference_under_both_placements() {
                 .unwrap();
             }
         }
-        let result = if iters % 2 == 0 { &u } else { &v };
+        let result = if iters.is_multiple_of(2) { &u } else { &v };
         let got = result.acquire().unwrap();
         let r = g.report();
         assert_eq!(

@@ -1,7 +1,8 @@
 //! The benchmark harness: `cargo run --release --example bench -- [suite...]`.
 //!
 //! Suites: `vector_add` (CPU backend), `opencl`, `cuda`, `nbody`, `coexec`,
-//! `profile`, `async` (queues and events), or `all` (the default). Each prints a table and one machine-readable
+//! `profile`, `async` (queues and events), `tasks` (managed data and the task
+//! graph), or `all` (the default). Each prints a table and one machine-readable
 //! line per measurement:
 //!
 //! `BENCH <name> value=<v> unit=<u> [ref=<r> ratio=<v/r>]`
@@ -17,6 +18,7 @@ mod cuda;
 mod nbody;
 mod opencl;
 mod profile;
+mod tasks;
 mod vector_add;
 
 use clap::Parser;
@@ -25,7 +27,7 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(about, long_about = None)]
 pub struct Args {
-    /// Suites to run: vector_add, opencl, cuda, nbody, coexec, profile, async, all.
+    /// Suites to run: vector_add, opencl, cuda, nbody, coexec, profile, async, tasks, all.
     #[arg(default_values_t = vec!["all".to_string()])]
     pub suites: Vec<String>,
     /// Repetitions per measurement (the median is reported).
@@ -49,6 +51,7 @@ const SUITES: &[(&str, Suite)] = &[
     ("coexec", coexec::run),
     ("profile", profile::run),
     ("async", asynchronous::run),
+    ("tasks", tasks::run),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
