@@ -380,8 +380,13 @@ fn jacobi(args: &crate::Args) -> Res<()> {
         } else {
             f64::INFINITY
         };
+        let shown = if fewer.is_finite() {
+            format!("{fewer:.1}x")
+        } else {
+            "unbounded (the task graph moved no bytes)".to_string()
+        };
         println!(
-            "    bytes/sweep: host slices / task graph (first sweep included) = {fewer:.1}x; target >= 5x: {}",
+            "    bytes/sweep: host slices / task graph (first sweep included) = {shown}; target >= 5x: {}",
             verdict(fewer >= 5.0)
         );
         let ratio = t / t_sched;
