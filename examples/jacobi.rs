@@ -108,7 +108,22 @@ fn initial_rect(width: usize, rows: usize) -> Vec<f32> {
     g
 }
 
-fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
+/// An error printed with its message (not its debug form) when `main` fails.
+struct Failure(Box<dyn std::error::Error>);
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<E: Into<Box<dyn std::error::Error>>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.into())
+    }
+}
+
+fn main() -> Result<ExitCode, Failure> {
     let args = Args::parse();
     let n = args.n;
     if n < 3 || n.checked_mul(n).is_none_or(|c| c > u32::MAX as usize) {
