@@ -314,7 +314,7 @@ fn a_failed_device_is_dropped_and_lost_data_is_recomputed() {
     assert!(
         r.tasks
             .iter()
-            .any(|t| t.recovery_of == Some(0) && t.device == ocl.label()),
+            .any(|t| t.recovery_of == Some(0) && t.device == g.labels()[2]),
         "{r}"
     );
 

@@ -142,6 +142,10 @@ pub(crate) struct State {
     seq: u64,
     recovering: HashMap<TaskId, TaskId>,
     pub model: PerfModel,
+    /// Model keys that have run once in this graph: a first run (kernel
+    /// compilation per work-group size on PoCL, lazy module loads on CUDA, first
+    /// touch of new memory) is not what the device does, so it teaches nothing.
+    warmed: std::collections::HashSet<String>,
     /// Measured bytes/s per (source node, destination node).
     links: HashMap<(NodeId, NodeId), f64>,
     roots: Vec<Weak<Root>>,
@@ -151,6 +155,8 @@ pub(crate) struct State {
 
 pub(crate) struct GraphInner {
     pub devices: Vec<Device>,
+    /// Labels unique within the graph (`cpu:0`, `cpu:0#2` for a second runtime's).
+    pub labels: Vec<String>,
     /// Memory node per device.
     pub node_of: Vec<NodeId>,
     /// Whether the device computes on host memory in place.
@@ -213,6 +219,19 @@ impl GraphBuilder {
         let in_place: Vec<bool> = self.devices.iter().map(|d| d.backend() == BackendKind::Cpu).collect();
         let node_of = (0..n).map(|i| if in_place[i] { 0 } else { i + 1 }).collect();
         let queues = self.devices.iter().map(|d| d.queue()).collect::<Result<Vec<_>>>()?;
+        let mut labels: Vec<String> = Vec::with_capacity(n);
+        for d in &self.devices {
+            let base = d.label().to_string();
+            let same = labels
+                .iter()
+                .filter(|l| l.split('#').next() == Some(base.as_str()))
+                .count();
+            labels.push(if same == 0 {
+                base
+            } else {
+                format!("{base}#{}", same + 1)
+            });
+        }
         let model = self.model.unwrap_or_else(PerfModel::load_default);
         let model_path = model.path().map(|p| p.to_path_buf());
         let names: Vec<String> = std::iter::once("host".to_string())
@@ -227,6 +246,7 @@ impl GraphBuilder {
             }
         }
         let inner = Arc::new(GraphInner {
+            labels,
             node_of,
             in_place,
             queues,
@@ -242,6 +262,7 @@ impl GraphBuilder {
                 seq: 0,
                 recovering: HashMap::new(),
                 model,
+                warmed: std::collections::HashSet::new(),
                 links,
                 roots: Vec::new(),
                 failures: Vec::new(),
@@ -329,6 +350,12 @@ impl TaskGraph {
     /// The devices, in the order given.
     pub fn devices(&self) -> &[Device] {
         &self.inner.devices
+    }
+
+    /// The devices' labels in reports, unique within the graph (a second
+    /// runtime's `cpu:0` is `cpu:0#2`).
+    pub fn labels(&self) -> &[String] {
+        &self.inner.labels
     }
 
     /// Register `values` (copied into host memory once) as managed data.
@@ -703,15 +730,19 @@ impl GraphInner {
         }
         // Teach the model: kernel time per item, link bandwidths.
         let key = PerfModel::key(&spec.kernel, &self.devices[d]);
-        st.model.observe(
-            &key,
-            Observation {
-                items: spec.space.items() as usize,
-                kernel_s: x.kernel_s,
-                bytes: 0,
-                transfer_s: 0.0,
-            },
-        );
+        if st.warmed.contains(&key) {
+            st.model.observe(
+                &key,
+                Observation {
+                    items: spec.space.items() as usize,
+                    kernel_s: x.kernel_s,
+                    bytes: 0,
+                    transfer_s: 0.0,
+                },
+            );
+        } else {
+            st.warmed.insert(key);
+        }
         for t in &x.transfers {
             if t.bytes >= 64 << 10 && t.seconds > 0.0 {
                 let bw = t.bytes as f64 / t.seconds;
@@ -1014,7 +1045,7 @@ impl GraphInner {
             tasks.push(TaskRecord {
                 id,
                 name: spec.name.clone(),
-                device: self.devices[x.device].label().to_string(),
+                device: self.labels[x.device].clone(),
                 start_s: x.start.saturating_duration_since(self.epoch).as_secs_f64(),
                 end_s: x.end.saturating_duration_since(self.epoch).as_secs_f64(),
                 kernel_s: x.kernel_s,
@@ -1024,7 +1055,7 @@ impl GraphInner {
                 recovery_of: n.recovery_of,
             });
         }
-        let labels: Vec<String> = self.devices.iter().map(|d| d.label().to_string()).collect();
+        let labels = self.labels.clone();
         let dead: Vec<(String, String)> = st
             .dead
             .iter()
