@@ -339,3 +339,78 @@ fn a_failed_device_is_dropped_and_lost_data_is_recomputed() {
     // The registered values of `a` are still there.
     assert_eq!(a.acquire().unwrap(), vec![1.0; n]);
 }
+
+#[test]
+fn split_tasks_compute_chunks_on_resident_parts() {
+    let rt = common::runtime();
+    let devs = common::devices(&rt);
+    let add = kernels::vector_add().unwrap();
+    let mut rng = Rng::fresh("split tasks");
+    let n = 1 << 20;
+    let a0 = rng.vec_f32(n, -1.0, 1.0);
+    let b0 = rng.vec_f32(n, -1.0, 1.0);
+    for policy in [
+        offload::schedule::Policy::default(),
+        offload::schedule::Policy::Dynamic { chunk: 1 << 16 },
+        offload::schedule::Policy::Static,
+    ] {
+        let g = TaskGraph::builder(&devs)
+            .split_policy(policy)
+            .model(PerfModel::in_memory())
+            .build()
+            .unwrap();
+        let a = g.data("a", &a0).unwrap();
+        let b = g.data("b", &b0).unwrap();
+        let c = g.data("c", &vec![0.0f32; n]).unwrap();
+        let d = g.data("d", &vec![0.0f32; n]).unwrap();
+        // c = a + b, d = c + b, c = d + a: each split over every device.
+        g.submit(Task::new(&add).read(&a).read(&b).write(&c).items(n).split())
+            .unwrap();
+        g.submit(Task::new(&add).read(&c).read(&b).write(&d).items(n).split())
+            .unwrap();
+        g.submit(Task::new(&add).read(&d).read(&a).write(&c).items(n).split())
+            .unwrap();
+        let want_d: Vec<f32> = a0.iter().zip(&b0).map(|(x, y)| (x + y) + y).collect();
+        let want_c: Vec<f32> = want_d.iter().zip(&a0).map(|(x, y)| x + y).collect();
+        assert_eq!(d.acquire().unwrap(), want_d, "{policy:?}");
+        assert_eq!(c.acquire().unwrap(), want_c, "{policy:?}");
+        let r = g.report();
+        for id in 0..3 {
+            let items: usize = r
+                .tasks
+                .iter()
+                .filter(|t| t.id == id)
+                .map(|t| t.chunk.map_or(n, |(a, b)| b - a))
+                .sum();
+            assert_eq!(items, n, "task {id}: every item once\n{r}");
+        }
+        // Chunks read what earlier chunks left on their device in place.
+        assert!(r.bytes_resident() > 0, "{r}");
+        println!("{policy:?}\n{r}");
+    }
+}
+
+#[test]
+fn a_split_task_survives_a_failing_device() {
+    let rt = common::runtime();
+    let Some(ocl) = common::devices_of(&rt, BackendKind::OpenCl).first().cloned() else {
+        return;
+    };
+    let cpu = rt.device("cpu").unwrap();
+    let add = kernels::vector_add().unwrap();
+    let n = 1 << 18;
+    for k in 1..4 {
+        let faulty = inject_faults(&ocl, FaultPlan::none().fail_on(FaultOp::Launch, k));
+        let devs = [cpu.clone(), faulty];
+        let g = TaskGraph::builder(&devs)
+            .split_policy(offload::schedule::Policy::Dynamic { chunk: 1 << 14 })
+            .model(PerfModel::in_memory())
+            .build()
+            .unwrap();
+        let a = g.data("a", &vec![1.0f32; n]).unwrap();
+        let c = g.data("c", &vec![0.0f32; n]).unwrap();
+        g.submit(Task::new(&add).read(&a).read(&a).write(&c).items(n).split())
+            .unwrap();
+        assert_eq!(c.acquire().unwrap(), vec![2.0; n], "failing launch #{k}");
+    }
+}

@@ -129,7 +129,7 @@ use crate::error::{Error, Result};
 use crate::kernel::{ElemType, Kernel, Param, Scalar, Split};
 use crate::launch::LaunchConfig;
 
-mod dispatch;
+pub(crate) mod dispatch;
 pub mod fault;
 pub mod model;
 pub mod partition;

@@ -40,6 +40,8 @@ pub(crate) struct Moved {
 /// What a completed task measured.
 pub(crate) struct Exec {
     pub device: usize,
+    /// The chunk of a split task it computed.
+    pub items: Option<Range<usize>>,
     pub start: Instant,
     pub end: Instant,
     pub kernel_s: f64,
@@ -194,19 +196,50 @@ pub(crate) fn fetch_to_host(g: &GraphInner, root: &Arc<Root>, range: &Range<usiz
     Ok(())
 }
 
-/// Run `spec` on device `d`. `restore`: a recovery run (its results matter only
-/// where they restore lost segments).
-pub(crate) fn run(g: &GraphInner, d: usize, spec: &TaskSpec, restore: bool) -> std::result::Result<Exec, Fail> {
-    let _ = restore;
+/// A data argument as one run uses it: root, read range, write range, mode.
+pub(crate) type DataUse = (Arc<Root>, Range<usize>, Range<usize>, Access);
+
+/// The data arguments of a run of `spec` (per parameter; `None` for the
+/// others): whole, or for chunk `items` of a split task.
+pub(crate) fn data_uses(spec: &TaskSpec, items: Option<&Range<usize>>) -> Vec<Option<DataUse>> {
+    spec.params
+        .iter()
+        .map(|p| match p {
+            ParamArg::Data {
+                root,
+                read,
+                write,
+                mode,
+                per_item,
+            } => Some(match (items, per_item) {
+                (Some(c), Some(e)) => {
+                    let r = write.start + c.start * e..write.start + c.end * e;
+                    (root.clone(), r.clone(), r, *mode)
+                }
+                _ => (root.clone(), read.clone(), write.clone(), *mode),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Run `spec` on device `d`, whole or (a split task) its chunk `items`.
+pub(crate) fn run(
+    g: &GraphInner,
+    d: usize,
+    spec: &TaskSpec,
+    items: Option<Range<usize>>,
+) -> std::result::Result<Exec, Fail> {
     let start = Instant::now();
     let dev = &g.devices[d];
     let node = g.node_of[d];
     let in_place = g.in_place[d];
     let q = &g.queues[d];
     let mut f = Fetches::default();
+    let uses = data_uses(spec, items.as_ref());
     let mut reps: Vec<Option<Arc<RawBuffer>>> = Vec::with_capacity(spec.params.len());
-    for p in &spec.params {
-        let ParamArg::Data { root, read, mode, .. } = p else {
+    for u in &uses {
+        let Some((root, read, _, mode)) = u else {
             reps.push(None);
             continue;
         };
@@ -230,8 +263,8 @@ pub(crate) fn run(g: &GraphInner, d: usize, spec: &TaskSpec, restore: bool) -> s
             q.wait_for(ev);
         }
     }
-    let saved = if in_place { save_host_only(spec) } else { Vec::new() };
-    let launched = launch(g, d, spec, &reps);
+    let saved = if in_place { save_host_only(&uses) } else { Vec::new() };
+    let launched = launch(g, d, spec, &uses, &reps, items.as_ref());
     let result = launched.and_then(|s| s.wait_ref().map(|()| s));
     let sub = match result {
         Ok(s) => s,
@@ -253,6 +286,7 @@ pub(crate) fn run(g: &GraphInner, d: usize, spec: &TaskSpec, restore: bool) -> s
     }
     Ok(Exec {
         device: d,
+        items,
         start,
         end,
         kernel_s,
@@ -263,15 +297,24 @@ pub(crate) fn run(g: &GraphInner, d: usize, spec: &TaskSpec, restore: bool) -> s
 }
 
 /// Enqueue the kernel on views of the replicas.
-fn launch(g: &GraphInner, d: usize, spec: &TaskSpec, reps: &[Option<Arc<RawBuffer>>]) -> Result<Submitted> {
+fn launch(
+    g: &GraphInner,
+    d: usize,
+    spec: &TaskSpec,
+    uses: &[Option<DataUse>],
+    reps: &[Option<Arc<RawBuffer>>],
+    chunk: Option<&Range<usize>>,
+) -> Result<Submitted> {
     let dev = &g.devices[d];
-    let items = spec.space.items();
-    let mut views: Vec<Option<RawView<'_>>> = spec
-        .params
+    let (offset, items) = match chunk {
+        Some(c) => (c.start as u32, c.len() as u64),
+        None => (0, spec.space.items()),
+    };
+    let mut views: Vec<Option<RawView<'_>>> = uses
         .iter()
         .zip(reps)
-        .map(|(p, r)| match (p, r) {
-            (ParamArg::Data { read, write, mode, .. }, Some(buf)) => {
+        .map(|(u, r)| match (u, r) {
+            (Some((_, read, write, mode)), Some(buf)) => {
                 let range = if *mode == Access::Write { write } else { read };
                 Some(RawView {
                     buf,
@@ -294,23 +337,26 @@ fn launch(g: &GraphInner, d: usize, spec: &TaskSpec, reps: &[Option<Arc<RawBuffe
             }
             (ParamArg::Scalar(s), _) => Arg::Scalar(*s),
             (ParamArg::Local(n), _) => Arg::Local { len: *n },
-            (ParamArg::Offset, _) => Arg::Scalar(Scalar::U32(0)),
+            (ParamArg::Offset, _) => Arg::Scalar(Scalar::U32(offset)),
             (ParamArg::Count, _) => Arg::Scalar(Scalar::U32(items as u32)),
             (ParamArg::Data { .. }, None) => {
                 return Err(Error::InvalidInput("task argument without a replica".into()));
             }
         });
     }
-    let cfg = spec.space.config(dev.info());
+    let cfg = match chunk {
+        Some(c) => super::spec::Space::Items(c.len()).config(dev.info()),
+        None => spec.space.config(dev.info()),
+    };
     g.queues[d].launch_labeled(&spec.kernel, &cfg, &args, items, (&spec.label).into())
 }
 
 /// Read-write arguments of a task about to write host memory in place whose
 /// only valid copy is the host's: (root, range, saved bytes).
-fn save_host_only(spec: &TaskSpec) -> Vec<(Arc<Root>, Range<usize>, Vec<u8>)> {
+fn save_host_only(uses: &[Option<DataUse>]) -> Vec<(Arc<Root>, Range<usize>, Vec<u8>)> {
     let mut out = Vec::new();
-    for (root, _, write, mode) in spec.data() {
-        if mode != Access::ReadWrite || write.is_empty() {
+    for (root, _, write, mode) in uses.iter().flatten() {
+        if *mode != Access::ReadWrite || write.is_empty() {
             continue;
         }
         let mut rs = root.state.lock();

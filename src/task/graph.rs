@@ -39,8 +39,9 @@ use super::spec::{Task, TaskSpec};
 use crate::device::Device;
 use crate::error::{BackendKind, Error, Result};
 use crate::queue::Queue;
-use crate::schedule::PerfModel;
+use crate::schedule::dispatch::{self, ChunkStats, Next, Plan};
 use crate::schedule::model::Observation;
+use crate::schedule::{PerfModel, Policy};
 
 /// Index of a task in its graph.
 pub(crate) type TaskId = usize;
@@ -75,6 +76,8 @@ pub(crate) enum Status {
     Running(usize),
     /// A host read (`Data::acquire`) in progress.
     Host,
+    /// A split task handing out chunks.
+    Split,
     Done,
     Failed,
 }
@@ -100,7 +103,8 @@ pub(crate) struct Node {
     pub typed: Option<Error>,
     /// Predicted seconds on the device it was queued on.
     pub pred_s: f64,
-    pub exec: Option<Exec>,
+    /// Its completed runs (one, or a split task's chunks).
+    pub runs: Vec<Exec>,
 }
 
 impl Node {
@@ -119,7 +123,7 @@ impl Node {
             failure: None,
             typed: None,
             pred_s: 0.0,
-            exec: None,
+            runs: Vec::new(),
         }
     }
 
@@ -151,6 +155,31 @@ pub(crate) struct State {
     roots: Vec<Weak<Root>>,
     failures: Vec<String>,
     placement: Placement,
+    split_policy: Policy,
+    splits: Vec<SplitRun>,
+}
+
+/// A split task in progress: the scheduler's dispatcher over its devices.
+struct SplitRun {
+    id: TaskId,
+    plan: Plan,
+    st: dispatch::State,
+    /// Graph device index of each participant.
+    devs: Vec<usize>,
+    /// Commit sequence number of its writes (the restored one for a recovery run).
+    seq: u64,
+    /// Waiting for a recovery task before handing out more chunks.
+    blocked_on: Option<TaskId>,
+}
+
+/// What a worker does next.
+enum Work {
+    Task(TaskId),
+    Chunk {
+        id: TaskId,
+        range: std::ops::Range<usize>,
+        probe: bool,
+    },
 }
 
 pub(crate) struct GraphInner {
@@ -183,6 +212,7 @@ pub struct TaskGraph {
 pub struct GraphBuilder {
     devices: Vec<Device>,
     placement: Placement,
+    split_policy: Policy,
     model: Option<PerfModel>,
 }
 
@@ -190,6 +220,13 @@ impl GraphBuilder {
     /// Placement policy (default [`Placement::Dmda`]).
     pub fn placement(mut self, p: Placement) -> Self {
         self.placement = p;
+        self
+    }
+
+    /// How split tasks ([`Task::split`]) hand out chunks (default HGuided, as
+    /// the scheduler's).
+    pub fn split_policy(mut self, p: Policy) -> Self {
+        self.split_policy = p;
         self
     }
 
@@ -267,6 +304,8 @@ impl GraphBuilder {
                 roots: Vec::new(),
                 failures: Vec::new(),
                 placement: self.placement,
+                split_policy: self.split_policy,
+                splits: Vec::new(),
             }),
             cv: Condvar::new(),
             epoch: Instant::now(),
@@ -343,6 +382,7 @@ impl TaskGraph {
         GraphBuilder {
             devices: devices.to_vec(),
             placement: Placement::Dmda,
+            split_policy: Policy::default(),
             model: None,
         }
     }
@@ -613,6 +653,10 @@ impl GraphInner {
             return;
         }
         let Some(spec) = st.nodes[id].spec.clone() else { return };
+        if spec.split && eligible.len() > 1 {
+            self.start_split(st, id, &spec, eligible);
+            return;
+        }
         match st.placement {
             Placement::Eager => {
                 st.nodes[id].status = Status::Ready;
@@ -638,40 +682,287 @@ impl GraphInner {
     }
 
     /// The next task for device `d`'s worker.
-    fn take(&self, st: &mut State, d: usize) -> Option<TaskId> {
+    fn take(&self, st: &mut State, d: usize) -> Option<Work> {
+        for sr in st.splits.iter_mut() {
+            if sr.blocked_on.is_some() {
+                continue;
+            }
+            let Some(j) = sr.devs.iter().position(|&x| x == d) else {
+                continue;
+            };
+            if let Next::Run { range, probe, .. } = sr.plan.next(&mut sr.st, j) {
+                sr.st.in_flight += 1;
+                sr.st.devs[j].in_flight_items += range.len();
+                return Some(Work::Chunk {
+                    id: sr.id,
+                    range,
+                    probe,
+                });
+            }
+        }
         if let Some(id) = st.queued[d].pop_front() {
             st.queued_s[d] = (st.queued_s[d] - st.nodes[id].pred_s).max(0.0);
-            return Some(id);
+            return Some(Work::Task(id));
         }
         let pos = st.ready.iter().position(|&id| {
             let n = &st.nodes[id];
             n.failed_on & (1 << d) == 0 && n.spec.as_ref().is_some_and(|s| s.allows(d, &self.devices[d]))
         })?;
-        st.ready.remove(pos)
+        st.ready.remove(pos).map(Work::Task)
+    }
+
+    /// Start split task `id` over `devs`: the dispatcher hands its chunks to
+    /// the devices' workers.
+    fn start_split(&self, st: &mut State, id: TaskId, spec: &TaskSpec, devs: Vec<usize>) {
+        let items = spec.space.items() as usize;
+        let seq = match st.nodes[id].restore {
+            Some(s) => s,
+            None => {
+                st.seq += 1;
+                st.nodes[id].commit_seq = st.seq;
+                st.seq
+            }
+        };
+        // Chunks start where every participant can start a view, and are whole
+        // work-groups on each.
+        let align = devs
+            .iter()
+            .map(|&d| self.devices[d].info().view_align_bytes)
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let mut m = 1usize;
+        let mut dev_bpi = 0usize;
+        for p in &spec.params {
+            if let super::spec::ParamArg::Data {
+                root,
+                per_item: Some(e),
+                ..
+            } = p
+            {
+                let bytes = (e * root.size()).max(1);
+                dev_bpi += bytes;
+                m = lcm(m, align / gcd(bytes, align));
+            }
+        }
+        for &d in &devs {
+            m = lcm(m, self.devices[d].info().warp_size.max(1) as usize);
+        }
+        let n = devs.len();
+        let plan = Plan {
+            items,
+            policy: st.split_policy,
+            multiples: vec![m; n],
+            caps: vec![items.max(1); n],
+            bpi: 0.0,
+            dev_bpi: dev_bpi.max(1),
+            keys: devs
+                .iter()
+                .map(|&d| PerfModel::key(&spec.kernel, &self.devices[d]))
+                .collect(),
+            labels: devs.iter().map(|&d| self.labels[d].clone()).collect(),
+            depths: vec![1; n],
+        };
+        let dst = dispatch::State::new(n, st.model.clone());
+        st.nodes[id].status = Status::Split;
+        st.splits.push(SplitRun {
+            id,
+            plan,
+            st: dst,
+            devs,
+            seq,
+            blocked_on: None,
+        });
+        self.cv.notify_all();
+    }
+
+    /// A chunk of split task `id` ended on device `d`.
+    fn chunk_done(
+        &self,
+        st: &mut State,
+        id: TaskId,
+        d: usize,
+        range: std::ops::Range<usize>,
+        probe: bool,
+        r: std::result::Result<Exec, Fail>,
+    ) {
+        let Some(si) = st.splits.iter().position(|s| s.id == id) else {
+            // The split task failed meanwhile: its late chunks count for nothing.
+            return;
+        };
+        let mut sr = st.splits.swap_remove(si);
+        let Some(spec) = st.nodes[id].spec.clone() else { return };
+        let j = sr.devs.iter().position(|&x| x == d).unwrap_or(0);
+        sr.st.in_flight = sr.st.in_flight.saturating_sub(1);
+        sr.st.devs[j].in_flight_items = sr.st.devs[j].in_flight_items.saturating_sub(range.len());
+        let node = self.node_of[d];
+        match r {
+            Ok(x) => {
+                let restore = st.nodes[id].restore.is_some();
+                let writer = st.nodes[id].recovery_of.unwrap_or(id);
+                for (root, _, write, mode) in spec.chunk_data(&range) {
+                    if mode.writes() {
+                        commit_range(root, &write, node, writer, sr.seq, restore);
+                    }
+                }
+                self.learn_links(st, &x);
+                let stats = ChunkStats {
+                    up: std::time::Duration::from_secs_f64(x.transfers.iter().map(|t| t.seconds).sum()),
+                    kernel: std::time::Duration::from_secs_f64(x.kernel_s),
+                    down: std::time::Duration::ZERO,
+                    h2d: x.moved,
+                    d2h: 0,
+                    span: Some((x.start, x.end)),
+                };
+                let busy = x.end.saturating_duration_since(x.start);
+                sr.plan.finish(&mut sr.st, j, &range, probe, busy, stats);
+                st.nodes[id].runs.push(x);
+            }
+            Err(Fail::Device { error, host_restored }) => {
+                if node == 0 && !host_restored {
+                    for (root, _, write, mode) in spec.chunk_data(&range) {
+                        if mode.writes() {
+                            let mut rs = root.state.lock();
+                            for i in rs.cover(&write) {
+                                rs.segs[i].valid &= !bit(0);
+                            }
+                        }
+                    }
+                }
+                self.drop_device(st, d, &error);
+                sr.plan.kill(&mut sr.st, j, Some(range), error);
+            }
+            Err(Fail::Source { device, error }) => {
+                sr.st.retry.push_back(range);
+                self.drop_device(st, device, &error);
+                if let Some(k) = sr.devs.iter().position(|&x| x == device)
+                    && sr.st.devs[k].alive
+                {
+                    sr.plan.kill(&mut sr.st, k, None, error);
+                }
+            }
+            Err(Fail::Lost {
+                root,
+                range: lost,
+                writer,
+            }) => {
+                sr.st.retry.push_back(range);
+                match self.recover(st, &root, &lost, writer) {
+                    Ok(rec) => sr.blocked_on = Some(rec),
+                    Err(e) => {
+                        self.fail(st, id, e);
+                        return;
+                    }
+                }
+            }
+        }
+        self.settle_split(st, sr);
+    }
+
+    /// Put `sr` back, or finish it (all items done) or fail it (no device left).
+    fn settle_split(&self, st: &mut State, mut sr: SplitRun) {
+        let id = sr.id;
+        if sr.st.done >= sr.plan.items && sr.st.in_flight == 0 {
+            for key in &sr.plan.keys {
+                if let Some(e) = sr.st.model.get(key) {
+                    let _ = st.model.insert(key.clone(), *e);
+                }
+            }
+            self.complete(st, id);
+        } else if sr.st.in_flight == 0 && sr.st.devs.iter().all(|x| !x.alive) {
+            let kernel = st.nodes[id]
+                .spec
+                .as_ref()
+                .map_or(String::new(), |s| s.kernel.name().to_string());
+            let errors = std::mem::take(&mut sr.st.errors);
+            self.fail(st, id, Error::AllDevicesFailed { kernel, errors });
+        } else {
+            st.splits.push(sr);
+        }
+        self.cv.notify_all();
+    }
+
+    /// Mark `id` done and release its dependents (and split tasks waiting for it).
+    fn complete(&self, st: &mut State, id: TaskId) {
+        let n = &mut st.nodes[id];
+        n.status = Status::Done;
+        let dependents = std::mem::take(&mut n.dependents);
+        if let Some(orig) = n.recovery_of {
+            st.recovering.remove(&orig);
+        }
+        st.unfinished -= 1;
+        for sr in st.splits.iter_mut() {
+            if sr.blocked_on == Some(id) {
+                sr.blocked_on = None;
+            }
+        }
+        for t in dependents {
+            let m = &mut st.nodes[t];
+            m.deps_left = m.deps_left.saturating_sub(1);
+            if m.deps_left == 0 && m.status == Status::Waiting {
+                self.place(st, t);
+            }
+        }
+    }
+
+    /// Fold a run's measured transfers into the link model.
+    fn learn_links(&self, st: &mut State, x: &Exec) {
+        for t in &x.transfers {
+            if t.bytes >= 64 << 10 && t.seconds > 0.0 {
+                let bw = t.bytes as f64 / t.seconds;
+                let e = st.links.entry((t.from, t.to)).or_insert(bw);
+                *e = 0.7 * *e + 0.3 * bw;
+            }
+        }
     }
 
     fn worker(self: Arc<Self>, d: usize) {
         loop {
-            let (id, spec, restore) = {
+            let (id, spec, chunk, warm) = {
                 let mut st = self.state.lock();
                 loop {
                     if st.dead[d].is_some() || (st.shutdown && st.unfinished == 0) {
                         return;
                     }
-                    if let Some(id) = self.take(&mut st, d) {
-                        let n = &mut st.nodes[id];
-                        n.status = Status::Running(d);
-                        let (spec, restore, pred) = (n.spec.clone(), n.restore, n.pred_s);
-                        st.running[d] = Some((Instant::now(), pred));
-                        if let Some(spec) = spec {
-                            break (id, spec, restore);
+                    match self.take(&mut st, d) {
+                        Some(Work::Task(id)) => {
+                            let n = &mut st.nodes[id];
+                            n.status = Status::Running(d);
+                            let (spec, pred) = (n.spec.clone(), n.pred_s);
+                            st.running[d] = Some((Instant::now(), pred));
+                            if let Some(spec) = spec {
+                                break (id, spec, None, false);
+                            }
                         }
-                    } else {
-                        self.cv.wait(&mut st);
+                        Some(Work::Chunk { id, range, probe }) => {
+                            if let Some(spec) = st.nodes[id].spec.clone() {
+                                let key = PerfModel::key(&spec.kernel, &self.devices[d]);
+                                let warm = st.warmed.insert(key);
+                                break (id, spec, Some((range, probe)), warm);
+                            }
+                        }
+                        None => self.cv.wait(&mut st),
                     }
                 }
             };
-            let r = exec::run(&self, d, &spec, restore.is_some());
+            if let Some((range, probe)) = chunk {
+                // A device's first launch of a kernel (with no items) keeps one-time
+                // costs (PoCL compiles per work-group size) out of the chunk timings.
+                let warmed = if warm {
+                    exec::run(&self, d, &spec, Some(range.start..range.start)).map(|_| ())
+                } else {
+                    Ok(())
+                };
+                let r = match warmed {
+                    Ok(()) => exec::run(&self, d, &spec, Some(range.clone())),
+                    Err(e) => Err(e),
+                };
+                let mut st = self.state.lock();
+                self.chunk_done(&mut st, id, d, range, probe, r);
+                self.cv.notify_all();
+                continue;
+            }
+            let r = exec::run(&self, d, &spec, None);
             let mut st = self.state.lock();
             st.running[d] = None;
             match r {
@@ -704,28 +995,8 @@ impl GraphInner {
         };
         let writer = st.nodes[id].recovery_of.unwrap_or(id);
         for (root, _, write, mode) in spec.data() {
-            if !mode.writes() {
-                continue;
-            }
-            let mut rs = root.state.lock();
-            for i in rs.cover(write) {
-                let s = &mut rs.segs[i];
-                if restore.is_some() {
-                    if s.written_seq == seq {
-                        s.valid |= bit(node);
-                    } else {
-                        s.valid &= !bit(node);
-                    }
-                } else {
-                    s.valid = bit(node);
-                    s.writer = Some(writer);
-                    s.written_seq = seq;
-                }
-                let valid = s.valid;
-                s.fetch.retain(|(n, e)| valid & bit(*n) != 0 && !e.is_complete());
-            }
-            if rs.segs.len() > 64 {
-                rs.coalesce();
+            if mode.writes() {
+                commit_range(root, write, node, writer, seq, restore.is_some());
             }
         }
         // Teach the model: kernel time per item, link bandwidths.
@@ -743,31 +1014,13 @@ impl GraphInner {
         } else {
             st.warmed.insert(key);
         }
-        for t in &x.transfers {
-            if t.bytes >= 64 << 10 && t.seconds > 0.0 {
-                let bw = t.bytes as f64 / t.seconds;
-                let e = st.links.entry((t.from, t.to)).or_insert(bw);
-                *e = 0.7 * *e + 0.3 * bw;
-            }
-        }
+        self.learn_links(st, &x);
         let n = &mut st.nodes[id];
         if restore.is_none() {
             n.commit_seq = seq;
         }
-        n.status = Status::Done;
-        n.exec = Some(x);
-        let dependents = std::mem::take(&mut n.dependents);
-        if let Some(orig) = n.recovery_of {
-            st.recovering.remove(&orig);
-        }
-        st.unfinished -= 1;
-        for t in dependents {
-            let m = &mut st.nodes[t];
-            m.deps_left = m.deps_left.saturating_sub(1);
-            if m.deps_left == 0 && m.status == Status::Waiting {
-                self.place(st, t);
-            }
-        }
+        n.runs.push(x);
+        self.complete(st, id);
     }
 
     /// Fail task `id` for good, and every task waiting on it.
@@ -789,6 +1042,21 @@ impl GraphInner {
             let deps = std::mem::take(&mut st.nodes[t].dependents);
             st.unfinished -= 1;
             st.ready.retain(|x| *x != t);
+            st.splits.retain(|sr| sr.id != t);
+            let blocked: Vec<TaskId> = st
+                .splits
+                .iter()
+                .filter(|sr| sr.blocked_on == Some(t))
+                .map(|sr| sr.id)
+                .collect();
+            for x in blocked {
+                stack.push((
+                    x,
+                    Error::DependencyFailed {
+                        cause: format!("recovering its lost input, task #{t} {name} failed: {text}"),
+                    },
+                ));
+            }
             st.failures.push(format!("task #{t} {name}: {text}"));
             for x in deps {
                 stack.push((
@@ -853,6 +1121,25 @@ impl GraphInner {
                 });
                 s.valid = valid;
             }
+        }
+        let mut ended = Vec::new();
+        for (si, sr) in st.splits.iter_mut().enumerate() {
+            if let Some(j) = sr.devs.iter().position(|&x| x == d)
+                && sr.st.devs[j].alive
+            {
+                let e = Error::CommandFailed {
+                    command: format!("device {}", self.labels[d]),
+                    message: e.to_string(),
+                };
+                sr.plan.kill(&mut sr.st, j, None, e);
+                if sr.st.in_flight == 0 && sr.st.devs.iter().all(|x| !x.alive) {
+                    ended.push(si);
+                }
+            }
+        }
+        for si in ended.into_iter().rev() {
+            let sr = st.splits.swap_remove(si);
+            self.settle_split(st, sr);
         }
         let requeue: Vec<TaskId> = st.queued[d].drain(..).collect();
         st.queued_s[d] = 0.0;
@@ -1039,21 +1326,25 @@ impl GraphInner {
         let st = self.state.lock();
         let mut tasks = Vec::new();
         for (id, n) in st.nodes.iter().enumerate() {
-            let (Some(spec), Some(x)) = (&n.spec, &n.exec) else {
-                continue;
-            };
-            tasks.push(TaskRecord {
-                id,
-                name: spec.name.clone(),
-                device: self.labels[x.device].clone(),
-                start_s: x.start.saturating_duration_since(self.epoch).as_secs_f64(),
-                end_s: x.end.saturating_duration_since(self.epoch).as_secs_f64(),
-                kernel_s: x.kernel_s,
-                bytes_in: x.moved,
-                bytes_resident: x.saved,
-                preds: n.preds.clone(),
-                recovery_of: n.recovery_of,
-            });
+            let Some(spec) = &n.spec else { continue };
+            for x in &n.runs {
+                tasks.push(TaskRecord {
+                    id,
+                    name: match &x.items {
+                        Some(r) => format!("{} [{}..{})", spec.name, r.start, r.end),
+                        None => spec.name.clone(),
+                    },
+                    device: self.labels[x.device].clone(),
+                    start_s: x.start.saturating_duration_since(self.epoch).as_secs_f64(),
+                    end_s: x.end.saturating_duration_since(self.epoch).as_secs_f64(),
+                    kernel_s: x.kernel_s,
+                    bytes_in: x.moved,
+                    bytes_resident: x.saved,
+                    preds: n.preds.clone(),
+                    recovery_of: n.recovery_of,
+                    chunk: x.items.as_ref().map(|r| (r.start, r.end)),
+                });
+            }
         }
         let labels = self.labels.clone();
         let dead: Vec<(String, String)> = st
@@ -1092,4 +1383,45 @@ impl Drop for AcquireGuard<'_> {
         }
         g.cv.notify_all();
     }
+}
+
+/// Commit a completed write of elements `write` of `root` on memory node
+/// `node`: the node holds the only valid copy (or, for a recovery run, regains
+/// the segments still holding the restored commit `seq`).
+fn commit_range(
+    root: &Arc<Root>,
+    write: &std::ops::Range<usize>,
+    node: NodeId,
+    writer: TaskId,
+    seq: u64,
+    restore: bool,
+) {
+    let mut rs = root.state.lock();
+    for i in rs.cover(write) {
+        let s = &mut rs.segs[i];
+        if restore {
+            if s.written_seq == seq {
+                s.valid |= bit(node);
+            } else {
+                s.valid &= !bit(node);
+            }
+        } else {
+            s.valid = bit(node);
+            s.writer = Some(writer);
+            s.written_seq = seq;
+        }
+        let valid = s.valid;
+        s.fetch.retain(|(n, e)| valid & bit(*n) != 0 && !e.is_complete());
+    }
+    if rs.segs.len() > 64 {
+        rs.coalesce();
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    (a / gcd(a, b).max(1)).saturating_mul(b).max(1)
 }

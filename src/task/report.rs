@@ -34,6 +34,8 @@ pub struct TaskRecord {
     pub preds: Vec<usize>,
     /// For a recovery run: the task whose lost results it recomputed.
     pub recovery_of: Option<usize>,
+    /// For a chunk of a split task: its items.
+    pub chunk: Option<(usize, usize)>,
 }
 
 impl TaskRecord {
@@ -165,30 +167,56 @@ impl GraphReport {
                 color.get(d.device.as_str()).unwrap_or(&"white")
             );
         }
+        // One node per task: a split task's chunks are listed in its label.
+        let mut ids: Vec<usize> = Vec::new();
+        let mut runs: HashMap<usize, Vec<&TaskRecord>> = HashMap::new();
         for t in &self.tasks {
-            let style = match (t.recovery_of.is_some(), on_path.contains(&t.id)) {
+            if !runs.contains_key(&t.id) {
+                ids.push(t.id);
+            }
+            runs.entry(t.id).or_default().push(t);
+        }
+        for id in &ids {
+            let rs = &runs[id];
+            let t = rs[0];
+            let name = t.chunk.map_or(t.name.clone(), |_| {
+                t.name.split(" [").next().unwrap_or(&t.name).to_string()
+            });
+            let mut where_: Vec<String> = Vec::new();
+            for r in rs {
+                let what = match r.chunk {
+                    Some((a, b)) => format!("{} [{a}..{b})", r.device),
+                    None => r.device.clone(),
+                };
+                if where_.len() < 6 {
+                    where_.push(what);
+                } else if where_.len() == 6 {
+                    where_.push(format!("+{} more", rs.len() - 6));
+                }
+            }
+            let start = rs.iter().map(|r| r.start_s).fold(f64::INFINITY, f64::min);
+            let end = rs.iter().map(|r| r.end_s).fold(0.0, f64::max);
+            let style = match (t.recovery_of.is_some(), on_path.contains(id)) {
                 (true, _) => "filled,dashed",
                 (false, true) => "filled,bold",
                 _ => "filled",
             };
             let _ = writeln!(
                 s,
-                "  t{} [label=\"#{} {}\\n{}\\n{:.3} ms\", fillcolor=\"{}\", style=\"{}\"{}];",
-                t.id,
-                t.id,
-                escape(&t.name),
-                t.device,
-                t.seconds() * 1e3,
+                "  t{id} [label=\"#{id} {}\\n{}\\n{:.3} ms\", fillcolor=\"{}\", style=\"{}\"{}];",
+                escape(&name),
+                where_.iter().map(|w| escape(w)).collect::<Vec<_>>().join("\\n"),
+                (end - start).max(0.0) * 1e3,
                 color.get(t.device.as_str()).unwrap_or(&"white"),
                 style,
-                if on_path.contains(&t.id) { ", penwidth=3" } else { "" }
+                if on_path.contains(id) { ", penwidth=3" } else { "" }
             );
         }
-        for t in &self.tasks {
-            for p in &t.preds {
+        for id in &ids {
+            for p in &runs[id][0].preds {
                 if ran.contains(p) {
-                    let bold = on_path.contains(p) && on_path.contains(&t.id);
-                    let _ = writeln!(s, "  t{p} -> t{}{};", t.id, if bold { " [penwidth=3]" } else { "" });
+                    let bold = on_path.contains(p) && on_path.contains(id);
+                    let _ = writeln!(s, "  t{p} -> t{id}{};", if bold { " [penwidth=3]" } else { "" });
                 }
             }
         }
@@ -212,18 +240,43 @@ fn escape(s: &str) -> String {
 }
 
 /// The longest chain through `tasks` (by seconds), following their
-/// dependencies among the runs present.
+/// dependencies among the runs present. The chunks of a split task are one
+/// node, from its first chunk's start to its last chunk's end.
 fn critical_path(tasks: &[TaskRecord]) -> (f64, Vec<usize>) {
-    let by_id: HashMap<usize, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
-    // Longest chain ending at each task; predecessors always finish first, so
+    struct Node<'a> {
+        id: usize,
+        start: f64,
+        end: f64,
+        preds: &'a [usize],
+    }
+    let mut nodes: Vec<Node<'_>> = Vec::new();
+    let mut by_id: HashMap<usize, usize> = HashMap::new();
+    for t in tasks {
+        match by_id.get(&t.id) {
+            Some(&i) => {
+                let n = &mut nodes[i];
+                n.start = n.start.min(t.start_s);
+                n.end = n.end.max(t.end_s);
+            }
+            None => {
+                by_id.insert(t.id, nodes.len());
+                nodes.push(Node {
+                    id: t.id,
+                    start: t.start_s,
+                    end: t.end_s,
+                    preds: &t.preds,
+                });
+            }
+        }
+    }
+    // Longest chain ending at each node; predecessors always finish first, so
     // ordering by end time is a topological order of the executed DAG.
-    let mut order: Vec<usize> = (0..tasks.len()).collect();
-    order.sort_by(|&a, &b| tasks[a].end_s.total_cmp(&tasks[b].end_s));
-    let mut best: Vec<(f64, Option<usize>)> = vec![(0.0, None); tasks.len()];
+    let mut order: Vec<usize> = (0..nodes.len()).collect();
+    order.sort_by(|&a, &b| nodes[a].end.total_cmp(&nodes[b].end));
+    let mut best: Vec<(f64, Option<usize>)> = vec![(0.0, None); nodes.len()];
     for &i in &order {
-        let t = &tasks[i];
         let (mut len, mut from) = (0.0, None);
-        for p in &t.preds {
+        for p in nodes[i].preds {
             if let Some(&j) = by_id.get(p)
                 && best[j].0 > len
             {
@@ -231,15 +284,15 @@ fn critical_path(tasks: &[TaskRecord]) -> (f64, Vec<usize>) {
                 from = Some(j);
             }
         }
-        best[i] = (len + t.seconds(), from);
+        best[i] = (len + (nodes[i].end - nodes[i].start).max(0.0), from);
     }
-    let Some(end) = (0..tasks.len()).max_by(|&a, &b| best[a].0.total_cmp(&best[b].0)) else {
+    let Some(end) = (0..nodes.len()).max_by(|&a, &b| best[a].0.total_cmp(&best[b].0)) else {
         return (0.0, Vec::new());
     };
-    let mut path = vec![tasks[end].id];
+    let mut path = vec![nodes[end].id];
     let mut cur = end;
     while let Some(p) = best[cur].1 {
-        path.push(tasks[p].id);
+        path.push(nodes[p].id);
         cur = p;
     }
     path.reverse();

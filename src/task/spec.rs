@@ -81,6 +81,7 @@ pub struct Task {
     pub(crate) space: Option<Space>,
     pub(crate) only: Vec<Device>,
     pub(crate) name: Option<String>,
+    pub(crate) split: bool,
 }
 
 impl Task {
@@ -92,6 +93,7 @@ impl Task {
             space: None,
             only: Vec::new(),
             name: None,
+            split: false,
         }
     }
 
@@ -151,6 +153,17 @@ impl Task {
         self
     }
 
+    /// Split the task's items over the graph's devices (a splittable kernel:
+    /// one with `Offset` and `Count`; 1-D items). Chunks go to devices by the
+    /// graph's split policy (HGuided by default, as in
+    /// [`crate::schedule::Scheduler`]), each computed on that device's replicas:
+    /// a chunk's elementwise data is its slice, fetched only where the device
+    /// lacks it; broadcast data is read whole.
+    pub fn split(mut self) -> Self {
+        self.split = true;
+        self
+    }
+
     /// A name for reports and the DAG picture (default: the kernel's name).
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
@@ -169,6 +182,8 @@ pub(crate) struct TaskSpec {
     pub space: Space,
     /// Device indices it may run on (empty: any).
     pub only: Vec<usize>,
+    /// Split over devices in chunks.
+    pub split: bool,
 }
 
 /// What one kernel parameter receives.
@@ -178,6 +193,8 @@ pub(crate) enum ParamArg {
         read: Range<usize>,
         write: Range<usize>,
         mode: Access,
+        /// Elements per item of an elementwise parameter (`None`: broadcast).
+        per_item: Option<usize>,
     },
     Scalar(Scalar),
     Local(usize),
@@ -232,6 +249,47 @@ impl TaskSpec {
                 None => return Err(bad(format!("Task::on names {}, which is not in the graph", d.label()))),
             }
         }
+        if t.split {
+            let has = |want: fn(&Param) -> bool| k.params().iter().any(want);
+            if !has(|p| matches!(p, Param::Offset)) || !has(|p| matches!(p, Param::Count)) {
+                return Err(bad(
+                    "Task::split needs a splittable kernel (with Offset and Count)".into()
+                ));
+            }
+            if !matches!(space, Space::Items(_)) {
+                return Err(bad("Task::split needs 1-D items (Task::items)".into()));
+            }
+            for p in &params {
+                match p {
+                    ParamArg::Data {
+                        root,
+                        mode,
+                        per_item: None,
+                        ..
+                    } if mode.writes() => {
+                        return Err(bad(format!(
+                            "Task::split: data {:?} is written but broadcast (only elementwise data may be written by a split task)",
+                            root.name
+                        )));
+                    }
+                    ParamArg::Data {
+                        root,
+                        write,
+                        per_item: Some(e),
+                        ..
+                    } if write.len() < space.items() as usize * e => {
+                        return Err(bad(format!(
+                            "Task::split: data {:?} has {} elements, {} items need {}",
+                            root.name,
+                            write.len(),
+                            space.items(),
+                            space.items() as usize * e
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+        }
         let name = t.name.unwrap_or_else(|| k.name().to_string());
         Ok(TaskSpec {
             label: Arc::from(name.as_str()),
@@ -240,6 +298,31 @@ impl TaskSpec {
             params,
             space,
             only,
+            split: t.split,
+        })
+    }
+
+    /// The data arguments of chunk `items` of a split task: an elementwise
+    /// argument's slice for those items, a broadcast argument whole.
+    pub(crate) fn chunk_data(
+        &self,
+        items: &Range<usize>,
+    ) -> impl Iterator<Item = (&Arc<Root>, Range<usize>, Range<usize>, Access)> {
+        self.params.iter().filter_map(move |p| match p {
+            ParamArg::Data {
+                root,
+                read,
+                write,
+                mode,
+                per_item,
+            } => Some(match per_item {
+                Some(e) => {
+                    let r = write.start + items.start * e..write.start + items.end * e;
+                    (root, r.clone(), r, *mode)
+                }
+                None => (root, read.clone(), write.clone(), *mode),
+            }),
+            _ => None,
         })
     }
 
@@ -251,6 +334,7 @@ impl TaskSpec {
                 read,
                 write,
                 mode,
+                ..
             } => Some((root, read, write, *mode)),
             _ => None,
         })
@@ -265,7 +349,7 @@ impl TaskSpec {
 fn check_arg(p: &Param, a: TaskArg) -> std::result::Result<ParamArg, String> {
     match (p, a) {
         (
-            Param::Buffer { ty, access, .. },
+            Param::Buffer { ty, access, split, .. },
             TaskArg::Data {
                 root,
                 read,
@@ -290,6 +374,10 @@ fn check_arg(p: &Param, a: TaskArg) -> std::result::Result<ParamArg, String> {
                 read,
                 write,
                 mode,
+                per_item: match split {
+                    crate::kernel::Split::Elementwise { per_item } => Some(*per_item),
+                    _ => None,
+                },
             })
         }
         (Param::Scalar { ty, .. }, TaskArg::Scalar(s)) => {
