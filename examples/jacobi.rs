@@ -58,6 +58,10 @@ struct Args {
     /// How the graph places ready tasks.
     #[arg(long, value_enum, default_value_t = PlacementArg::Dmda)]
     placement: PlacementArg,
+    /// Let host-CPU devices (the CPU backend, PoCL) share the host's cores (by
+    /// default those beyond the first are left out, and the report says why).
+    #[arg(long)]
+    shared_cores: bool,
     /// Write an SVG timeline of the sweeps.
     #[arg(long)]
     timeline: Option<PathBuf>,
@@ -172,7 +176,10 @@ fn main() -> Result<ExitCode, Failure> {
     let u0 = initial(n);
     let window = rt.profiler().now_ns();
     let t0 = Instant::now();
-    let graph = TaskGraph::builder(&devices).placement(placement).build()?;
+    let graph = TaskGraph::builder(&devices)
+        .placement(placement)
+        .allow_shared_cores(args.shared_cores)
+        .build()?;
     let u = graph.data("u", &u0)?;
     let v = graph.data("v", &u0)?;
     let how = Partition::Rows {

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use offload::Runtime;
-use offload::nbody::{Accelerations, DeviceAccelerations, SimConfig, Simulation, SplitAccelerations, write_png};
+use offload::nbody::{Accelerations, DeviceAccelerations, ResidentSimulation, SimConfig, Simulation, write_png};
 
 /// All-pairs N-body simulation on the CPU, an OpenCL or a CUDA device.
 #[derive(Parser, Debug)]
@@ -53,6 +53,13 @@ struct Args {
     /// Write an SVG timeline of the run.
     #[arg(long)]
     timeline: Option<PathBuf>,
+    /// With several devices: let host-CPU devices (the CPU backend, PoCL) share
+    /// the host's cores (by default those beyond the first are left out).
+    #[arg(long)]
+    shared_cores: bool,
+    /// With several devices: write the executed task graph (Graphviz DOT).
+    #[arg(long)]
+    dot: Option<PathBuf>,
     /// Print the full profile table (transfer vs compute per device).
     #[arg(long)]
     profile: bool,
@@ -87,16 +94,19 @@ fn main() -> Result<(), Failure> {
     let devices = rt.select(&args.device)?;
     let mut sim = Simulation::new(config)?;
     let n = sim.bodies().len();
-    // `all` (or any selector naming several devices) splits every step's
-    // accelerations across the devices with the scheduler.
+    // `all` (or any selector naming several devices) keeps the bodies on the
+    // devices (a task graph): every step is split over them, and each device
+    // fetches only the positions other devices updated.
     let split = args.device.trim() == "all" || devices.len() > 1;
-    let mut split_accel = None;
-    let mut single_accel = None;
-    let accel: &mut dyn Accelerations = if split {
-        split_accel.insert(SplitAccelerations::new(&devices, n, args.eps)?)
+    let mut resident = if split {
+        let graph = offload::task::TaskGraph::builder(&devices)
+            .allow_shared_cores(args.shared_cores)
+            .build()?;
+        Some(ResidentSimulation::from_bodies(graph, sim.bodies().clone(), config)?)
     } else {
-        single_accel.insert(DeviceAccelerations::new(&devices[0], n, args.eps)?)
+        None
     };
+    let mut single_accel = None;
     let used = if split { &devices[..] } else { &devices[..1] };
     for d in used {
         let i = d.info();
@@ -122,7 +132,14 @@ fn main() -> Result<(), Failure> {
         )?);
         b
     };
-    let report = sim.run(accel, |s| bar.set_position(s as u64))?;
+    let report = match &mut resident {
+        Some(r) => r.run(|s| bar.set_position(s as u64))?,
+        None => {
+            let accel: &mut dyn Accelerations =
+                single_accel.insert(DeviceAccelerations::new(&devices[0], n, args.eps)?);
+            sim.run(accel, |s| bar.set_position(s as u64))?
+        }
+    };
     bar.finish_and_clear();
 
     println!(
@@ -142,20 +159,23 @@ fn main() -> Result<(), Failure> {
         report.energy_after.total(),
         report.energy_drift()
     );
-    if let Some(split) = &split_accel {
-        let total: usize = split.totals().iter().map(|t| t.1).sum();
-        println!("split over {} steps (bodies computed per device):", report.steps);
-        for (dev, items, chunks) in split.totals() {
-            println!(
-                "  {dev:<10} {items:>12} bodies ({:>5.1}%) in {chunks} chunks",
-                100.0 * *items as f64 / total.max(1) as f64
-            );
-        }
-        if let Some(last) = split.last_report() {
-            println!("last step:\n{last}");
-        }
-        for f in split.failures() {
-            println!("  recovered from: {f}");
+    let mut dot_failed = None;
+    if let Some(r) = &resident {
+        let g = r.report();
+        println!("{g}");
+        let state = (n * (4 + 3) * 4) as f64;
+        println!(
+            "moved {:.2} MB into device memory over {} steps ({:.1}% of resending positions and velocities every step); {:.2} MB read in place",
+            g.bytes_in() as f64 / 1e6,
+            report.steps,
+            100.0 * g.bytes_in() as f64 / (state * report.steps.max(1) as f64 * used.len() as f64),
+            g.bytes_resident() as f64 / 1e6
+        );
+        if let Some(path) = &args.dot {
+            match g.write_dot(path) {
+                Ok(()) => println!("task graph written to {}", path.display()),
+                Err(e) => dot_failed = Some(e),
+            }
         }
     }
     let profile = rt.profile();
@@ -170,7 +190,7 @@ fn main() -> Result<(), Failure> {
         );
     }
     // The results above are printed first: export failures are reported after them.
-    let mut failed: Option<offload::Error> = None;
+    let mut failed: Option<offload::Error> = dot_failed;
     if let Some(path) = &args.trace {
         match profile.write_chrome_trace(path) {
             Ok(()) => println!("trace written to {}", path.display()),
@@ -184,7 +204,11 @@ fn main() -> Result<(), Failure> {
         }
     }
     if let Some(path) = &args.snapshot {
-        match write_png(path, &sim.bodies().pos, 512, 2.0) {
+        let pos = match &resident {
+            Some(r) => r.bodies()?.pos,
+            None => sim.bodies().pos.clone(),
+        };
+        match write_png(path, &pos, 512, 2.0) {
             Ok(()) => println!("snapshot written to {}", path.display()),
             Err(e) => failed = Some(e),
         }

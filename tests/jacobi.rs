@@ -259,6 +259,7 @@ fn row_bands_on_a_task_graph_match_the_reference_under_both_placements() {
     let want = reference(&x0, n, iters);
     for placement in [Placement::Dmda, Placement::Eager] {
         let g = TaskGraph::builder(&devs)
+            .allow_shared_cores(true)
             .placement(placement)
             .model(PerfModel::in_memory())
             .build()

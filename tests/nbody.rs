@@ -370,3 +370,68 @@ fn snapshot_is_a_png() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(offload::nbody::write_png(&path, &b.pos, 0, 2.0).is_err());
 }
+
+/// The state stays on the devices: the resident simulation over every device
+/// follows the host integration (bitwise on the CPU device alone, where both run
+/// the same kernels in the same order; within float tolerance across devices,
+/// whose acceleration kernels round differently), and moves only what changed.
+#[test]
+fn resident_simulation_follows_the_host_integration() {
+    let rt = common::runtime();
+    let cpu = rt.device("cpu").unwrap();
+    let config = SimConfig {
+        bodies: 1000,
+        steps: 8,
+        dt: 0.005,
+        eps: 0.05,
+        seed: 3,
+    };
+    let mut host = Simulation::new(config).unwrap();
+    let mut acc = DeviceAccelerations::new(&cpu, config.bodies, config.eps).unwrap();
+    host.run(&mut acc, |_| {}).unwrap();
+    let want = host.bodies().clone();
+    let graph = |devs: &[Device]| {
+        offload::task::TaskGraph::builder(devs)
+            .allow_shared_cores(true)
+            .model(offload::schedule::PerfModel::in_memory())
+            .build()
+            .unwrap()
+    };
+    // The CPU device alone: the same bits.
+    let mut sim = offload::nbody::ResidentSimulation::from_bodies(
+        graph(std::slice::from_ref(&cpu)),
+        plummer(1000, 3).unwrap(),
+        config,
+    )
+    .unwrap();
+    let r = sim.run(|_| {}).unwrap();
+    assert_eq!(r.evaluations, 9);
+    let got = sim.bodies().unwrap();
+    assert!(
+        got.pos == want.pos && got.vel == want.vel,
+        "CPU device alone differs from the host run"
+    );
+    // Every device: close, and every step's chunks read positions in place.
+    let devs = common::devices(&rt);
+    let mut sim =
+        offload::nbody::ResidentSimulation::from_bodies(graph(&devs), plummer(1000, 3).unwrap(), config).unwrap();
+    let mut steps = 0;
+    let r = sim.run(|s| steps = s).unwrap();
+    assert_eq!(steps, 8);
+    let got = sim.bodies().unwrap();
+    let want64: Vec<f64> = want.pos.iter().map(|v| *v as f64).collect();
+    assert_close("resident positions", &got.pos, &want64, 1e-3);
+    assert!(r.energy_drift() < 1e-3, "energy drift {:e}", r.energy_drift());
+    let rep = sim.report();
+    println!("{rep}");
+    assert!(rep.bytes_resident() > 0, "{rep}");
+    // Each position moves at most once per step to each other memory node, plus
+    // the first upload: far less than re-sending the state every step.
+    let state = (1000 * 4 * 4) as u64;
+    let nodes = devs.iter().filter(|d| d.backend() != offload::BackendKind::Cpu).count() as u64;
+    assert!(
+        rep.bytes_in() <= state * nodes * (2 + config.steps as u64) * 3,
+        "{} bytes fetched\n{rep}",
+        rep.bytes_in()
+    );
+}

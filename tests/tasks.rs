@@ -12,6 +12,7 @@ use offload::{Access, BackendKind, CpuCtx, Device, Error, Kernel, Param, Split, 
 
 fn graph(devs: &[Device], p: Placement) -> TaskGraph {
     TaskGraph::builder(devs)
+        .allow_shared_cores(true)
         .placement(p)
         .model(PerfModel::in_memory())
         .build()
@@ -355,6 +356,7 @@ fn split_tasks_compute_chunks_on_resident_parts() {
         offload::schedule::Policy::Static,
     ] {
         let g = TaskGraph::builder(&devs)
+            .allow_shared_cores(true)
             .split_policy(policy)
             .model(PerfModel::in_memory())
             .build()
@@ -403,6 +405,7 @@ fn a_split_task_survives_a_failing_device() {
         let faulty = inject_faults(&ocl, FaultPlan::none().fail_on(FaultOp::Launch, k));
         let devs = [cpu.clone(), faulty];
         let g = TaskGraph::builder(&devs)
+            .allow_shared_cores(true)
             .split_policy(offload::schedule::Policy::Dynamic { chunk: 1 << 14 })
             .model(PerfModel::in_memory())
             .build()

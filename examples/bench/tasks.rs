@@ -146,6 +146,7 @@ fn jacobi_graph(
     owners: Option<&[usize]>,
 ) -> Res<(Vec<f32>, GraphReport, f64)> {
     let g = TaskGraph::builder(devs)
+        .allow_shared_cores(true)
         .placement(Placement::Dmda)
         .model(model)
         .build()?;
@@ -186,7 +187,10 @@ fn differing(a: &[f32], b: &[f32]) -> usize {
 /// several times (the first runs on a device write fresh memory and run slow;
 /// later ones show its speed).
 fn warm_model(devs: &[Device], k: &Kernel, u0: &[f32], n: usize, parts: usize) -> Res<PerfModel> {
-    let g = TaskGraph::builder(devs).model(PerfModel::in_memory()).build()?;
+    let g = TaskGraph::builder(devs)
+        .allow_shared_cores(true)
+        .model(PerfModel::in_memory())
+        .build()?;
     let u = g.data("u", u0)?;
     let v = g.data("v", u0)?;
     let how = Partition::Rows {
@@ -550,7 +554,11 @@ fn layered(
     iters: u32,
     tasks: usize,
 ) -> Res<(f64, Vec<f32>, GraphReport)> {
-    let g = TaskGraph::builder(devs).placement(p).model(model).build()?;
+    let g = TaskGraph::builder(devs)
+        .allow_shared_cores(true)
+        .placement(p)
+        .model(model)
+        .build()?;
     let x0: Vec<f32> = (0..m).map(|i| (i % 100) as f32 / 100.0).collect();
     let mut prev = g.data("x", &x0)?;
     let mut layers = Vec::new();
@@ -623,7 +631,10 @@ fn dmda_vs_eager(args: &crate::Args) -> Res<()> {
 
     // Warm the model: four tasks pinned to each device.
     let warm = {
-        let g = TaskGraph::builder(&devs).model(PerfModel::in_memory()).build()?;
+        let g = TaskGraph::builder(&devs)
+            .allow_shared_cores(true)
+            .model(PerfModel::in_memory())
+            .build()?;
         let a = g.data("a", &vec![0.5f32; m])?;
         for d in &devs {
             for _ in 0..4 {

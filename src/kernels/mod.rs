@@ -10,6 +10,7 @@ mod catalogue {
 }
 mod jacobi;
 mod nbody;
+mod nbody_kdk;
 mod noop;
 mod vector_add;
 
@@ -19,6 +20,7 @@ pub use nbody::{
     FLOPS_PER_INTERACTION, NBODY_CPU_ENV, NBODY_MAX_BLOCK, NBODY_TILE, NbodyCpuPath, nbody, nbody_host,
     nbody_launch_config, nbody_with_cpu_path,
 };
+pub use nbody_kdk::nbody_kdk;
 pub use noop::noop;
 pub use vector_add::vector_add;
 

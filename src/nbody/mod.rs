@@ -16,9 +16,11 @@
 pub mod energy;
 pub mod init;
 pub mod integrate;
+pub mod resident;
 pub mod snapshot;
 
 pub use energy::{Energy, total_energy};
 pub use init::{Bodies, plummer, uniform_ball};
 pub use integrate::{Accelerations, DeviceAccelerations, RunReport, SimConfig, Simulation, SplitAccelerations};
+pub use resident::ResidentSimulation;
 pub use snapshot::write_png;

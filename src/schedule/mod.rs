@@ -396,25 +396,42 @@ impl Scheduler {
 /// (measured: N-body on the CPU backend plus PoCL on the same two cores runs at
 /// half the CPU backend's speed alone).
 fn exclude_shared_cores(parts: &mut Vec<run::Participant<'_>>, excluded: &mut Vec<Excluded>) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let host: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].device.info().host_cpu).collect();
-    let threads: u64 = host.iter().map(|&i| parts[i].device.info().compute_units as u64).sum();
-    if host.len() < 2 || threads <= cores {
-        return;
+    let devices: Vec<&Device> = parts.iter().map(|p| p.device).collect();
+    let labels: Vec<String> = parts.iter().map(|p| p.label.clone()).collect();
+    let out = shared_core_exclusions(&devices, &labels, "Scheduler::allow_shared_cores");
+    for (i, reason) in &out {
+        excluded.push(Excluded {
+            device: labels[*i].clone(),
+            reason: reason.clone(),
+        });
     }
-    let first = parts[host[0]].label.clone();
-    parts.retain(|p| {
-        let keep = !p.device.info().host_cpu || p.label == first;
-        if !keep {
-            excluded.push(Excluded {
-                device: p.label.clone(),
-                reason: format!(
-                    "computes on the same host cores as {first} ({threads} threads of host-CPU devices on {cores} cores would only contend; Scheduler::allow_shared_cores overrides)"
+    for (i, _) in out.iter().rev() {
+        parts.remove(*i);
+    }
+}
+
+/// Which of `devices` (labelled `labels`) to leave out because they compute on
+/// the same host cores as an earlier host-CPU device and their threads together
+/// exceed the cores: `(index, reason)`, ascending. `how` names the override.
+pub(crate) fn shared_core_exclusions(devices: &[&Device], labels: &[String], how: &str) -> Vec<(usize, String)> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let host: Vec<usize> = (0..devices.len()).filter(|&i| devices[i].info().host_cpu).collect();
+    let threads: u64 = host.iter().map(|&i| devices[i].info().compute_units as u64).sum();
+    if host.len() < 2 || threads <= cores {
+        return Vec::new();
+    }
+    let first = &labels[host[0]];
+    host[1..]
+        .iter()
+        .map(|&i| {
+            (
+                i,
+                format!(
+                    "computes on the same host cores as {first} ({threads} threads of host-CPU devices on {cores} cores would only contend; {how} overrides)"
                 ),
-            });
-        }
-        keep
-    });
+            )
+        })
+        .collect()
 }
 
 /// An argument's index, host memory `(address, length)` if any, and whether it is written.

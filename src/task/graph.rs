@@ -150,6 +150,8 @@ pub(crate) struct State {
     /// compilation per work-group size on PoCL, lazy module loads on CUDA, first
     /// touch of new memory) is not what the device does, so it teaches nothing.
     warmed: std::collections::HashSet<String>,
+    /// Keys whose warm-up launch is running.
+    warming: std::collections::HashSet<String>,
     /// Measured bytes/s per (source node, destination node).
     links: HashMap<(NodeId, NodeId), f64>,
     roots: Vec<Weak<Root>>,
@@ -175,6 +177,10 @@ struct SplitRun {
 /// What a worker does next.
 enum Work {
     Task(TaskId),
+    /// Build and launch split task `id`'s kernel once with no items on this
+    /// device before taking chunks: one-time costs (compilation, PoCL's
+    /// per-work-group-size compile at the first enqueue) then hold no chunk.
+    Warm(TaskId),
     Chunk {
         id: TaskId,
         range: std::ops::Range<usize>,
@@ -186,6 +192,8 @@ pub(crate) struct GraphInner {
     pub devices: Vec<Device>,
     /// Labels unique within the graph (`cpu:0`, `cpu:0#2` for a second runtime's).
     pub labels: Vec<String>,
+    /// Devices left out when the graph was made (shared host cores).
+    excluded: Vec<usize>,
     /// Memory node per device.
     pub node_of: Vec<NodeId>,
     /// Whether the device computes on host memory in place.
@@ -211,6 +219,7 @@ pub struct TaskGraph {
 /// Options of a [`TaskGraph`].
 pub struct GraphBuilder {
     devices: Vec<Device>,
+    allow_shared_cores: bool,
     placement: Placement,
     split_policy: Policy,
     model: Option<PerfModel>,
@@ -220,6 +229,15 @@ impl GraphBuilder {
     /// Placement policy (default [`Placement::Dmda`]).
     pub fn placement(mut self, p: Placement) -> Self {
         self.placement = p;
+        self
+    }
+
+    /// Let host-CPU devices (the CPU backend, PoCL) share the host's cores even
+    /// when their threads together exceed them. By default the graph leaves out
+    /// those beyond the first, as the scheduler does, and its report says why
+    /// (they would only take cores from each other).
+    pub fn allow_shared_cores(mut self, allow: bool) -> Self {
+        self.allow_shared_cores = allow;
         self
     }
 
@@ -274,6 +292,16 @@ impl GraphBuilder {
         let names: Vec<String> = std::iter::once("host".to_string())
             .chain(self.devices.iter().map(|d| format!("{} {}", d.label(), d.info().name)))
             .collect();
+        let excluded: Vec<(usize, String)> = if self.allow_shared_cores {
+            Vec::new()
+        } else {
+            let devs: Vec<&Device> = self.devices.iter().collect();
+            crate::schedule::shared_core_exclusions(&devs, &labels, "GraphBuilder::allow_shared_cores")
+        };
+        let mut dead = vec![None; n];
+        for (i, why) in &excluded {
+            dead[*i] = Some(why.clone());
+        }
         let mut links = HashMap::new();
         for (a, na) in names.iter().enumerate() {
             for (b, nb) in names.iter().enumerate() {
@@ -283,6 +311,7 @@ impl GraphBuilder {
             }
         }
         let inner = Arc::new(GraphInner {
+            excluded: excluded.iter().map(|(i, _)| *i).collect(),
             labels,
             node_of,
             in_place,
@@ -293,13 +322,14 @@ impl GraphBuilder {
                 queued: vec![VecDeque::new(); n],
                 queued_s: vec![0.0; n],
                 running: vec![None; n],
-                dead: vec![None; n],
+                dead,
                 unfinished: 0,
                 shutdown: false,
                 seq: 0,
                 recovering: HashMap::new(),
                 model,
                 warmed: std::collections::HashSet::new(),
+                warming: std::collections::HashSet::new(),
                 links,
                 roots: Vec::new(),
                 failures: Vec::new(),
@@ -381,6 +411,7 @@ impl TaskGraph {
     pub fn builder(devices: &[Device]) -> GraphBuilder {
         GraphBuilder {
             devices: devices.to_vec(),
+            allow_shared_cores: false,
             placement: Placement::Dmda,
             split_policy: Policy::default(),
             model: None,
@@ -690,6 +721,16 @@ impl GraphInner {
             let Some(j) = sr.devs.iter().position(|&x| x == d) else {
                 continue;
             };
+            if !sr.st.devs[j].alive {
+                continue;
+            }
+            let key = &sr.plan.keys[j];
+            if !st.warmed.contains(key) {
+                if st.warming.insert(key.clone()) {
+                    return Some(Work::Warm(sr.id));
+                }
+                continue;
+            }
             if let Next::Run { range, probe, .. } = sr.plan.next(&mut sr.st, j) {
                 sr.st.in_flight += 1;
                 sr.st.devs[j].in_flight_items += range.len();
@@ -936,27 +977,39 @@ impl GraphInner {
                         }
                         Some(Work::Chunk { id, range, probe }) => {
                             if let Some(spec) = st.nodes[id].spec.clone() {
-                                let key = PerfModel::key(&spec.kernel, &self.devices[d]);
-                                let warm = st.warmed.insert(key);
-                                break (id, spec, Some((range, probe)), warm);
+                                break (id, spec, Some((range, probe)), false);
+                            }
+                        }
+                        Some(Work::Warm(id)) => {
+                            if let Some(spec) = st.nodes[id].spec.clone() {
+                                break (id, spec, None, true);
                             }
                         }
                         None => self.cv.wait(&mut st),
                     }
                 }
             };
+            if warm {
+                let r = exec::run(&self, d, &spec, Some(0..0));
+                let key = PerfModel::key(&spec.kernel, &self.devices[d]);
+                let mut st = self.state.lock();
+                st.warming.remove(&key);
+                match r {
+                    Ok(_) => {
+                        st.warmed.insert(key);
+                    }
+                    Err(Fail::Device { error, .. }) => self.drop_device(&mut st, d, &error),
+                    Err(Fail::Source { device, error }) => self.drop_device(&mut st, device, &error),
+                    // Its broadcast input is lost: the chunks will find out and recover it.
+                    Err(Fail::Lost { .. }) => {
+                        st.warmed.insert(key);
+                    }
+                }
+                self.cv.notify_all();
+                continue;
+            }
             if let Some((range, probe)) = chunk {
-                // A device's first launch of a kernel (with no items) keeps one-time
-                // costs (PoCL compiles per work-group size) out of the chunk timings.
-                let warmed = if warm {
-                    exec::run(&self, d, &spec, Some(range.start..range.start)).map(|_| ())
-                } else {
-                    Ok(())
-                };
-                let r = match warmed {
-                    Ok(()) => exec::run(&self, d, &spec, Some(range.clone())),
-                    Err(e) => Err(e),
-                };
+                let r = exec::run(&self, d, &spec, Some(range.clone()));
                 let mut st = self.state.lock();
                 self.chunk_done(&mut st, id, d, range, probe, r);
                 self.cv.notify_all();
@@ -1347,13 +1400,20 @@ impl GraphInner {
             }
         }
         let labels = self.labels.clone();
-        let dead: Vec<(String, String)> = st
-            .dead
-            .iter()
-            .enumerate()
-            .filter_map(|(d, r)| r.as_ref().map(|r| (labels[d].clone(), r.clone())))
-            .collect();
-        GraphReport::new(tasks, labels, dead, st.failures.clone())
+        let (mut dropped, mut excluded) = (Vec::new(), Vec::new());
+        for (d, r) in st.dead.iter().enumerate() {
+            if let Some(r) = r {
+                let to = if self.excluded.contains(&d) {
+                    &mut excluded
+                } else {
+                    &mut dropped
+                };
+                to.push((labels[d].clone(), r.clone()));
+            }
+        }
+        let mut r = GraphReport::new(tasks, labels, dropped, st.failures.clone());
+        r.excluded = excluded;
+        r
     }
 }
 

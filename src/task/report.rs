@@ -69,6 +69,8 @@ pub struct GraphReport {
     pub devices: Vec<DeviceTasks>,
     /// Devices dropped after a failure, with the reason.
     pub dropped: Vec<(String, String)>,
+    /// Devices left out from the start (shared host cores), with the reason.
+    pub excluded: Vec<(String, String)>,
     /// Tasks that failed for good.
     pub failures: Vec<String>,
     /// From the first start to the last end, seconds.
@@ -112,6 +114,7 @@ impl GraphReport {
             tasks,
             devices,
             dropped,
+            excluded: Vec::new(),
             failures,
             wall_s,
             work_s,
@@ -326,6 +329,9 @@ impl fmt::Display for GraphReport {
                 d.bytes_in as f64 / 1e6,
                 d.bytes_resident as f64 / 1e6
             )?;
+        }
+        for (d, why) in &self.excluded {
+            writeln!(f, "  left out {d}: {why}")?;
         }
         for (d, why) in &self.dropped {
             writeln!(f, "  dropped {d}: {why}")?;
