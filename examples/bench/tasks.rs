@@ -31,6 +31,9 @@
 //!   submitted and completed; tasks/s. Reference in the same run: the same
 //!   empty kernel launched on a `Queue` of the device, one wait at the end.
 //!   Target: ≥ 100,000 tasks/s (both).
+//! * **(d) N-body resident**: leapfrog steps split over CPU (1 worker) + PoCL
+//!   (1 thread) as split tasks on resident data; balance efficiency against
+//!   each device alone. Target ≥ 0.9 (see `nbody_balance`).
 //! * **(c) dmda vs eager** with one device 4× slower: two single-thread CPU
 //!   devices, the second wrapped by the fault injector with `slow_down(4.0)`
 //!   (it sleeps three times each launch's duration after it). A layered DAG of
@@ -80,6 +83,78 @@ pub fn run(args: &crate::Args) -> Res<()> {
     jacobi(args)?;
     overhead(args)?;
     dmda_vs_eager(args)?;
+    nbody_balance(args)?;
+    Ok(())
+}
+
+/// (d) N-body with resident state: `steps` leapfrog steps (20; 5 with
+/// `--quick`) of a Plummer sphere over the CPU device (1 worker) + PoCL (1
+/// thread), each step's accelerations and kick–drift split over both as task
+/// graph split tasks (HGuided). Reference in the same run: the same simulation
+/// on each device alone (a graph of one device). Balance efficiency = the ideal
+/// time of the pair (1 / (1/t_cpu + 1/t_pocl)) / the pair's time. Target ≥ 0.9.
+fn nbody_balance(args: &crate::Args) -> Res<()> {
+    use offload::nbody::{ResidentSimulation, SimConfig, plummer};
+    let (bodies, steps) = if args.quick { (4096, 5) } else { (16384, 20) };
+    let config = SimConfig {
+        bodies,
+        steps,
+        dt: 0.005,
+        eps: 0.02,
+        seed: 1,
+    };
+    let (_rt_a, cpu) = cpu1()?;
+    let ocl_rt = Runtime::builder().backends(&[BackendKind::OpenCl]).build()?;
+    let Ok(mut ocls) = ocl_rt.select("opencl") else {
+        println!("(d) N-body balance: skipped (no OpenCL device)");
+        return Ok(());
+    };
+    let ocl = ocls.remove(0);
+    let run = |devs: &[Device], model: PerfModel| -> Res<(f64, GraphReport)> {
+        let g = TaskGraph::builder(devs).allow_shared_cores(true).model(model).build()?;
+        let mut sim = ResidentSimulation::from_bodies(g, plummer(bodies, 1)?, config)?;
+        let r = sim.run(|_| {})?;
+        Ok((r.wall.as_secs_f64(), sim.report()))
+    };
+    // Each device alone first (this also builds the kernels and warms the model).
+    let mut model = PerfModel::in_memory();
+    let mut alone = Vec::new();
+    for d in [&cpu, &ocl] {
+        let g = TaskGraph::builder(std::slice::from_ref(d))
+            .model(model.clone())
+            .build()?;
+        let mut sim = ResidentSimulation::from_bodies(g, plummer(bodies, 1)?, SimConfig { steps: 1, ..config })?;
+        sim.run(|_| {})?;
+        model = sim.graph().model();
+        let mut best = f64::INFINITY;
+        for _ in 0..args.reps.clamp(1, 3) {
+            best = best.min(run(std::slice::from_ref(d), model.clone())?.0);
+        }
+        alone.push(best);
+    }
+    let ideal = 1.0 / (1.0 / alone[0] + 1.0 / alone[1]);
+    let mut best = (f64::INFINITY, None);
+    for _ in 0..args.reps.clamp(1, 3) {
+        let (t, r) = run(&[cpu.clone(), ocl.clone()], model.clone())?;
+        if t < best.0 {
+            best = (t, Some(r));
+        }
+    }
+    let eff = ideal / best.0;
+    if let Some(r) = &best.1 {
+        println!("{r}");
+    }
+    println!(
+        "(d) N-body {bodies} bodies x {steps} steps, resident on CPU (1 worker) + {} (1 thread): alone {:.1} ms / {:.1} ms, \
+         together {:.1} ms, ideal {:.1} ms, balance efficiency {eff:.3}; target >= 0.9: {}",
+        ocl.label(),
+        alone[0] * 1e3,
+        alone[1] * 1e3,
+        best.0 * 1e3,
+        ideal * 1e3,
+        verdict(eff >= 0.9)
+    );
+    bench_line("tasks_nbody_balance_efficiency", eff, "ratio", None);
     Ok(())
 }
 
