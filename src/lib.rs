@@ -104,7 +104,7 @@
 //!
 //! Layers (see `DESIGN.md`): the public API in this crate's root modules; the
 //! backends in `backend/` (the only code touching driver APIs); the scheduler in
-//! [`schedule`]; the profiler in [`profile`]; the built-in kernels in [`kernels`];
+//! [`schedule`]; managed data and task graphs in [`task`]; the profiler in [`profile`]; the built-in kernels in [`kernels`];
 //! the N-body simulation in [`nbody`]; NVRTC without a GPU in `nvrtc` (feature `cuda`).
 //!
 //! ## Where this crate departs from the design, and why
@@ -143,6 +143,20 @@
 //!   host-CPU devices (the CPU backend, PoCL) beyond the first when their threads
 //!   exceed the host's cores, because they only contend (measured: N-body at half
 //!   the CPU backend's speed); [`schedule::Scheduler::allow_shared_cores`] overrides.
+//! * **Partitions need no unpartition** ([`task::Data::partition`]): dependencies
+//!   and coherence follow element ranges, so a parent and its children (even with
+//!   overlapping halos) are all usable at once and order themselves by the
+//!   elements they touch; StarPU instead locks the parent while it is partitioned.
+//!   Parts start at the largest view alignment of the graph's devices (OpenCL
+//!   sub-buffers), so they are nearly, not exactly, equal.
+//! * **`Scheduler::run` is not yet the one-task case of the task graph.** Split
+//!   tasks ([`task::Task::split`]) run on the task graph with the scheduler's
+//!   dispatcher (`schedule/dispatch.rs`, one copy of the policies), but
+//!   `Scheduler::run` on host slices still drives its own device threads, which
+//!   keep two chunks in flight per device with direct uploads from and downloads
+//!   into the host slices; the graph's workers run one chunk at a time.
+//! * **A task graph leaves out shared-core host-CPU devices by default**, like the
+//!   scheduler ([`task::GraphBuilder::allow_shared_cores`]).
 //! * **Warm-up launch**: before timed chunks, the scheduler launches each kernel
 //!   once with `Count = 0` per device, keeping first-launch JIT costs (PoCL compiles
 //!   per work-group size at the first enqueue) out of the performance model.

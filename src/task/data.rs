@@ -197,6 +197,34 @@ fn gcd(a: usize, b: usize) -> usize {
 }
 
 /// How [`Data::partition`] cuts an array into children.
+///
+/// One Jacobi sweep over row bands with one halo row (the README's example):
+///
+/// ```
+/// use offload::task::{Partition, Task, TaskGraph};
+/// let rt = offload::Runtime::builder().backends(&[offload::BackendKind::Cpu]).build()?;
+/// let n = 64;
+/// let grid: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32).collect();
+/// let graph = TaskGraph::new(rt.devices())?;
+/// let u = graph.data("u", &grid)?;
+/// let v = graph.data("v", &grid)?;
+/// let rows = Partition::Rows { row_len: n, parts: 4, halo: 1 };
+/// let (us, vs) = (u.partition(rows)?, v.partition(rows)?);
+/// let k = offload::kernels::jacobi()?;
+/// for (src, dst) in us.iter().zip(&vs) {
+///     let lead = (dst.range().start - src.read_range().start) as u32;
+///     graph.submit(Task::new(&k).read(src).write(dst)
+///         .scalar(n as u32).scalar(lead).scalar(src.read_range().len() as u32)
+///         .scalar((dst.range().start / n) as u32).scalar(n as u32)
+///         .items(dst.len()))?;
+/// }
+/// let result = v.acquire()?;
+/// // An interior cell is the mean of its four neighbours.
+/// let (r, c) = (10, 20);
+/// let want = 0.25 * (((grid[(r - 1) * n + c] + grid[(r + 1) * n + c]) + grid[r * n + c + 1]) + grid[r * n + c - 1]);
+/// assert_eq!(result[r * n + c], want);
+/// # Ok::<(), offload::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Partition {
     /// `parts` contiguous blocks of (nearly) equal length, each also reading
