@@ -183,6 +183,19 @@ fn fetch(
     Ok(())
 }
 
+/// Start the transfers task `spec` will need on device `d` (placed there,
+/// behind other work), without waiting. Best effort: a problem found here is
+/// left for the task's own run to meet and report.
+pub(crate) fn prefetch(g: &GraphInner, d: usize, spec: &TaskSpec) {
+    let node = g.node_of[d];
+    let mut f = Fetches::default();
+    for (root, read, _, mode) in spec.data() {
+        if mode != Access::Write && fetch(g, root, read, Some(d), node, &mut f).is_err() {
+            return;
+        }
+    }
+}
+
 /// Bring elements `range` of `root` to host memory and wait for them.
 pub(crate) fn fetch_to_host(g: &GraphInner, root: &Arc<Root>, range: &Range<usize>) -> std::result::Result<(), Fail> {
     let mut f = Fetches::default();

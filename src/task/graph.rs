@@ -707,6 +707,11 @@ impl GraphInner {
                 st.nodes[id].pred_s = work;
                 st.queued[d].push_back(id);
                 st.queued_s[d] += work;
+                // Behind other work: start moving its inputs now, so the
+                // transfers overlap the tasks ahead of it.
+                if st.running[d].is_some() || st.queued[d].len() > 1 {
+                    exec::prefetch(self, d, &spec);
+                }
             }
         }
         self.cv.notify_all();
