@@ -17,7 +17,8 @@
 //! * [`Placement::Dmda`] puts each ready task on the device with the earliest
 //!   predicted completion: queued work, plus fetching the replicas it lacks at
 //!   the measured link bandwidth (persisted with the performance model), plus
-//!   its execution time from the performance model. [`Placement::Eager`]
+//!   its execution time from the performance model; a task queued behind
+//!   other work has its inputs prefetched at once. [`Placement::Eager`]
 //!   gives it to the first idle device, for comparison.
 //! * A task's writes commit when it completes. A device that fails is dropped
 //!   and its tasks run elsewhere; data whose only valid replica was lost is
