@@ -330,10 +330,28 @@ impl Queue {
         keep: Option<Keep>,
         enqueue: impl FnOnce(&[Arc<dyn RawEvent>]) -> Result<Completion>,
     ) -> Result<Submitted> {
+        self.submit_after(dev, uses, what, keep, None, enqueue)
+    }
+
+    /// [`Queue::submit`], also after `after` (a dependency of this command alone:
+    /// unlike [`Queue::wait_for`], no other thread's command on this queue can
+    /// take it).
+    fn submit_after(
+        &self,
+        dev: &Device,
+        uses: &[Option<Use<'_>>],
+        what: Describe<'_>,
+        keep: Option<Keep>,
+        after: Option<&Event>,
+        enqueue: impl FnOnce(&[Arc<dyn RawEvent>]) -> Result<Completion>,
+    ) -> Result<Submitted> {
         let mut deps = Deps {
             queue: self.inner.id,
             raw: Vec::new(),
         };
+        if let Some(a) = after {
+            deps.depend(a)?;
+        }
         let waits = std::mem::take(&mut *self.inner.waits.lock());
         for w in &waits {
             deps.depend(w)?;
@@ -505,9 +523,10 @@ impl Queue {
     }
 
     /// Host → device: the first `n` bytes of `src` into `b` at byte `offset`,
-    /// asynchronously. The command keeps `src` alive; its owner must not write it
-    /// until the command completes (memory the crate borrows, see `HostRegion`,
-    /// must outlive it).
+    /// asynchronously, after `after` if given (the command that fills `src`).
+    /// The command keeps `src` alive; its owner must not write it until the
+    /// command completes (memory the crate borrows, see `HostRegion`, must
+    /// outlive it).
     pub(crate) fn write_mem(
         &self,
         b: &RawBuffer,
@@ -515,6 +534,7 @@ impl Queue {
         src: Arc<dyn HostMemory>,
         n: usize,
         label: &Arc<str>,
+        after: Option<&Event>,
     ) -> Result<Submitted> {
         let dev = self.check_buffer(b, label)?;
         let range = MemRange {
@@ -523,11 +543,12 @@ impl Queue {
             len: n,
         };
         let what = describe(Stage::HostToDevice, label, n, 0);
-        self.submit(
+        self.submit_after(
             &dev,
             &[Some(Use::new(b, false, true))],
             what,
             Some(Keep::Host(src.clone())),
+            after,
             |deps| self.inner.raw.write_owned(range, &src, deps),
         )
     }

@@ -815,7 +815,7 @@ impl Ctx<'_, '_, '_> {
                 // them even when dropped).
                 // SAFETY: valid, in bounds and not written while the upload reads it (above).
                 let host = unsafe { HostRegion::arc(p, bytes.len()) };
-                f.ups.push(lanes.up.write_mem(b, 0, host, bytes.len(), &label)?);
+                f.ups.push(lanes.up.write_mem(b, 0, host, bytes.len(), &label, None)?);
                 f.h2d += bytes.len() as u64;
             }
         }

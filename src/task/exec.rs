@@ -168,12 +168,13 @@ fn fetch(
         }
         let Some(d) = d else { continue };
         let q: &Queue = &g.queues[d];
-        if let Some(ev) = &host_ev {
-            q.wait_for(ev);
-        }
         let rep = root.replica(d, &g.devices[d], false).map_err(dev_err)?;
         let host = HostSub::arc(&root.host, off, bytes).map_err(dev_err)?;
-        let s = q.write_mem(&rep, off, host, bytes, &label).map_err(dev_err)?;
+        // After the transfer into host memory, as a dependency of this command
+        // alone (another thread may enqueue on this queue meanwhile).
+        let s = q
+            .write_mem(&rep, off, host, bytes, &label, host_ev.as_ref())
+            .map_err(dev_err)?;
         if let Some(ev) = f.push(0, node, bytes as u64, s) {
             seg.fetch.push((node, ev));
         }
@@ -247,7 +248,6 @@ pub(crate) fn run(
     let dev = &g.devices[d];
     let node = g.node_of[d];
     let in_place = g.in_place[d];
-    let q = &g.queues[d];
     let mut f = Fetches::default();
     let uses = data_uses(spec, items.as_ref());
     let mut reps: Vec<Option<Arc<RawBuffer>>> = Vec::with_capacity(spec.params.len());
@@ -271,11 +271,10 @@ pub(crate) fn run(
                 })
             })?;
         }
-    } else {
-        for ev in &f.host_waits {
-            q.wait_for(ev);
-        }
     }
+    // On a device, every transfer into its replicas goes through its one queue
+    // (the task's own, a prefetch's, another task's): queue order and the
+    // replica's hazards order the kernel after them.
     let saved = if in_place { save_host_only(&uses) } else { Vec::new() };
     let launched = launch(g, d, spec, &uses, &reps, items.as_ref());
     let result = launched.and_then(|s| s.wait_ref().map(|()| s));

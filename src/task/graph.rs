@@ -1294,6 +1294,15 @@ impl GraphInner {
                         spec.name, r.name
                     )));
                 }
+                // A task submitted after the producer that writes its input is not
+                // ordered against this re-run: it may overwrite the input first.
+                if let Some(l) = rs.segs[i].last_writer.filter(|&l| l > w) {
+                    return Err(lost(format!(
+                        "their producer, task #{w} {}, cannot be re-run: its input {:?} is overwritten by task #{l}, \
+                         submitted since",
+                        spec.name, r.name
+                    )));
+                }
             }
         }
         let id = st.nodes.len();
@@ -1343,7 +1352,8 @@ impl GraphInner {
         loop {
             {
                 let mut st = self.state.lock();
-                while st.nodes[id].deps_left > 0 {
+                // A failing dependency fails this host read instead of releasing it.
+                while st.nodes[id].deps_left > 0 && st.nodes[id].status != Status::Failed {
                     self.cv.wait(&mut st);
                 }
                 if let Some(&p) = st.nodes[id]
