@@ -880,6 +880,7 @@ impl GraphInner {
             }
             Err(Fail::Source { device, error }) => {
                 sr.st.retry.push_back(range);
+                give_back_probe(&mut sr, j, probe);
                 self.drop_device(st, device, &error);
                 if let Some(k) = sr.devs.iter().position(|&x| x == device)
                     && sr.st.devs[k].alive
@@ -893,6 +894,7 @@ impl GraphInner {
                 writer,
             }) => {
                 sr.st.retry.push_back(range);
+                give_back_probe(&mut sr, j, probe);
                 match self.recover(st, &root, &lost, writer) {
                     Ok(rec) => sr.blocked_on = Some(rec),
                     Err(e) => {
@@ -1457,6 +1459,18 @@ impl Drop for AcquireGuard<'_> {
             }
         }
         g.cv.notify_all();
+    }
+}
+
+/// A chunk of `sr` on participant `j` did not run, through no fault of its
+/// device (a source device failed, or an input was lost): its range is retried
+/// as an ordinary chunk, and a probe it was is given back, so that the device
+/// probes again (the Static plan waits until every live device has finished
+/// its probes).
+fn give_back_probe(sr: &mut SplitRun, j: usize, probe: bool) {
+    if probe {
+        let d = &mut sr.st.devs[j];
+        d.probes_started = d.probes_started.saturating_sub(1);
     }
 }
 
