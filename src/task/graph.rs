@@ -88,6 +88,9 @@ pub(crate) struct Node {
     pub deps_left: usize,
     pub preds: Vec<TaskId>,
     pub dependents: Vec<TaskId>,
+    /// Tasks that only wait for this one's end, not for its success (later
+    /// writers of a recovery run's inputs).
+    pub after_me: Vec<TaskId>,
     pub status: Status,
     /// Commit sequence number of its writes (0 until committed).
     pub commit_seq: u64,
@@ -114,6 +117,7 @@ impl Node {
             deps_left: 0,
             preds: Vec::new(),
             dependents: Vec::new(),
+            after_me: Vec::new(),
             status: Status::Waiting,
             commit_seq: 0,
             restore: None,
@@ -474,8 +478,32 @@ impl TaskGraph {
                 rs.coalesce();
             }
         }
+        // A recovery run still to come reads what it reads now: a later writer of
+        // those elements waits for it to end (whether or not it succeeds).
+        let mut after: Vec<TaskId> = Vec::new();
+        for &r in st.recovering.values() {
+            let Some(rs) = &st.nodes[r].spec else { continue };
+            let overlaps = spec.data().any(|(root, _, write, mode)| {
+                mode.writes()
+                    && rs.data().any(|(rr, read, _, m)| {
+                        m != crate::kernel::Access::Write
+                            && Arc::ptr_eq(root, rr)
+                            && read.start < write.end
+                            && write.start < read.end
+                    })
+            });
+            if overlaps {
+                after.push(r);
+            }
+        }
         st.nodes.push(Node::new(Some(spec)));
         st.unfinished += 1;
+        for r in after {
+            if !st.nodes[r].finished() {
+                st.nodes[id].deps_left += 1;
+                st.nodes[r].after_me.push(id);
+            }
+        }
         g.link(&mut st, id, preds);
         Ok(TaskHandle { graph: g.clone(), id })
     }
@@ -934,7 +962,8 @@ impl GraphInner {
     fn complete(&self, st: &mut State, id: TaskId) {
         let n = &mut st.nodes[id];
         n.status = Status::Done;
-        let dependents = std::mem::take(&mut n.dependents);
+        let mut dependents = std::mem::take(&mut n.dependents);
+        dependents.append(&mut n.after_me);
         if let Some(orig) = n.recovery_of {
             st.recovering.remove(&orig);
         }
@@ -1100,6 +1129,13 @@ impl GraphInner {
                 st.recovering.remove(&orig);
             }
             let deps = std::mem::take(&mut st.nodes[t].dependents);
+            for x in std::mem::take(&mut st.nodes[t].after_me) {
+                let m = &mut st.nodes[x];
+                m.deps_left = m.deps_left.saturating_sub(1);
+                if m.deps_left == 0 && m.status == Status::Waiting {
+                    self.place(st, x);
+                }
+            }
             st.unfinished -= 1;
             st.ready.retain(|x| *x != t);
             st.splits.retain(|sr| sr.id != t);

@@ -122,7 +122,10 @@ pub(super) fn enqueue(
             }
             RawArg::Local(bytes) => ArgKey::Local(*bytes),
         };
-        if slot.set[i] == Some(key) {
+        // A sub-buffer's handle is new each launch and may reuse the address of a
+        // freed buffer the kernel object remembers: never skip setting a view.
+        let is_view = matches!(a, RawArg::Buffer { offset, len, mem, .. } if *offset != 0 || *len != mem.byte_len());
+        if !is_view && slot.set[i] == Some(key) {
             continue;
         }
         slot.set[i] = None;
@@ -145,8 +148,6 @@ pub(super) fn enqueue(
         if let Err(c) = res {
             return Err(arg_error(b, kernel, i, a, c));
         }
-        // A sub-buffer's handle is new each launch: never skip setting it later.
-        let is_view = matches!(a, RawArg::Buffer { offset, len, mem, .. } if *offset != 0 || *len != mem.byte_len());
         slot.set[i] = if is_view { None } else { Some(key) };
     }
     let g = cfg.grid.to_array();
