@@ -508,16 +508,7 @@ impl Queue {
         let b = dst.raw_buffer();
         let dev = self.check_buffer(b, "write_from")?;
         let n = src.byte_len();
-        let range = MemRange {
-            mem: b.mem(),
-            offset: dst.byte_range().0,
-            len: n,
-        };
-        let host = Keep::Host(src.mem.clone());
-        let what = describe(Stage::HostToDevice, "write", n, 0);
-        let s = self.submit(&dev, &[Some(Use::new(b, false, true))], what, Some(host), |deps| {
-            self.inner.raw.write_owned(range, &src.mem, deps)
-        })?;
+        let s = self.write_mem(b, dst.byte_range().0, src.mem.clone(), n, "write", None)?;
         let event = self.event(&dev, s, describe(Stage::HostToDevice, "write", n, 0));
         Ok(Transfer { event, buffer: src })
     }
@@ -527,16 +518,17 @@ impl Queue {
     /// The command keeps `src` alive; its owner must not write it until the
     /// command completes (memory the crate borrows, see `HostRegion`, must
     /// outlive it).
-    pub(crate) fn write_mem(
+    pub(crate) fn write_mem<'l>(
         &self,
         b: &RawBuffer,
         offset: usize,
         src: Arc<dyn HostMemory>,
         n: usize,
-        label: &Arc<str>,
+        label: impl Into<Label<'l>>,
         after: Option<&Event>,
     ) -> Result<Submitted> {
-        let dev = self.check_buffer(b, label)?;
+        let label = label.into();
+        let dev = self.check_buffer(b, label.as_str())?;
         let range = MemRange {
             mem: b.mem(),
             offset,
@@ -556,15 +548,16 @@ impl Queue {
     /// Device → host: `n` bytes of `b` from byte `offset` into the start of
     /// `dst`, asynchronously. The command keeps `dst` alive; nothing may read or
     /// write it until the command completes.
-    pub(crate) fn read_mem(
+    pub(crate) fn read_mem<'l>(
         &self,
         b: &RawBuffer,
         offset: usize,
         dst: Arc<dyn HostMemory>,
         n: usize,
-        label: &Arc<str>,
+        label: impl Into<Label<'l>>,
     ) -> Result<Submitted> {
-        let dev = self.check_buffer(b, label)?;
+        let label = label.into();
+        let dev = self.check_buffer(b, label.as_str())?;
         let range = MemRange {
             mem: b.mem(),
             offset,
@@ -587,16 +580,7 @@ impl Queue {
         let b = src.raw_buffer();
         let dev = self.check_buffer(b, "read")?;
         let n = dst.byte_len();
-        let range = MemRange {
-            mem: b.mem(),
-            offset: src.byte_range().0,
-            len: n,
-        };
-        let host = Keep::Host(dst.mem.clone());
-        let what = describe(Stage::DeviceToHost, "read", n, 0);
-        let s = self.submit(&dev, &[Some(Use::new(b, true, false))], what, Some(host), |deps| {
-            self.inner.raw.read(range, HostDst::Owned(&dst.mem, 0), deps)
-        })?;
+        let s = self.read_mem(b, src.byte_range().0, dst.mem.clone(), n, "read")?;
         let event = self.event(&dev, s, describe(Stage::DeviceToHost, "read", n, 0));
         Ok(Transfer { event, buffer: dst })
     }

@@ -25,10 +25,8 @@ use std::time::Duration;
 use offload::schedule::{FaultPlan, HostArg, Policy, Scheduler, SplitReport, inject_faults};
 use offload::{Access, BackendKind, CpuCtx, Device, Kernel, Param, Runtime, Split, kernels};
 
-use crate::common::{bench_line, median, verdict};
+use crate::common::{bench_line, cpu1, median, pocl_or_cpu1, rerun_with_one_pocl_thread, verdict};
 
-const CHILD_ENV: &str = "OFFLOAD_COEXEC_CHILD";
-const POCL_THREADS: &str = "POCL_MAX_PTHREAD_COUNT";
 const A: f32 = 0.999;
 const B: f32 = 0.001;
 
@@ -96,15 +94,6 @@ fn poly_cpu(ctx: &CpuCtx<'_>) {
     }
 }
 
-fn cpu1() -> offload::Result<(Runtime, Device)> {
-    let rt = Runtime::builder()
-        .cpu_threads(1)
-        .backends(&[BackendKind::Cpu])
-        .build()?;
-    let d = rt.device("cpu")?;
-    Ok((rt, d))
-}
-
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Median wall time of `reps` split runs after one calibration run; the last report.
@@ -127,27 +116,8 @@ fn time_split(
 }
 
 pub fn run(args: &crate::Args) -> Res<()> {
-    // PoCL must see POCL_MAX_PTHREAD_COUNT=1 before it initialises: re-run as a child.
-    let child = std::env::var_os(CHILD_ENV).is_some();
-    if !child && std::env::var_os(POCL_THREADS).is_none() {
-        let probe = Runtime::builder().backends(&[BackendKind::OpenCl]).build()?;
-        if probe.has(BackendKind::OpenCl) {
-            drop(probe);
-            println!("re-running suite coexec with {POCL_THREADS}=1 so PoCL uses one thread");
-            let mut cmd = std::process::Command::new(std::env::current_exe()?);
-            cmd.arg("coexec").arg("--reps").arg(args.reps.to_string());
-            if args.quick {
-                cmd.arg("--quick");
-            }
-            if args.strict {
-                cmd.arg("--strict");
-            }
-            let status = cmd.env(POCL_THREADS, "1").env(CHILD_ENV, "1").status()?;
-            if !status.success() {
-                return Err(format!("coexec child run failed: {status}").into());
-            }
-            return Ok(());
-        }
+    if rerun_with_one_pocl_thread("coexec", args)? {
+        return Ok(());
     }
     let dir = std::env::temp_dir().join(format!("offload-coexec-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -205,30 +175,7 @@ fn suites(args: &crate::Args, dir: &std::path::Path) -> Res<()> {
 
     // (a) two equally fast devices.
     let (_rt_a, cpu_a) = cpu1()?;
-    let ocl_rt = Runtime::builder().backends(&[BackendKind::OpenCl]).build()?;
-    let (_rt_b, second, pair) = match ocl_rt.select("opencl") {
-        Ok(mut v) => {
-            let d = v.remove(0);
-            let msg = format!(
-                "CPU (1 worker) + {} ({}={})",
-                d.label(),
-                POCL_THREADS,
-                std::env::var(POCL_THREADS).unwrap_or_default()
-            );
-            (None, d, msg)
-        }
-        Err(e) => {
-            if args.strict {
-                return Err(format!("--strict: OpenCL unavailable: {e}").into());
-            }
-            let (rt, d) = cpu1()?;
-            (
-                Some(rt),
-                d,
-                "OpenCL unavailable, so two independent single-thread CPU devices".to_string(),
-            )
-        }
-    };
+    let (rt_b, second, pair) = pocl_or_cpu1(args)?;
     println!("(a) equal pair: {pair}; coexec_poly {n} items x {iters} steps");
     let pair_devs = [cpu_a.clone(), second.clone()];
     check_poly(&k, &pair_devs, &x[..n / 8], iters)?;
@@ -292,7 +239,12 @@ fn suites(args: &crate::Args, dir: &std::path::Path) -> Res<()> {
     let nv = if args.quick { 1 << 21 } else { 1 << 24 };
     let full = Runtime::builder().backends(&[BackendKind::Cpu]).build()?;
     let mut devs_c = vec![full.device("cpu")?];
-    devs_c.extend(ocl_rt.devices().iter().cloned());
+    devs_c.extend(
+        rt_b.devices()
+            .iter()
+            .filter(|d| d.backend() == BackendKind::OpenCl)
+            .cloned(),
+    );
     if devs_c.len() == 1 {
         devs_c.push(cpu_c.clone());
         println!("(c) vector add {nv} f32: CPU (all threads) + CPU (1 worker) (no OpenCL device)");

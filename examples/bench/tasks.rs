@@ -50,35 +50,13 @@ use offload::schedule::{FaultPlan, HostArg, PerfModel, Scheduler, SplitReport, i
 use offload::task::{Data, GraphReport, Partition, Placement, Task, TaskGraph};
 use offload::{Access, Arg, BackendKind, CpuCtx, Device, Kernel, LaunchConfig, Param, Runtime, Split, kernels};
 
-use crate::common::{bench_line, median, verdict};
+use crate::common::{bench_line, cpu1, median, pocl_or_cpu1, rerun_with_one_pocl_thread, verdict};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-const CHILD_ENV: &str = "OFFLOAD_TASKS_CHILD";
-const POCL_THREADS: &str = "POCL_MAX_PTHREAD_COUNT";
-
 pub fn run(args: &crate::Args) -> Res<()> {
-    // PoCL must see POCL_MAX_PTHREAD_COUNT=1 before it initialises: re-run as a child.
-    let child = std::env::var_os(CHILD_ENV).is_some();
-    if !child && std::env::var_os(POCL_THREADS).is_none() {
-        let probe = Runtime::builder().backends(&[BackendKind::OpenCl]).build()?;
-        if probe.has(BackendKind::OpenCl) {
-            drop(probe);
-            println!("re-running suite tasks with {POCL_THREADS}=1 so PoCL uses one thread");
-            let mut cmd = std::process::Command::new(std::env::current_exe()?);
-            cmd.arg("tasks").arg("--reps").arg(args.reps.to_string());
-            if args.quick {
-                cmd.arg("--quick");
-            }
-            if args.strict {
-                cmd.arg("--strict");
-            }
-            let status = cmd.env(POCL_THREADS, "1").env(CHILD_ENV, "1").status()?;
-            if !status.success() {
-                return Err(format!("tasks child run failed: {status}").into());
-            }
-            return Ok(());
-        }
+    if rerun_with_one_pocl_thread("tasks", args)? {
+        return Ok(());
     }
     jacobi(args)?;
     overhead(args)?;
@@ -104,12 +82,7 @@ fn nbody_balance(args: &crate::Args) -> Res<()> {
         seed: 1,
     };
     let (_rt_a, cpu) = cpu1()?;
-    let ocl_rt = Runtime::builder().backends(&[BackendKind::OpenCl]).build()?;
-    let Ok(mut ocls) = ocl_rt.select("opencl") else {
-        println!("(d) N-body balance: skipped (no OpenCL device)");
-        return Ok(());
-    };
-    let ocl = ocls.remove(0);
+    let (_rt_b, ocl, pair) = pocl_or_cpu1(args)?;
     let run = |devs: &[Device], model: PerfModel| -> Res<(f64, GraphReport)> {
         let g = TaskGraph::builder(devs).allow_shared_cores(true).model(model).build()?;
         let mut sim = ResidentSimulation::from_bodies(g, plummer(bodies, 1)?, config)?;
@@ -145,9 +118,8 @@ fn nbody_balance(args: &crate::Args) -> Res<()> {
         println!("{r}");
     }
     println!(
-        "(d) N-body {bodies} bodies x {steps} steps, resident on CPU (1 worker) + {} (1 thread): alone {:.1} ms / {:.1} ms, \
+        "(d) N-body {bodies} bodies x {steps} steps, resident on {pair}: alone {:.1} ms / {:.1} ms, \
          together {:.1} ms, ideal {:.1} ms, balance efficiency {eff:.3}; target >= 0.9: {}",
-        ocl.label(),
         alone[0] * 1e3,
         alone[1] * 1e3,
         best.0 * 1e3,
@@ -156,16 +128,6 @@ fn nbody_balance(args: &crate::Args) -> Res<()> {
     );
     bench_line("tasks_nbody_balance_efficiency", eff, "ratio", None);
     Ok(())
-}
-
-/// A CPU device with one worker thread, in a runtime of its own.
-fn cpu1() -> offload::Result<(Runtime, Device)> {
-    let rt = Runtime::builder()
-        .cpu_threads(1)
-        .backends(&[BackendKind::Cpu])
-        .build()?;
-    let d = rt.device("cpu")?;
-    Ok((rt, d))
 }
 
 /// Build `jacobi` on `dev` and launch it once with the block size tasks use
@@ -312,30 +274,7 @@ fn jacobi(args: &crate::Args) -> Res<()> {
     let (n, iters) = if args.quick { (1024usize, 30usize) } else { (4096, 100) };
     let k = kernels::jacobi()?;
     let (_rt_a, cpu) = cpu1()?;
-    let ocl_rt = Runtime::builder().backends(&[BackendKind::OpenCl]).build()?;
-    let (_rt_b, second, pair) = match ocl_rt.select("opencl") {
-        Ok(mut v) => {
-            let d = v.remove(0);
-            let msg = format!(
-                "cpu:0 (1 worker) + {} ({}={})",
-                d.label(),
-                POCL_THREADS,
-                std::env::var(POCL_THREADS).unwrap_or_default()
-            );
-            (None, d, msg)
-        }
-        Err(e) => {
-            if args.strict {
-                return Err(format!("--strict: OpenCL unavailable: {e}").into());
-            }
-            let (rt, d) = cpu1()?;
-            (
-                Some(rt),
-                d,
-                "OpenCL unavailable, so two single-thread CPU devices".to_string(),
-            )
-        }
-    };
+    let (_rt_b, second, pair) = pocl_or_cpu1(args)?;
     let devs = [cpu.clone(), second.clone()];
     for d in &devs {
         warm_up(d, &k)?;

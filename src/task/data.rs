@@ -137,7 +137,8 @@ impl RootState {
 
 /// The shared core of every handle over one registered array.
 pub(crate) struct Root {
-    pub name: String,
+    /// Its name (shared with the profile records of its transfers).
+    pub name: std::sync::Arc<str>,
     pub ty: ElemType,
     pub len: usize,
     /// Device replicas, by device index in the graph (dropped before `host`).
@@ -296,7 +297,7 @@ impl<T: bytemuck::Pod> Data<T> {
             unsafe { std::ptr::copy_nonoverlapping(values.as_ptr().cast::<u8>(), host.ptr(), bytes) };
         }
         let root = Arc::new(Root {
-            name: name.to_string(),
+            name: Arc::from(name),
             ty,
             len: values.len(),
             replicas: Mutex::new(Vec::new()),

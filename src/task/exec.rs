@@ -124,7 +124,7 @@ fn fetch(
     f: &mut Fetches,
 ) -> std::result::Result<(), Fail> {
     let size = root.size();
-    let label: Arc<str> = Arc::from(root.name.as_str());
+    let label = &root.name;
     let mut rs = root.state.lock();
     for i in rs.cover(read) {
         let (s, e) = (rs.segs[i].start, rs.end(i));
@@ -152,7 +152,7 @@ fn fetch(
             let src_err = |error| Fail::Source { device: sd, error };
             let rep = root.replica(sd, &g.devices[sd], g.in_place[sd]).map_err(src_err)?;
             let host = HostSub::arc(&root.host, off, bytes).map_err(dev_err)?;
-            let s = g.queues[sd].read_mem(&rep, off, host, bytes, &label).map_err(src_err)?;
+            let s = g.queues[sd].read_mem(&rep, off, host, bytes, label).map_err(src_err)?;
             host_ev = f.push(src, 0, bytes as u64, s);
             seg.valid |= bit(0);
             if let Some(ev) = &host_ev {
@@ -173,7 +173,7 @@ fn fetch(
         // After the transfer into host memory, as a dependency of this command
         // alone (another thread may enqueue on this queue meanwhile).
         let s = q
-            .write_mem(&rep, off, host, bytes, &label, host_ev.as_ref())
+            .write_mem(&rep, off, host, bytes, label, host_ev.as_ref())
             .map_err(dev_err)?;
         if let Some(ev) = f.push(0, node, bytes as u64, s) {
             seg.fetch.push((node, ev));

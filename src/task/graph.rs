@@ -658,7 +658,12 @@ impl GraphInner {
                 continue;
             }
             let rs = root.state.lock();
-            for (i, seg) in rs.segs.iter().enumerate() {
+            // Only the segments overlapping `read` (sorted by start).
+            let first = rs.segs.partition_point(|x| x.start <= read.start).saturating_sub(1);
+            for (i, seg) in rs.segs.iter().enumerate().skip(first) {
+                if seg.start >= read.end {
+                    break;
+                }
                 let (a, b) = (seg.start.max(read.start), rs.end(i).min(read.end));
                 if a >= b || seg.valid & bit(node) != 0 {
                     continue;
@@ -679,9 +684,8 @@ impl GraphInner {
     /// Predicted execution seconds of `spec` on device `d` (0 when unknown: an
     /// unmeasured device is tried).
     fn exec_s(&self, st: &State, spec: &TaskSpec, d: usize) -> f64 {
-        let key = PerfModel::key(&spec.kernel, &self.devices[d]);
         st.model
-            .get(&key)
+            .get(&spec.keys[d])
             .map_or(0.0, |e| e.latency_s + spec.space.items() as f64 / e.rate.max(1e-9))
     }
 
@@ -830,10 +834,7 @@ impl GraphInner {
             caps: vec![items.max(1); n],
             bpi: 0.0,
             dev_bpi: dev_bpi.max(1),
-            keys: devs
-                .iter()
-                .map(|&d| PerfModel::key(&spec.kernel, &self.devices[d]))
-                .collect(),
+            keys: devs.iter().map(|&d| spec.keys[d].clone()).collect(),
             labels: devs.iter().map(|&d| self.labels[d].clone()).collect(),
             depths: vec![1; n],
         };
@@ -874,9 +875,9 @@ impl GraphInner {
             Ok(x) => {
                 let restore = st.nodes[id].restore.is_some();
                 let writer = st.nodes[id].recovery_of.unwrap_or(id);
-                for (root, _, write, mode) in spec.chunk_data(&range) {
+                for (root, _, write, mode) in exec::data_uses(&spec, Some(&range)).iter().flatten() {
                     if mode.writes() {
-                        commit_range(root, &write, node, writer, sr.seq, restore);
+                        commit_range(root, write, node, writer, sr.seq, restore);
                     }
                 }
                 self.learn_links(st, &x);
@@ -894,14 +895,7 @@ impl GraphInner {
             }
             Err(Fail::Device { error, host_restored }) => {
                 if node == 0 && !host_restored {
-                    for (root, _, write, mode) in spec.chunk_data(&range) {
-                        if mode.writes() {
-                            let mut rs = root.state.lock();
-                            for i in rs.cover(&write) {
-                                rs.segs[i].valid &= !bit(0);
-                            }
-                        }
-                    }
+                    suspect_host_writes(&exec::data_uses(&spec, Some(&range)));
                 }
                 self.drop_device(st, d, &error);
                 sr.plan.kill(&mut sr.st, j, Some(range), error);
@@ -1027,7 +1021,7 @@ impl GraphInner {
             };
             if warm {
                 let r = exec::run(&self, d, &spec, Some(0..0));
-                let key = PerfModel::key(&spec.kernel, &self.devices[d]);
+                let key = spec.keys[d].clone();
                 let mut st = self.state.lock();
                 st.warming.remove(&key);
                 match r {
@@ -1089,7 +1083,7 @@ impl GraphInner {
             }
         }
         // Teach the model: kernel time per item, link bandwidths.
-        let key = PerfModel::key(&spec.kernel, &self.devices[d]);
+        let key = spec.keys[d].clone();
         if st.warmed.contains(&key) {
             st.model.observe(
                 &key,
@@ -1173,15 +1167,7 @@ impl GraphInner {
         self.drop_device(st, d, &e);
         let node = self.node_of[d];
         if node == 0 && !host_restored {
-            // A CPU task writes host memory in place: what it wrote is suspect.
-            for (root, _, write, mode) in spec.data() {
-                if mode.writes() {
-                    let mut rs = root.state.lock();
-                    for i in rs.cover(write) {
-                        rs.segs[i].valid &= !bit(0);
-                    }
-                }
-            }
+            suspect_host_writes(&exec::data_uses(spec, None));
         }
         let n = &mut st.nodes[id];
         n.failed_on |= 1 << d;
@@ -1287,7 +1273,7 @@ impl GraphInner {
         writer: Option<TaskId>,
     ) -> Result<TaskId> {
         let lost = |why: String| Error::DataLost {
-            data: root.name.clone(),
+            data: root.name.to_string(),
             range: range.clone(),
             why,
         };
@@ -1507,6 +1493,19 @@ fn give_back_probe(sr: &mut SplitRun, j: usize, probe: bool) {
     if probe {
         let d = &mut sr.st.devs[j];
         d.probes_started = d.probes_started.saturating_sub(1);
+    }
+}
+
+/// A task that failed on a device computing in host memory (the CPU device)
+/// may have half written what it writes there: no longer valid on the host.
+fn suspect_host_writes(uses: &[Option<exec::DataUse>]) {
+    for (root, _, write, mode) in uses.iter().flatten() {
+        if mode.writes() {
+            let mut rs = root.state.lock();
+            for i in rs.cover(write) {
+                rs.segs[i].valid &= !bit(0);
+            }
+        }
     }
 }
 

@@ -182,6 +182,9 @@ pub(crate) struct TaskSpec {
     pub space: Space,
     /// Device indices it may run on (empty: any).
     pub only: Vec<usize>,
+    /// Its performance-model key on each device of the graph (made once:
+    /// placement asks for them per task and device).
+    pub keys: Vec<String>,
     /// Split over devices in chunks.
     pub split: bool,
 }
@@ -291,6 +294,10 @@ impl TaskSpec {
             }
         }
         let name = t.name.unwrap_or_else(|| k.name().to_string());
+        let keys = devices
+            .iter()
+            .map(|d| crate::schedule::PerfModel::key(&t.kernel, d))
+            .collect();
         Ok(TaskSpec {
             label: Arc::from(name.as_str()),
             name,
@@ -298,31 +305,8 @@ impl TaskSpec {
             params,
             space,
             only,
+            keys,
             split: t.split,
-        })
-    }
-
-    /// The data arguments of chunk `items` of a split task: an elementwise
-    /// argument's slice for those items, a broadcast argument whole.
-    pub(crate) fn chunk_data(
-        &self,
-        items: &Range<usize>,
-    ) -> impl Iterator<Item = (&Arc<Root>, Range<usize>, Range<usize>, Access)> {
-        self.params.iter().filter_map(move |p| match p {
-            ParamArg::Data {
-                root,
-                read,
-                write,
-                mode,
-                per_item,
-            } => Some(match per_item {
-                Some(e) => {
-                    let r = write.start + items.start * e..write.start + items.end * e;
-                    (root, r.clone(), r, *mode)
-                }
-                None => (root, read.clone(), write.clone(), *mode),
-            }),
-            _ => None,
         })
     }
 

@@ -167,9 +167,9 @@ impl Pool {
                     // removes the pointer from the slot before `job` is dropped, on
                     // every path out (unwinding included), and waits until every
                     // worker that copied it (`active`) has finished with it.
+                    let short = dynjob as *const (dyn Job + '_);
                     // SAFETY: only the lifetime is erased, and the job outlives every use (see above).
-                    let ptr: *const (dyn Job + 'static) =
-                        unsafe { std::mem::transmute(dynjob as *const (dyn Job + '_)) };
+                    let ptr: *const (dyn Job + 'static) = unsafe { std::mem::transmute(short) };
                     slot.job = Some(JobPtr(ptr));
                     slot.generation += 1;
                     true

@@ -654,8 +654,8 @@ impl Stream {
                 // stream and event of this context, context current.
                 let queued = unsafe { result::memcpy_dtoh_async(piece, at + off as u64, stream) }
                     .map_err(|e| drv(e, "cuMemcpyDtoHAsync"))
-                    // SAFETY: as above.
                     .and_then(|()| {
+                        // SAFETY: an event and a stream of this context, which is current.
                         unsafe { result::event::record(ev.raw, stream) }.map_err(|e| drv(e, "cuEventRecord"))
                     });
                 window.push_back((block, ev, off, n));

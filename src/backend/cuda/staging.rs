@@ -90,8 +90,8 @@ impl Drop for Pinned {
         // completed, or the stream was synchronised).
         bind_quietly(&self.ctx);
         // SAFETY: `ptr` came from `cuMemHostAlloc` and is freed exactly once, here.
-        self.ctx
-            .record_err(unsafe { result::free_host(self.ptr as *mut std::ffi::c_void) });
+        let freed = unsafe { result::free_host(self.ptr as *mut std::ffi::c_void) };
+        self.ctx.record_err(freed);
     }
 }
 

@@ -174,8 +174,8 @@ pub(super) fn create_queue(ctx: &Context, id: cl_device_id, version: (u32, u32))
         // SAFETY: `id` belongs to `ctx`; `props` is a zero-terminated property list.
         unsafe { create_command_queue_with_properties(ctx.raw(), id, props.as_ptr())? }
     } else {
-        // SAFETY: `id` belongs to `ctx`. The pre-2.0 entry point, for pre-2.0 devices.
         #[allow(deprecated)]
+        // SAFETY: `id` belongs to `ctx`. The pre-2.0 entry point, for pre-2.0 devices.
         unsafe {
             create_command_queue(ctx.raw(), id, CL_QUEUE_PROFILING_ENABLE)?
         }

@@ -733,10 +733,10 @@ impl Drop for ClHostMemory {
         if self.ptr.is_null() {
             return;
         }
+        let (q, m, p) = (self.queue.raw(), self.mem.raw(), self.ptr.cast());
         // SAFETY: `ptr` is the live mapping of `mem`, made on `queue`; nothing uses it
         // any more (the public layer drops host memory only after its transfers).
-        let ev =
-            unsafe { enqueue_unmap_mem_object(self.queue.raw(), self.mem.raw(), self.ptr.cast(), 0, std::ptr::null()) };
+        let ev = unsafe { enqueue_unmap_mem_object(q, m, p, 0, std::ptr::null()) };
         match ev {
             Ok(ev) => {
                 // SAFETY: a successful enqueue returns an event with one reference, ours.
