@@ -317,20 +317,6 @@ impl Device {
             .wait()
     }
 
-    /// Like [`Device::launch`] for `items` items, with the profile record labelled
-    /// `label` (the scheduler names each chunk). The queue checks everything.
-    pub(crate) fn launch_chunk(
-        &self,
-        kernel: &Kernel,
-        cfg: &LaunchConfig,
-        args: &[Arg<'_>],
-        items: u64,
-        label: &str,
-    ) -> Result<()> {
-        let q = self.blocking_queue()?;
-        q.launch_labeled(kernel, cfg, args, items, label.into())?.wait()
-    }
-
     /// Stage 5: tear the device down now and report failures. Later calls on this
     /// device (or its buffers) return [`Error::Closed`]. Dropping the last handle
     /// does the same silently.

@@ -564,10 +564,12 @@ fn chunks_show_in_the_profile() {
     let mut s = Scheduler::new(&devs)
         .unwrap()
         .allow_shared_cores(true)
-        .with_policy(Policy::Dynamic { chunk: 10_000 })
+        .with_policy(Policy::Dynamic { chunk: 100_000 })
         .in_memory_model();
     let mut rng = Rng::fresh("profile");
-    let r = vector_add_case(&mut s, &mut rng, 100_000, "profiled");
+    // Large enough that both devices' workers are up before the other one has
+    // taken every chunk (a 100k-item job is done in about 0.2 ms).
+    let r = vector_add_case(&mut s, &mut rng, 4_000_000, "profiled");
     let p = rt.profile();
     let kernels: Vec<_> = p
         .records
@@ -580,7 +582,10 @@ fn chunks_show_in_the_profile() {
         .iter()
         .filter(|x| x.stage == offload::profile::Stage::Kernel && x.label.starts_with("warm-up"))
         .collect();
-    assert!(warm.len() == 1 && warm[0].items == 0, "one warm-up launch of 0 items");
+    assert!(
+        warm.len() == 1 && warm[0].items == 0,
+        "one warm-up launch of 0 items: {warm:?}\n{r}"
+    );
     assert_eq!(
         kernels.len(),
         r.devices[0].chunks,

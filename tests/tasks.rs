@@ -417,3 +417,62 @@ fn a_split_task_survives_a_failing_device() {
         assert_eq!(c.acquire().unwrap(), vec![2.0; n], "failing launch #{k}");
     }
 }
+
+/// A matrix in tile layout, cut into 2-D tiles: one task per tile, placed over
+/// every device, and the result read back in row-major order.
+#[test]
+fn tiles_of_a_matrix_are_tasks_over_every_device() {
+    let rt = common::runtime();
+    let devs: Vec<Device> = rt.devices().to_vec();
+    let (rows, cols, tr, tc) = (128, 192, 64, 64);
+    let a: Vec<f32> = (0..rows * cols).map(|i| (i % 97) as f32).collect();
+    let b: Vec<f32> = (0..rows * cols).map(|i| (i % 13) as f32 * 0.5).collect();
+    let g = graph(&devs, Placement::Dmda);
+    let ta = g
+        .data("a", &offload::task::to_tiles(&a, rows, cols, tr, tc).unwrap())
+        .unwrap();
+    let tb = g
+        .data("b", &offload::task::to_tiles(&b, rows, cols, tr, tc).unwrap())
+        .unwrap();
+    let tcd = g.data("c", &vec![0.0f32; rows * cols]).unwrap();
+    let how = Partition::Tiles {
+        rows,
+        cols,
+        tile_rows: tr,
+        tile_cols: tc,
+    };
+    let (pa, pb, pc) = (
+        ta.partition(how).unwrap(),
+        tb.partition(how).unwrap(),
+        tcd.partition(how).unwrap(),
+    );
+    assert_eq!(pa.len(), (rows / tr) * (cols / tc));
+    let add = kernels::vector_add().unwrap();
+    for ((x, y), z) in pa.iter().zip(&pb).zip(&pc) {
+        g.submit(Task::new(&add).read(x).read(y).write(z).items(tr * tc))
+            .unwrap();
+    }
+    let c = offload::task::from_tiles(&tcd.acquire().unwrap(), rows, cols, tr, tc).unwrap();
+    for i in 0..rows * cols {
+        assert_eq!(c[i], a[i] + b[i], "element {i}");
+    }
+    // Tiles that are not whole, or a matrix of the wrong size, are refused.
+    assert!(
+        ta.partition(Partition::Tiles {
+            rows,
+            cols,
+            tile_rows: 50,
+            tile_cols: tc
+        })
+        .is_err()
+    );
+    assert!(
+        ta.partition(Partition::Tiles {
+            rows: rows + 64,
+            cols,
+            tile_rows: tr,
+            tile_cols: tc
+        })
+        .is_err()
+    );
+}

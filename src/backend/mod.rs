@@ -121,6 +121,11 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn read(&self, mem: &dyn DeviceMemory, offset: usize, dst: &mut [u8]) -> Result<Timing>;
     /// Build (or fetch from cache) the kernel for this device.
     fn build(&self, kernel: &Kernel) -> Result<Timing>;
+    /// Whether [`Backend::build`] returns at once (nothing to compile): callers
+    /// then build inline rather than on a thread of their own.
+    fn builds_at_once(&self) -> bool {
+        false
+    }
     /// A new in-order command queue on this device.
     fn new_queue(self: Arc<Self>) -> Result<Arc<dyn BackendQueue>>;
     /// Host memory for asynchronous transfers with this device, aligned to at

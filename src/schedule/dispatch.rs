@@ -27,8 +27,6 @@ pub(crate) struct ChunkStats {
     pub down: Duration,
     pub h2d: u64,
     pub d2h: u64,
-    /// From the first command's start to the last one's end.
-    pub span: Option<(std::time::Instant, std::time::Instant)>,
 }
 
 /// The fixed facts of one split launch.

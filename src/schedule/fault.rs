@@ -208,6 +208,10 @@ impl Backend for FaultBackend {
         Ok(crate::backend::queue::SyncQueue::arc(self))
     }
 
+    fn builds_at_once(&self) -> bool {
+        self.plan.build_delay.is_zero() && self.backend().builds_at_once()
+    }
+
     fn build(&self, kernel: &Kernel) -> Result<Timing> {
         self.tick(FaultOp::Build)?;
         if !self.plan.build_delay.is_zero() {

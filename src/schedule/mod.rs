@@ -31,7 +31,13 @@
 //! [`Split::Elementwise`] buffer moves only the chunk's slice (uploaded before, and
 //! for written buffers downloaded after, the launch); [`Split::Broadcast`] buffers
 //! are uploaded once per device per run; scalars are passed as given; `Offset` and
-//! `Count` are filled in per chunk as `u32`. Each device has one host thread that
+//! `Count` are filled in per chunk as `u32`.
+//!
+//! A run is the one-task case of the task layer ([`crate::task`]): the host
+//! slices become streamed data (elementwise) and borrowed read-only data
+//! (broadcast), the kernel one split task of a graph over the devices, and the
+//! graph's split machinery runs it; there is no second implementation. Each
+//! device has one host thread (the graph's worker) that
 //! enqueues its chunks on the device's queues and waits on their events: a device
 //! with asynchronous queues (OpenCL, CUDA) keeps two chunks in flight, with
 //! uploads, kernels and downloads on three queues, so one chunk's copies overlap
@@ -120,7 +126,9 @@
 //!   [`SplitReport::excluded`]; if none can run it, [`Error::NoCapableDevice`].
 //!
 //! The module is split by concept: [`partition`] (pure arithmetic), [`policy`],
-//! [`model`], [`fault`], `run` (threads and device calls) and [`report`].
+//! [`model`], [`fault`], `dispatch` (which items each device computes next,
+//! shared with split tasks of the task graph), `run` (the translation into a
+//! one-task graph) and [`report`].
 
 use std::path::PathBuf;
 
@@ -347,7 +355,6 @@ impl Scheduler {
                 parts.push(run::Participant {
                     device: d,
                     label: label.clone(),
-                    key: PerfModel::key(kernel, d),
                 });
             } else {
                 let reason = format!(
@@ -552,18 +559,15 @@ fn check<'h>(kernel: &Kernel, items: usize, args: &'h mut [HostArg<'_>]) -> Resu
                                 buffer: want.unwrap_or(usize::MAX),
                             });
                         }
-                        let bpi = per_item * size;
                         match a {
                             HostArg::In { bytes, .. } => run::Slot::Elem {
                                 ty: *ty,
-                                bpi,
                                 input: Some(&**bytes),
                                 output: None,
                                 read_write: false,
                             },
                             HostArg::Out { bytes, .. } => run::Slot::Elem {
                                 ty: *ty,
-                                bpi,
                                 input: None,
                                 output: Some(run::HostOut {
                                     ptr: bytes.as_mut_ptr(),
@@ -575,11 +579,7 @@ fn check<'h>(kernel: &Kernel, items: usize, args: &'h mut [HostArg<'_>]) -> Resu
                         }
                     }
                     Split::Broadcast => match a {
-                        HostArg::In { bytes, .. } => run::Slot::Bcast {
-                            name: name.clone(),
-                            ty: *ty,
-                            data: bytes,
-                        },
+                        HostArg::In { bytes, .. } => run::Slot::Bcast { ty: *ty, data: bytes },
                         other => return Err(mismatch(other)),
                     },
                 }
@@ -596,5 +596,5 @@ fn check<'h>(kernel: &Kernel, items: usize, args: &'h mut [HostArg<'_>]) -> Resu
 /// The launch configuration the scheduler uses for a chunk of `n` items on a
 /// device (exposed for tests and tools that want to reproduce a chunk launch).
 pub fn chunk_config(n: usize, device: &Device, max_block: u32) -> LaunchConfig {
-    run::chunk_config(n, device.info(), max_block)
+    crate::task::chunk::chunk_config(n, device.info(), max_block)
 }

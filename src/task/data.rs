@@ -146,9 +146,37 @@ pub(crate) struct Root {
     pub state: Mutex<RootState>,
     /// The host replica (also the CPU device's).
     pub host: Arc<dyn HostMemory>,
+    /// Streamed data: never kept on a device. Each chunk of a split task moves
+    /// its slice through the device's chunk buffers (uploaded before, written
+    /// back right after, its kernel), so host memory always holds the valid
+    /// values; the CPU device computes on it in place. This is how host slices
+    /// given to [`crate::schedule::Scheduler::run`] are used.
+    pub streamed: bool,
 }
 
 impl Root {
+    /// A root over `len` elements of type `ty` of host memory the caller lends
+    /// (no copy): its host replica *is* that memory.
+    ///
+    /// # Safety
+    /// The memory is valid, aligned for `ty`, and not accessed by anything but
+    /// the graph's commands until every command using the root has completed;
+    /// if the root is only read (every task reads it), it may be shared with
+    /// other readers meanwhile.
+    pub(crate) unsafe fn borrowed(name: &str, ty: ElemType, ptr: *mut u8, len: usize, streamed: bool) -> Root {
+        let bytes = len * ty.size;
+        Root {
+            name: Arc::from(name),
+            ty,
+            len,
+            replicas: Mutex::new(Vec::new()),
+            state: Mutex::new(RootState::new(len)),
+            // SAFETY: forwarded from the caller.
+            host: unsafe { crate::backend::queue::HostRegion::arc(ptr, bytes) },
+            streamed,
+        }
+    }
+
     /// Bytes per element.
     pub fn size(&self) -> usize {
         self.ty.size
@@ -246,6 +274,80 @@ pub enum Partition {
         /// Rows read beyond each edge.
         halo: usize,
     },
+    /// A `rows × cols` matrix stored in *tile layout* ([`to_tiles`]: each
+    /// `tile_rows × tile_cols` tile contiguous, tiles in row-major order), cut
+    /// into its tiles, in that order. Tiles are whole: `rows` and `cols` must
+    /// be multiples of the tile sides (pad the matrix), and each tile must
+    /// start where every device of the graph can start a view.
+    Tiles {
+        /// Matrix rows.
+        rows: usize,
+        /// Matrix columns.
+        cols: usize,
+        /// Rows per tile.
+        tile_rows: usize,
+        /// Columns per tile.
+        tile_cols: usize,
+    },
+}
+
+/// A row-major `rows × cols` matrix in tile layout (see [`Partition::Tiles`]):
+/// tile `(i, j)` is element range `(i × cols / tile_cols + j) × tile_rows ×
+/// tile_cols ..` of the result, row-major inside. `rows` and `cols` must be
+/// multiples of the tile sides.
+///
+/// ```
+/// let m: Vec<u32> = (0..16).collect(); // 4 × 4, row-major
+/// let t = offload::task::to_tiles(&m, 4, 4, 2, 2)?;
+/// assert_eq!(&t[..4], &[0, 1, 4, 5]); // the top-left 2 × 2 tile
+/// assert_eq!(offload::task::from_tiles(&t, 4, 4, 2, 2)?, m);
+/// # Ok::<(), offload::Error>(())
+/// ```
+pub fn to_tiles<T: Copy>(m: &[T], rows: usize, cols: usize, tile_rows: usize, tile_cols: usize) -> Result<Vec<T>> {
+    check_tiles(m.len(), rows, cols, tile_rows, tile_cols)?;
+    let mut out = Vec::with_capacity(m.len());
+    for ti in 0..rows / tile_rows {
+        for tj in 0..cols / tile_cols {
+            for r in 0..tile_rows {
+                let start = (ti * tile_rows + r) * cols + tj * tile_cols;
+                out.extend_from_slice(&m[start..start + tile_cols]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The row-major matrix of a tile-layout one (the inverse of [`to_tiles`]).
+pub fn from_tiles<T: Copy>(t: &[T], rows: usize, cols: usize, tile_rows: usize, tile_cols: usize) -> Result<Vec<T>> {
+    check_tiles(t.len(), rows, cols, tile_rows, tile_cols)?;
+    let mut out = t.to_vec();
+    let mut k = 0;
+    for ti in 0..rows / tile_rows {
+        for tj in 0..cols / tile_cols {
+            for r in 0..tile_rows {
+                let start = (ti * tile_rows + r) * cols + tj * tile_cols;
+                out[start..start + tile_cols].copy_from_slice(&t[k..k + tile_cols]);
+                k += tile_cols;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn check_tiles(len: usize, rows: usize, cols: usize, tile_rows: usize, tile_cols: usize) -> Result<()> {
+    if tile_rows == 0 || tile_cols == 0 || !rows.is_multiple_of(tile_rows) || !cols.is_multiple_of(tile_cols) {
+        return Err(Error::InvalidInput(format!(
+            "a {rows} × {cols} matrix is not whole {tile_rows} × {tile_cols} tiles (pad it to multiples of the tile sides)"
+        )));
+    }
+    if rows.checked_mul(cols) != Some(len) {
+        return Err(Error::LengthMismatch {
+            what: format!("{rows} × {cols} matrix"),
+            host: len,
+            buffer: rows.saturating_mul(cols),
+        });
+    }
+    Ok(())
 }
 
 /// A logical array managed by a [`TaskGraph`]: registered once, kept where the
@@ -303,6 +405,7 @@ impl<T: bytemuck::Pod> Data<T> {
             replicas: Mutex::new(Vec::new()),
             state: Mutex::new(RootState::new(values.len())),
             host,
+            streamed: false,
         });
         graph.inner.register_root(&root);
         Ok(Data {
@@ -370,6 +473,12 @@ impl<T: bytemuck::Pod> Data<T> {
     /// other way round; no unpartition step is needed.
     pub fn partition(&self, how: Partition) -> Result<Vec<Data<T>>> {
         let (unit, parts, halo) = match how {
+            Partition::Tiles {
+                rows,
+                cols,
+                tile_rows,
+                tile_cols,
+            } => return self.tiles(rows, cols, tile_rows, tile_cols),
             Partition::Blocks { parts, halo } => (1usize, parts, halo),
             Partition::Rows { row_len, parts, halo } => {
                 if row_len == 0
@@ -444,5 +553,34 @@ impl<T: bytemuck::Pod> Data<T> {
             });
         }
         Ok(out)
+    }
+
+    /// The tiles of a tile-layout matrix (see [`Partition::Tiles`]).
+    fn tiles(&self, rows: usize, cols: usize, tile_rows: usize, tile_cols: usize) -> Result<Vec<Data<T>>> {
+        check_tiles(self.write.len(), rows, cols, tile_rows, tile_cols)?;
+        let tile = tile_rows * tile_cols;
+        let size = self.root.size().max(1);
+        let align = self.graph.view_align_bytes().max(1);
+        let base = self.write.start;
+        if !(base * size).is_multiple_of(align) || !(tile * size).is_multiple_of(align) {
+            return Err(Error::InvalidInput(format!(
+                "tiles of {:?}: {tile_rows} × {tile_cols} tiles of {} bytes from element {base} do not start at \
+                 multiples of {align} bytes (the view alignment of the graph's devices)",
+                self.root.name,
+                tile * size
+            )));
+        }
+        Ok((0..rows * cols / tile)
+            .map(|t| {
+                let r = base + t * tile..base + (t + 1) * tile;
+                Data {
+                    root: self.root.clone(),
+                    graph: self.graph.clone(),
+                    read: r.clone(),
+                    write: r,
+                    _t: PhantomData,
+                }
+            })
+            .collect())
     }
 }

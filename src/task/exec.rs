@@ -70,7 +70,7 @@ pub(crate) enum Fail {
     },
 }
 
-fn dev_err(error: Error) -> Fail {
+pub(crate) fn dev_err(error: Error) -> Fail {
     Fail::Device {
         error,
         host_restored: false,
@@ -79,12 +79,13 @@ fn dev_err(error: Error) -> Fail {
 
 /// Transfers in flight for one task, timed once complete.
 #[derive(Default)]
-struct Fetches {
-    events: Vec<(NodeId, NodeId, u64, Submitted)>,
-    moved: u64,
-    saved: u64,
+pub(crate) struct Fetches {
+    /// Source node, destination node, bytes, command.
+    pub events: Vec<(NodeId, NodeId, u64, Submitted)>,
+    pub moved: u64,
+    pub saved: u64,
     /// Events a kernel on host memory must wait for.
-    host_waits: Vec<Event>,
+    pub host_waits: Vec<Event>,
 }
 
 impl Fetches {
@@ -97,7 +98,7 @@ impl Fetches {
         ev
     }
 
-    fn measured(&self) -> Vec<Moved> {
+    pub(crate) fn measured(&self) -> Vec<Moved> {
         self.events
             .iter()
             .filter_map(|(from, to, bytes, s)| {
@@ -114,8 +115,8 @@ impl Fetches {
 }
 
 /// Make elements `read` of `root` valid on memory node `node` (device `d`'s,
-/// through `q`), recording the transfers in `f`.
-fn fetch(
+/// through its graph queue), recording the transfers in `f`.
+pub(crate) fn fetch(
     g: &GraphInner,
     root: &Arc<Root>,
     read: &Range<usize>,
@@ -152,7 +153,8 @@ fn fetch(
             let src_err = |error| Fail::Source { device: sd, error };
             let rep = root.replica(sd, &g.devices[sd], g.in_place[sd]).map_err(src_err)?;
             let host = HostSub::arc(&root.host, off, bytes).map_err(dev_err)?;
-            let s = g.queues[sd].read_mem(&rep, off, host, bytes, label).map_err(src_err)?;
+            let q = g.queue(sd).map_err(|e| Fail::Source { device: sd, error: e })?;
+            let s = q.read_mem(&rep, off, host, bytes, label).map_err(src_err)?;
             host_ev = f.push(src, 0, bytes as u64, s);
             seg.valid |= bit(0);
             if let Some(ev) = &host_ev {
@@ -167,7 +169,7 @@ fn fetch(
             continue;
         }
         let Some(d) = d else { continue };
-        let q: &Queue = &g.queues[d];
+        let q: &Queue = g.queue(d).map_err(dev_err)?;
         let rep = root.replica(d, &g.devices[d], false).map_err(dev_err)?;
         let host = HostSub::arc(&root.host, off, bytes).map_err(dev_err)?;
         // After the transfer into host memory, as a dependency of this command
@@ -237,25 +239,27 @@ pub(crate) fn data_uses(spec: &TaskSpec, items: Option<&Range<usize>>) -> Vec<Op
         .collect()
 }
 
-/// Run `spec` on device `d`, whole or (a split task) its chunk `items`.
-pub(crate) fn run(
-    g: &GraphInner,
-    d: usize,
-    spec: &TaskSpec,
-    items: Option<Range<usize>>,
-) -> std::result::Result<Exec, Fail> {
+/// Run `spec` whole on device `d` (a split task's chunks go through
+/// `chunk.rs`).
+pub(crate) fn run(g: &GraphInner, d: usize, spec: &TaskSpec) -> std::result::Result<Exec, Fail> {
     let start = Instant::now();
     let dev = &g.devices[d];
     let node = g.node_of[d];
     let in_place = g.in_place[d];
     let mut f = Fetches::default();
-    let uses = data_uses(spec, items.as_ref());
+    let uses = data_uses(spec, None);
     let mut reps: Vec<Option<Arc<RawBuffer>>> = Vec::with_capacity(spec.params.len());
     for u in &uses {
         let Some((root, read, _, mode)) = u else {
             reps.push(None);
             continue;
         };
+        if root.streamed {
+            return Err(dev_err(Error::InvalidInput(format!(
+                "streamed data {:?} can only be used by a split task",
+                root.name
+            ))));
+        }
         let rep = root.replica(d, dev, in_place).map_err(dev_err)?;
         if *mode != Access::Write {
             fetch(g, root, read, Some(d), node, &mut f)?;
@@ -276,7 +280,7 @@ pub(crate) fn run(
     // (the task's own, a prefetch's, another task's): queue order and the
     // replica's hazards order the kernel after them.
     let saved = if in_place { save_host_only(&uses) } else { Vec::new() };
-    let launched = launch(g, d, spec, &uses, &reps, items.as_ref());
+    let launched = g.queue(d).and_then(|q| launch(g, d, q, spec, &uses, &reps));
     let result = launched.and_then(|s| s.wait_ref().map(|()| s));
     let sub = match result {
         Ok(s) => s,
@@ -298,7 +302,7 @@ pub(crate) fn run(
     }
     Ok(Exec {
         device: d,
-        items,
+        items: None,
         start,
         end,
         kernel_s,
@@ -312,16 +316,13 @@ pub(crate) fn run(
 fn launch(
     g: &GraphInner,
     d: usize,
+    q: &Queue,
     spec: &TaskSpec,
     uses: &[Option<DataUse>],
     reps: &[Option<Arc<RawBuffer>>],
-    chunk: Option<&Range<usize>>,
 ) -> Result<Submitted> {
     let dev = &g.devices[d];
-    let (offset, items) = match chunk {
-        Some(c) => (c.start as u32, c.len() as u64),
-        None => (0, spec.space.items()),
-    };
+    let items = spec.space.items();
     let mut views: Vec<Option<RawView<'_>>> = uses
         .iter()
         .zip(reps)
@@ -337,7 +338,20 @@ fn launch(
             _ => None,
         })
         .collect();
-    let mut args: Vec<Arg<'_>> = Vec::with_capacity(spec.params.len());
+    let args = kernel_args(spec, &mut views, 0, items)?;
+    let cfg = spec.space.config(dev.info());
+    q.launch_labeled(&spec.kernel, &cfg, &args, items, (&spec.label).into())
+}
+
+/// The kernel arguments of a run over items `offset..offset + count`: data
+/// arguments are the given views (one per parameter, `None` for the others).
+pub(crate) fn kernel_args<'a>(
+    spec: &TaskSpec,
+    views: &'a mut [Option<RawView<'_>>],
+    offset: usize,
+    count: u64,
+) -> Result<Vec<Arg<'a>>> {
+    let mut args: Vec<Arg<'a>> = Vec::with_capacity(spec.params.len());
     for (p, v) in spec.params.iter().zip(views.iter_mut()) {
         args.push(match (p, v) {
             (ParamArg::Data { mode, .. }, Some(v)) => {
@@ -349,23 +363,19 @@ fn launch(
             }
             (ParamArg::Scalar(s), _) => Arg::Scalar(*s),
             (ParamArg::Local(n), _) => Arg::Local { len: *n },
-            (ParamArg::Offset, _) => Arg::Scalar(Scalar::U32(offset)),
-            (ParamArg::Count, _) => Arg::Scalar(Scalar::U32(items as u32)),
+            (ParamArg::Offset, _) => Arg::Scalar(Scalar::U32(offset as u32)),
+            (ParamArg::Count, _) => Arg::Scalar(Scalar::U32(count as u32)),
             (ParamArg::Data { .. }, None) => {
-                return Err(Error::InvalidInput("task argument without a replica".into()));
+                return Err(Error::InvalidInput("task argument without memory".into()));
             }
         });
     }
-    let cfg = match chunk {
-        Some(c) => super::spec::Space::Items(c.len()).config(dev.info()),
-        None => spec.space.config(dev.info()),
-    };
-    g.queues[d].launch_labeled(&spec.kernel, &cfg, &args, items, (&spec.label).into())
+    Ok(args)
 }
 
 /// Read-write arguments of a task about to write host memory in place whose
 /// only valid copy is the host's: (root, range, saved bytes).
-fn save_host_only(uses: &[Option<DataUse>]) -> Vec<(Arc<Root>, Range<usize>, Vec<u8>)> {
+pub(crate) fn save_host_only(uses: &[Option<DataUse>]) -> Vec<(Arc<Root>, Range<usize>, Vec<u8>)> {
     let mut out = Vec::new();
     for (root, _, write, mode) in uses.iter().flatten() {
         if *mode != Access::ReadWrite || write.is_empty() {
@@ -382,7 +392,7 @@ fn save_host_only(uses: &[Option<DataUse>]) -> Vec<(Arc<Root>, Range<usize>, Vec
 }
 
 /// Put saved host bytes back after a failed in-place task. Always succeeds.
-fn restore_host(saved: &[(Arc<Root>, Range<usize>, Vec<u8>)]) -> bool {
+pub(crate) fn restore_host(saved: &[(Arc<Root>, Range<usize>, Vec<u8>)]) -> bool {
     for (root, r, bytes) in saved {
         let size = root.size();
         // The task that wrote these bytes has failed and nothing else writes them

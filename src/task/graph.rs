@@ -32,6 +32,7 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::chunk::{self, Landed, Pipeline};
 use super::data::{Data, NodeId, Root, bit};
 use super::exec::{self, Exec, Fail};
 use super::report::{GraphReport, TaskRecord};
@@ -39,9 +40,9 @@ use super::spec::{Task, TaskSpec};
 use crate::device::Device;
 use crate::error::{BackendKind, Error, Result};
 use crate::queue::Queue;
-use crate::schedule::dispatch::{self, ChunkStats, Next, Plan};
+use crate::schedule::dispatch::{self, Next, Plan};
 use crate::schedule::model::Observation;
-use crate::schedule::{PerfModel, Policy};
+use crate::schedule::{DeviceShare, Excluded, PerfModel, Policy, SplitReport};
 
 /// Index of a task in its graph.
 pub(crate) type TaskId = usize;
@@ -108,6 +109,8 @@ pub(crate) struct Node {
     pub pred_s: f64,
     /// Its completed runs (one, or a split task's chunks).
     pub runs: Vec<Exec>,
+    /// A split task's account of who did what, once it has ended.
+    pub split_report: Option<SplitReport>,
 }
 
 impl Node {
@@ -128,6 +131,7 @@ impl Node {
             typed: None,
             pred_s: 0.0,
             runs: Vec::new(),
+            split_report: None,
         }
     }
 
@@ -153,9 +157,9 @@ pub(crate) struct State {
     /// Model keys that have run once in this graph: a first run (kernel
     /// compilation per work-group size on PoCL, lazy module loads on CUDA, first
     /// touch of new memory) is not what the device does, so it teaches nothing.
-    warmed: std::collections::HashSet<String>,
+    warmed: std::collections::HashSet<(usize, String)>,
     /// Keys whose warm-up launch is running.
-    warming: std::collections::HashSet<String>,
+    warming: std::collections::HashSet<(usize, String)>,
     /// Measured bytes/s per (source node, destination node).
     links: HashMap<(NodeId, NodeId), f64>,
     roots: Vec<Weak<Root>>,
@@ -176,6 +180,11 @@ struct SplitRun {
     seq: u64,
     /// Waiting for a recovery task before handing out more chunks.
     blocked_on: Option<TaskId>,
+    /// When it started handing out chunks.
+    t0: Instant,
+    /// Kernel builds started with the task on each participant that has not
+    /// run it yet (taken by the participant's warm-up).
+    builds: Vec<Option<Arc<chunk::PendingBuild>>>,
 }
 
 /// What a worker does next.
@@ -189,6 +198,7 @@ enum Work {
         id: TaskId,
         range: std::ops::Range<usize>,
         probe: bool,
+        index: usize,
     },
 }
 
@@ -202,8 +212,9 @@ pub(crate) struct GraphInner {
     pub node_of: Vec<NodeId>,
     /// Whether the device computes on host memory in place.
     pub in_place: Vec<bool>,
-    /// One queue per device for the graph's commands.
-    pub queues: Vec<Queue>,
+    /// One queue per device for the graph's fetches and whole tasks (made
+    /// when first used: a graph that only splits streamed data needs none).
+    queues: Vec<std::sync::OnceLock<Queue>>,
     pub state: Mutex<State>,
     cv: Condvar,
     pub epoch: Instant,
@@ -227,9 +238,17 @@ pub struct GraphBuilder {
     placement: Placement,
     split_policy: Policy,
     model: Option<PerfModel>,
+    labels: Option<Vec<String>>,
 }
 
 impl GraphBuilder {
+    /// Use these labels for the devices (unique, one per device) instead of
+    /// numbering repeated ones here: a scheduler keeps its own numbering.
+    pub(crate) fn labels(mut self, labels: Vec<String>) -> Self {
+        self.labels = Some(labels);
+        self
+    }
+
     /// Placement policy (default [`Placement::Dmda`]).
     pub fn placement(mut self, p: Placement) -> Self {
         self.placement = p;
@@ -277,7 +296,7 @@ impl GraphBuilder {
         }
         let in_place: Vec<bool> = self.devices.iter().map(|d| d.backend() == BackendKind::Cpu).collect();
         let node_of = (0..n).map(|i| if in_place[i] { 0 } else { i + 1 }).collect();
-        let queues = self.devices.iter().map(|d| d.queue()).collect::<Result<Vec<_>>>()?;
+        let queues = (0..n).map(|_| std::sync::OnceLock::new()).collect();
         let mut labels: Vec<String> = Vec::with_capacity(n);
         for d in &self.devices {
             let base = d.label().to_string();
@@ -290,6 +309,9 @@ impl GraphBuilder {
             } else {
                 format!("{base}#{}", same + 1)
             });
+        }
+        if let Some(l) = self.labels.filter(|l| l.len() == n) {
+            labels = l;
         }
         let model = self.model.unwrap_or_else(PerfModel::load_default);
         let model_path = model.path().map(|p| p.to_path_buf());
@@ -419,6 +441,7 @@ impl TaskGraph {
             placement: Placement::Dmda,
             split_policy: Policy::default(),
             model: None,
+            labels: None,
         }
     }
 
@@ -436,6 +459,27 @@ impl TaskGraph {
     /// Register `values` (copied into host memory once) as managed data.
     pub fn data<T: bytemuck::Pod>(&self, name: &str, values: &[T]) -> Result<Data<T>> {
         Data::register(self, name, values)
+    }
+
+    /// Register `len` elements of type `ty` of host memory the caller lends
+    /// (no copy) as a root, streamed or not (see `Root::streamed`).
+    ///
+    /// # Safety
+    /// As [`Root::borrowed`]: the memory stays valid, aligned and unaliased
+    /// (shared only with other readers if the graph only reads it) until every
+    /// command using the root has completed.
+    pub(crate) unsafe fn borrow_root(
+        &self,
+        name: &str,
+        ty: crate::kernel::ElemType,
+        ptr: *mut u8,
+        len: usize,
+        streamed: bool,
+    ) -> Arc<Root> {
+        // SAFETY: forwarded from the caller.
+        let root = Arc::new(unsafe { Root::borrowed(name, ty, ptr, len, streamed) });
+        self.inner.register_root(&root);
+        root
     }
 
     /// Submit a task: checked against its kernel's signature, ordered after the
@@ -573,6 +617,16 @@ impl GraphInner {
         let mut st = self.state.lock();
         st.roots.retain(|w| w.strong_count() > 0);
         st.roots.push(Arc::downgrade(root));
+    }
+
+    /// Device `d`'s queue for fetches and whole tasks.
+    pub(crate) fn queue(&self, d: usize) -> Result<&Queue> {
+        let cell = &self.queues[d];
+        if let Some(q) = cell.get() {
+            return Ok(q);
+        }
+        let q = self.devices[d].queue()?;
+        Ok(cell.get_or_init(|| q))
     }
 
     /// The largest view alignment of the graph's devices, bytes.
@@ -716,7 +770,7 @@ impl GraphInner {
             return;
         }
         let Some(spec) = st.nodes[id].spec.clone() else { return };
-        if spec.split && eligible.len() > 1 {
+        if spec.split && (eligible.len() > 1 || spec.streamed) {
             self.start_split(st, id, &spec, eligible);
             return;
         }
@@ -749,10 +803,17 @@ impl GraphInner {
         self.cv.notify_all();
     }
 
-    /// The next task for device `d`'s worker.
-    fn take(&self, st: &mut State, d: usize) -> Option<Work> {
-        for sr in st.splits.iter_mut() {
-            if sr.blocked_on.is_some() {
+    /// The next chunk (or warm-up) of a split task for device `d`, of task
+    /// `only` if given.
+    fn split_next(&self, st: &mut State, d: usize, only: Option<TaskId>) -> Option<Work> {
+        let State {
+            splits,
+            warmed,
+            warming,
+            ..
+        } = st;
+        for sr in splits.iter_mut() {
+            if sr.blocked_on.is_some() || only.is_some_and(|id| id != sr.id) {
                 continue;
             }
             let Some(j) = sr.devs.iter().position(|&x| x == d) else {
@@ -761,22 +822,34 @@ impl GraphInner {
             if !sr.st.devs[j].alive {
                 continue;
             }
-            let key = &sr.plan.keys[j];
-            if !st.warmed.contains(key) {
-                if st.warming.insert(key.clone()) {
+            let key = (d, sr.plan.keys[j].clone());
+            if !warmed.contains(&key) {
+                if only.is_none() && warming.insert(key) {
                     return Some(Work::Warm(sr.id));
                 }
                 continue;
             }
-            if let Next::Run { range, probe, .. } = sr.plan.next(&mut sr.st, j) {
+            // Warmed up (by this task or an earlier one): the end-game guard
+            // may count on it.
+            sr.st.devs[j].ready = true;
+            if let Next::Run { range, probe, index } = sr.plan.next(&mut sr.st, j) {
                 sr.st.in_flight += 1;
                 sr.st.devs[j].in_flight_items += range.len();
                 return Some(Work::Chunk {
                     id: sr.id,
                     range,
                     probe,
+                    index,
                 });
             }
+        }
+        None
+    }
+
+    /// The next task for device `d`'s worker.
+    fn take(&self, st: &mut State, d: usize) -> Option<Work> {
+        if let Some(w) = self.split_next(st, d, None) {
+            return Some(w);
         }
         if let Some(id) = st.queued[d].pop_front() {
             st.queued_s[d] = (st.queued_s[d] - st.nodes[id].pred_s).max(0.0);
@@ -801,8 +874,11 @@ impl GraphInner {
                 st.seq
             }
         };
-        // Chunks start where every participant can start a view, and are whole
-        // work-groups on each.
+        // Chunks of resident data start where every participant can start a
+        // view; every chunk is whole work-groups on its device. Streamed data
+        // moves through chunk buffers: its chunks are capped so that a device's
+        // buffers stay within a quarter of its memory and each within its
+        // largest allocation.
         let align = devs
             .iter()
             .map(|&d| self.devices[d].info().view_align_bytes)
@@ -810,35 +886,63 @@ impl GraphInner {
             .unwrap_or(1)
             .max(1);
         let mut m = 1usize;
-        let mut dev_bpi = 0usize;
+        let (mut dev_bpi, mut streamed_bpi, mut moved_bpi, mut widest) = (0usize, 0usize, 0usize, 1usize);
         for p in &spec.params {
             if let super::spec::ParamArg::Data {
                 root,
                 per_item: Some(e),
+                mode,
                 ..
             } = p
             {
                 let bytes = (e * root.size()).max(1);
                 dev_bpi += bytes;
-                m = lcm(m, align / gcd(bytes, align));
+                if root.streamed {
+                    streamed_bpi += bytes;
+                    widest = widest.max(bytes);
+                    let (up, down) = (*mode != crate::kernel::Access::Write, mode.writes());
+                    moved_bpi += bytes * (up as usize + down as usize);
+                } else {
+                    m = lcm(m, align / gcd(bytes, align));
+                }
             }
         }
-        for &d in &devs {
-            m = lcm(m, self.devices[d].info().warp_size.max(1) as usize);
-        }
         let n = devs.len();
+        let caps = devs
+            .iter()
+            .map(|&d| {
+                if streamed_bpi == 0 {
+                    return items.max(1);
+                }
+                let i = self.devices[d].info();
+                let by_mem = i.global_mem_bytes / 4 / chunk::depth(&self.devices[d]) as u64 / streamed_bpi as u64;
+                let by_alloc = i.max_alloc_bytes / widest as u64;
+                by_mem.min(by_alloc).min(u32::MAX as u64).max(1) as usize
+            })
+            .collect();
         let plan = Plan {
             items,
             policy: st.split_policy,
-            multiples: vec![m; n],
-            caps: vec![items.max(1); n],
-            bpi: 0.0,
+            multiples: devs
+                .iter()
+                .map(|&d| lcm(m, self.devices[d].info().warp_size.max(1) as usize))
+                .collect(),
+            caps,
+            bpi: moved_bpi as f64,
             dev_bpi: dev_bpi.max(1),
             keys: devs.iter().map(|&d| spec.keys[d].clone()).collect(),
             labels: devs.iter().map(|&d| self.labels[d].clone()).collect(),
-            depths: vec![1; n],
+            depths: devs.iter().map(|&d| chunk::depth(&self.devices[d])).collect(),
         };
         let dst = dispatch::State::new(n, st.model.clone());
+        // Every build starts now, each on a thread of its own.
+        let builds = devs
+            .iter()
+            .map(|&d| {
+                (!st.warmed.contains(&(d, spec.keys[d].clone())))
+                    .then(|| chunk::PendingBuild::start(&self.devices[d], &spec.kernel))
+            })
+            .collect();
         st.nodes[id].status = Status::Split;
         st.splits.push(SplitRun {
             id,
@@ -847,6 +951,8 @@ impl GraphInner {
             devs,
             seq,
             blocked_on: None,
+            t0: Instant::now(),
+            builds,
         });
         self.cv.notify_all();
     }
@@ -859,7 +965,7 @@ impl GraphInner {
         d: usize,
         range: std::ops::Range<usize>,
         probe: bool,
-        r: std::result::Result<Exec, Fail>,
+        r: std::result::Result<Landed, Fail>,
     ) {
         let Some(si) = st.splits.iter().position(|s| s.id == id) else {
             // The split task failed meanwhile: its late chunks count for nothing.
@@ -872,7 +978,7 @@ impl GraphInner {
         sr.st.devs[j].in_flight_items = sr.st.devs[j].in_flight_items.saturating_sub(range.len());
         let node = self.node_of[d];
         match r {
-            Ok(x) => {
+            Ok(Landed { exec: x, stats, busy }) => {
                 let restore = st.nodes[id].restore.is_some();
                 let writer = st.nodes[id].recovery_of.unwrap_or(id);
                 for (root, _, write, mode) in exec::data_uses(&spec, Some(&range)).iter().flatten() {
@@ -881,15 +987,6 @@ impl GraphInner {
                     }
                 }
                 self.learn_links(st, &x);
-                let stats = ChunkStats {
-                    up: std::time::Duration::from_secs_f64(x.transfers.iter().map(|t| t.seconds).sum()),
-                    kernel: std::time::Duration::from_secs_f64(x.kernel_s),
-                    down: std::time::Duration::ZERO,
-                    h2d: x.moved,
-                    d2h: 0,
-                    span: Some((x.start, x.end)),
-                };
-                let busy = x.end.saturating_duration_since(x.start);
                 sr.plan.finish(&mut sr.st, j, &range, probe, busy, stats);
                 st.nodes[id].runs.push(x);
             }
@@ -932,6 +1029,10 @@ impl GraphInner {
     /// Put `sr` back, or finish it (all items done) or fail it (no device left).
     fn settle_split(&self, st: &mut State, mut sr: SplitRun) {
         let id = sr.id;
+        let ended = sr.st.in_flight == 0 && (sr.st.done >= sr.plan.items || sr.st.devs.iter().all(|x| !x.alive));
+        if ended {
+            st.nodes[id].split_report = Some(self.split_report(st, &sr));
+        }
         if sr.st.done >= sr.plan.items && sr.st.in_flight == 0 {
             for key in &sr.plan.keys {
                 if let Some(e) = sr.st.model.get(key) {
@@ -950,6 +1051,50 @@ impl GraphInner {
             st.splits.push(sr);
         }
         self.cv.notify_all();
+    }
+
+    /// Who did what in split task `sr`, as the scheduler reports it.
+    fn split_report(&self, st: &State, sr: &SplitRun) -> SplitReport {
+        let wall = sr.t0.elapsed();
+        let spec = st.nodes[sr.id].spec.as_ref();
+        let mut devices = Vec::with_capacity(sr.devs.len());
+        let mut excluded = Vec::new();
+        for (j, &d) in sr.devs.iter().enumerate() {
+            let ds = &sr.st.devs[j];
+            if ds.work_chunks == 0
+                && let Some(reason) = &ds.retired
+            {
+                excluded.push(Excluded {
+                    device: self.labels[d].clone(),
+                    reason: reason.clone(),
+                });
+            }
+            devices.push(DeviceShare {
+                device: self.labels[d].clone(),
+                name: self.devices[d].info().name.clone(),
+                items: ds.items,
+                chunks: ds.chunks,
+                probes: ds.probes,
+                busy: ds.busy,
+                idle: wall.saturating_sub(ds.busy),
+                h2d_bytes: ds.h2d,
+                d2h_bytes: ds.d2h,
+            });
+        }
+        SplitReport {
+            kernel: spec.map_or(String::new(), |s| s.kernel.name().to_string()),
+            items: sr.plan.items,
+            policy: sr.plan.policy,
+            wall,
+            devices,
+            failures: sr.st.failures.clone(),
+            excluded,
+        }
+    }
+
+    /// Split task `id`'s report, once it has ended.
+    pub(crate) fn take_split_report(&self, id: TaskId) -> Option<SplitReport> {
+        self.state.lock().nodes.get_mut(id).and_then(|n| n.split_report.take())
     }
 
     /// Mark `id` done and release its dependents (and split tasks waiting for it).
@@ -988,8 +1133,33 @@ impl GraphInner {
     }
 
     fn worker(self: Arc<Self>, d: usize) {
+        // The chunks of one split task this device has in flight.
+        let mut pipe: Option<Pipeline> = None;
         loop {
-            let (id, spec, chunk, warm) = {
+            // Chunks in flight: take another of the same task while the pipeline
+            // has room, otherwise land the oldest.
+            if let Some(p) = pipe.as_mut().filter(|p| !p.flight.is_empty()) {
+                if p.flight.len() < p.depth {
+                    let next = {
+                        let mut st = self.state.lock();
+                        self.split_next(&mut st, d, Some(p.id))
+                    };
+                    if let Some(Work::Chunk {
+                        range, probe, index, ..
+                    }) = next
+                    {
+                        self.start_chunk(d, p, range, probe, index);
+                        continue;
+                    }
+                }
+                if let Some((range, probe, r)) = p.land(&self) {
+                    let mut st = self.state.lock();
+                    self.chunk_done(&mut st, p.id, d, range, probe, r);
+                    self.cv.notify_all();
+                }
+                continue;
+            }
+            let work = {
                 let mut st = self.state.lock();
                 loop {
                     if st.dead[d].is_some() || (st.shutdown && st.unfinished == 0) {
@@ -1002,67 +1172,158 @@ impl GraphInner {
                             let (spec, pred) = (n.spec.clone(), n.pred_s);
                             st.running[d] = Some((Instant::now(), pred));
                             if let Some(spec) = spec {
-                                break (id, spec, None, false);
+                                break (Work::Task(id), spec);
                             }
                         }
-                        Some(Work::Chunk { id, range, probe }) => {
+                        Some(w @ (Work::Chunk { id, .. } | Work::Warm(id))) => {
                             if let Some(spec) = st.nodes[id].spec.clone() {
-                                break (id, spec, Some((range, probe)), false);
-                            }
-                        }
-                        Some(Work::Warm(id)) => {
-                            if let Some(spec) = st.nodes[id].spec.clone() {
-                                break (id, spec, None, true);
+                                break (w, spec);
                             }
                         }
                         None => self.cv.wait(&mut st),
                     }
                 }
             };
-            if warm {
-                let r = exec::run(&self, d, &spec, Some(0..0));
-                let key = spec.keys[d].clone();
-                let mut st = self.state.lock();
-                st.warming.remove(&key);
-                match r {
-                    Ok(_) => {
-                        st.warmed.insert(key);
+            match work {
+                (Work::Warm(id), spec) => self.warm(d, id, spec, &mut pipe),
+                (
+                    Work::Chunk {
+                        id,
+                        range,
+                        probe,
+                        index,
+                    },
+                    spec,
+                ) => {
+                    if pipe.as_ref().is_none_or(|p| p.id != id) {
+                        pipe = None;
+                        match Pipeline::new(&self, d, id, spec) {
+                            Ok(p) => pipe = Some(p),
+                            Err(error) => {
+                                let mut st = self.state.lock();
+                                let r = Err(Fail::Device {
+                                    error,
+                                    host_restored: false,
+                                });
+                                self.chunk_done(&mut st, id, d, range, probe, r);
+                                self.cv.notify_all();
+                                continue;
+                            }
+                        }
                     }
-                    Err(Fail::Device { error, .. }) => self.drop_device(&mut st, d, &error),
-                    Err(Fail::Source { device, error }) => self.drop_device(&mut st, device, &error),
-                    // Its broadcast input is lost: the chunks will find out and recover it.
-                    Err(Fail::Lost { .. }) => {
-                        st.warmed.insert(key);
+                    if let Some(p) = pipe.as_mut() {
+                        self.start_chunk(d, p, range, probe, index);
                     }
                 }
-                self.cv.notify_all();
-                continue;
+                (Work::Task(id), spec) => self.run_task(d, id, &spec),
             }
-            if let Some((range, probe)) = chunk {
-                let r = exec::run(&self, d, &spec, Some(range.clone()));
-                let mut st = self.state.lock();
-                self.chunk_done(&mut st, id, d, range, probe, r);
-                self.cv.notify_all();
-                continue;
-            }
-            let r = exec::run(&self, d, &spec, None);
+        }
+    }
+
+    /// Enqueue a chunk on `p`; a chunk that could not be enqueued ends now.
+    fn start_chunk(&self, d: usize, p: &mut Pipeline, range: std::ops::Range<usize>, probe: bool, index: usize) {
+        if let Err(f) = p.start(self, range.clone(), probe, index) {
             let mut st = self.state.lock();
-            st.running[d] = None;
-            match r {
-                Ok(x) => self.commit(&mut st, id, d, &spec, x),
-                Err(Fail::Lost { root, range, writer }) => self.lost(&mut st, id, &root, range, writer),
-                Err(Fail::Device { error, host_restored }) => {
-                    self.device_failed(&mut st, id, d, &spec, error, host_restored)
-                }
-                Err(Fail::Source { device, error }) => {
-                    // Not this device's fault: drop the source, try the task again.
-                    self.drop_device(&mut st, device, &error);
-                    st.nodes[id].status = Status::Waiting;
-                    self.place(&mut st, id);
-                }
-            }
+            self.chunk_done(&mut st, p.id, d, range, probe, Err(f));
             self.cv.notify_all();
         }
+    }
+
+    /// Build split task `id`'s kernel on device `d` and launch it once with no
+    /// items (see [`Pipeline::warm`]). The build runs on a thread of its own:
+    /// if the task stops wanting this device meanwhile (the other devices took
+    /// every item), the device is left out of the task, with the reason in its
+    /// report, and the build finishes in the background.
+    fn warm(&self, d: usize, id: TaskId, spec: Arc<TaskSpec>, pipe: &mut Option<Pipeline>) {
+        let key = (d, spec.keys[d].clone());
+        let started = {
+            let mut st = self.state.lock();
+            st.splits.iter_mut().find(|sr| sr.id == id).and_then(|sr| {
+                let j = sr.devs.iter().position(|&x| x == d)?;
+                sr.builds[j].take()
+            })
+        };
+        let build = started.unwrap_or_else(|| chunk::PendingBuild::start(&self.devices[d], &spec.kernel));
+        let built = loop {
+            if let Some(r) = build.poll() {
+                break Some(r);
+            }
+            let mut st = self.state.lock();
+            let wanted = st.splits.iter_mut().find(|sr| sr.id == id).and_then(|sr| {
+                let j = sr.devs.iter().position(|&x| x == d)?;
+                if sr.plan.wanted(&sr.st, j) {
+                    return Some(());
+                }
+                let ds = &mut sr.st.devs[j];
+                ds.alive = false;
+                // A reason from the plan (Static) stays: it is why there was no work.
+                if ds.retired.is_none() {
+                    ds.retired =
+                        Some("its kernel build was still running when the other devices had taken all the work".into());
+                }
+                None
+            });
+            if wanted.is_none() {
+                st.warming.remove(&key);
+                self.cv.notify_all();
+                break None;
+            }
+        };
+        let Some(built) = built else { return };
+        let t0 = Instant::now();
+        let r = built.map_err(exec::dev_err).and_then(|()| {
+            if pipe.as_ref().is_none_or(|p| p.id != id) {
+                *pipe = Some(Pipeline::new(self, d, id, spec.clone()).map_err(exec::dev_err)?);
+            }
+            match pipe.as_mut() {
+                Some(p) => p.warm(self),
+                None => Err(exec::dev_err(Error::InvalidInput("no pipeline".into()))),
+            }
+        });
+        let mut st = self.state.lock();
+        st.warming.remove(&key);
+        match r {
+            Ok(l) => {
+                st.warmed.insert(key);
+                if let Some(sr) = st.splits.iter_mut().find(|sr| sr.id == id)
+                    && let Some(j) = sr.devs.iter().position(|&x| x == d)
+                {
+                    let ds = &mut sr.st.devs[j];
+                    ds.ready = true;
+                    ds.busy += t0.elapsed();
+                    ds.h2d += l.stats.h2d;
+                }
+                self.learn_links(&mut st, &l.exec);
+            }
+            Err(Fail::Device { error, .. }) => self.drop_device(&mut st, d, &error),
+            Err(Fail::Source { device, error }) => self.drop_device(&mut st, device, &error),
+            // Its broadcast input is lost: the chunks will find out and recover it.
+            Err(Fail::Lost { .. }) => {
+                st.warmed.insert(key);
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    /// Run task `id` whole on device `d`.
+    fn run_task(&self, d: usize, id: TaskId, spec: &Arc<TaskSpec>) {
+        let r = exec::run(self, d, spec);
+        let mut st = self.state.lock();
+        st.running[d] = None;
+        match r {
+            Ok(x) => self.commit(&mut st, id, d, spec, x),
+            Err(Fail::Lost { root, range, writer }) => self.lost(&mut st, id, &root, range, writer),
+            Err(Fail::Device { error, host_restored }) => {
+                self.device_failed(&mut st, id, d, spec, error, host_restored)
+            }
+            Err(Fail::Source { device, error }) => {
+                // Not this device's fault: drop the source, try the task again.
+                self.drop_device(&mut st, device, &error);
+                st.nodes[id].status = Status::Waiting;
+                self.place(&mut st, id);
+            }
+        }
+        self.cv.notify_all();
     }
 
     /// Task `id` completed on device `d`: its writes become the valid replicas.
@@ -1083,10 +1344,10 @@ impl GraphInner {
             }
         }
         // Teach the model: kernel time per item, link bandwidths.
-        let key = spec.keys[d].clone();
+        let key = (d, spec.keys[d].clone());
         if st.warmed.contains(&key) {
             st.model.observe(
-                &key,
+                &key.1,
                 Observation {
                     items: spec.space.items() as usize,
                     kernel_s: x.kernel_s,
@@ -1500,7 +1761,9 @@ fn give_back_probe(sr: &mut SplitRun, j: usize, probe: bool) {
 /// may have half written what it writes there: no longer valid on the host.
 fn suspect_host_writes(uses: &[Option<exec::DataUse>]) {
     for (root, _, write, mode) in uses.iter().flatten() {
-        if mode.writes() {
+        // A streamed chunk that failed is simply re-run: its write-only
+        // elements are rewritten, and read-write ones were staged.
+        if mode.writes() && !root.streamed {
             let mut rs = root.state.lock();
             for i in rs.cover(write) {
                 rs.segs[i].valid &= !bit(0);
@@ -1520,6 +1783,10 @@ fn commit_range(
     seq: u64,
     restore: bool,
 ) {
+    if root.streamed {
+        // Written home by the chunk itself: host memory stays the valid copy.
+        return;
+    }
     let mut rs = root.state.lock();
     for i in rs.cover(write) {
         let s = &mut rs.segs[i];

@@ -20,6 +20,13 @@
 //!   its execution time from the performance model; a task queued behind
 //!   other work has its inputs prefetched at once. [`Placement::Eager`]
 //!   gives it to the first idle device, for comparison.
+//! * A task marked [`Task::split`] is cut into chunks handed to the devices by
+//!   the scheduler's dispatcher (HGuided by default), each chunk computed on
+//!   the device's slice of its replicas; devices with asynchronous queues keep
+//!   two chunks in flight on three queues (uploads, kernels, downloads).
+//!   [`crate::schedule::Scheduler::run`] is this with one task, whose host
+//!   slices are *streamed* data: never kept on a device, each chunk's slice
+//!   moved through reused chunk buffers and written straight home.
 //! * A task's writes commit when it completes. A device that fails is dropped
 //!   and its tasks run elsewhere; data whose only valid replica was lost is
 //!   recomputed by re-running its producer when that producer's inputs are
@@ -46,18 +53,21 @@
 //!
 //! Layout: `data` (handles, replicas, segments), `spec` (tasks and their
 //! checks), `graph` (dependencies, placement, workers, commits, faults),
-//! `exec` (running one task on one device), `report`. Only the device layer
+//! `exec` (fetches, and running one task whole on one device), `chunk` (a
+//! split task's chunks on one device: queues, chunk buffers, builds),
+//! `report`. Only the device layer
 //! (buffers, queues, events) is used; no driver is touched here.
 //!
 //! [`Error::DataLost`]: crate::Error::DataLost
 
+pub(crate) mod chunk;
 mod data;
 mod exec;
 mod graph;
 mod report;
 mod spec;
 
-pub use data::{Data, Partition};
+pub use data::{Data, Partition, from_tiles, to_tiles};
 pub use graph::{GraphBuilder, Placement, TaskGraph, TaskHandle};
 pub use report::{DeviceTasks, GraphReport, TaskRecord};
 pub use spec::Task;

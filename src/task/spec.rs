@@ -82,6 +82,9 @@ pub struct Task {
     pub(crate) only: Vec<Device>,
     pub(crate) name: Option<String>,
     pub(crate) split: bool,
+    pub(crate) max_block: u32,
+    /// Label chunks `chunk N` in the profile (one-task runs) rather than by the task's name.
+    pub(crate) chunk_labels: bool,
 }
 
 impl Task {
@@ -94,7 +97,20 @@ impl Task {
             only: Vec::new(),
             name: None,
             split: false,
+            max_block: u32::MAX,
+            chunk_labels: false,
         }
+    }
+
+    /// A data argument over a whole root (the scheduler's host slices).
+    pub(crate) fn root(mut self, root: &Arc<Root>, mode: Access) -> Self {
+        self.args.push(TaskArg::Data {
+            root: root.clone(),
+            read: 0..root.len,
+            write: 0..root.len,
+            mode,
+        });
+        self
     }
 
     fn data<T: bytemuck::Pod>(mut self, d: &Data<T>, mode: Access) -> Self {
@@ -164,6 +180,13 @@ impl Task {
         self
     }
 
+    /// Cap the threads per block of a split task's chunk launches at `n` (for
+    /// kernels that need small blocks; by default the device's choice).
+    pub fn max_block(mut self, n: u32) -> Self {
+        self.max_block = n.max(1);
+        self
+    }
+
     /// A name for reports and the DAG picture (default: the kernel's name).
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_string());
@@ -187,6 +210,12 @@ pub(crate) struct TaskSpec {
     pub keys: Vec<String>,
     /// Split over devices in chunks.
     pub split: bool,
+    /// Threads per block at most, for chunk launches.
+    pub max_block: u32,
+    /// Chunks are labelled `chunk N` in the profile.
+    pub chunk_labels: bool,
+    /// Some data argument is streamed (see `Root::streamed`).
+    pub streamed: bool,
 }
 
 /// What one kernel parameter receives.
@@ -298,6 +327,12 @@ impl TaskSpec {
             .iter()
             .map(|d| crate::schedule::PerfModel::key(&t.kernel, d))
             .collect();
+        let streamed = params
+            .iter()
+            .any(|p| matches!(p, ParamArg::Data { root, .. } if root.streamed));
+        if streamed && !t.split {
+            return Err(bad("streamed data can only be used by a split task".into()));
+        }
         Ok(TaskSpec {
             label: Arc::from(name.as_str()),
             name,
@@ -307,6 +342,9 @@ impl TaskSpec {
             only,
             keys,
             split: t.split,
+            max_block: t.max_block,
+            chunk_labels: t.chunk_labels,
+            streamed,
         })
     }
 

@@ -160,6 +160,10 @@ impl Backend for CpuBackend {
         Ok(Timing::HOST)
     }
 
+    fn builds_at_once(&self) -> bool {
+        true
+    }
+
     fn build(&self, _kernel: &Kernel) -> Result<Timing> {
         // Rust kernels are compiled with the crate: nothing to build.
         Ok(Timing::HOST)
