@@ -1,7 +1,9 @@
 //! Backend-neutral kernels: a name, a signature, and one implementation per backend.
 //!
 //! A [`Kernel`] owns its CUDA C source, its OpenCL C source and its CPU Rust
-//! function (each optional). A device runs a kernel iff the kernel has an
+//! function (each optional), and may carry a second, CPU-shaped OpenCL source
+//! that OpenCL devices computing on host cores build instead of the first
+//! ([`KernelBuilder::opencl_host_cpu`], chosen by [`Kernel::opencl_source_for`]). A device runs a kernel iff the kernel has an
 //! implementation for that device's backend. The signature ([`Param`]s) is what
 //! launch arguments are checked against before anything is enqueued, and what the
 //! scheduler reads to know how buffers follow a split index space.
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cpu_ctx::CpuCtx;
+use crate::device::DeviceInfo;
 use crate::error::{BackendKind, Error, Result};
 
 /// Scalar types a kernel parameter may have.
@@ -357,6 +360,7 @@ struct KernelInner {
     params: Vec<Param>,
     cuda: Option<Source>,
     opencl: Option<Source>,
+    opencl_host_cpu: Option<Source>,
     cpu: Option<Arc<CpuKernelFn>>,
     cpu_grain: usize,
     extents: Vec<Extent>,
@@ -389,8 +393,10 @@ impl Kernel {
             params: Vec::new(),
             cuda: None,
             opencl: None,
+            opencl_host_cpu: None,
             cuda_options: Vec::new(),
             opencl_options: Vec::new(),
+            opencl_host_cpu_options: Vec::new(),
             cpu: None,
             cpu_grain: DEFAULT_CPU_GRAIN,
             extents: Vec::new(),
@@ -429,9 +435,24 @@ impl Kernel {
     pub fn cuda_source(&self) -> Option<&Source> {
         self.inner.cuda.as_ref()
     }
-    /// OpenCL source, if any.
+    /// OpenCL source, if any: the one every OpenCL device builds, except host-CPU
+    /// devices when the kernel has [`Kernel::opencl_host_cpu_source`].
     pub fn opencl_source(&self) -> Option<&Source> {
         self.inner.opencl.as_ref()
+    }
+    /// The CPU-shaped OpenCL source for devices that compute on host cores, if
+    /// any (see [`KernelBuilder::opencl_host_cpu`]).
+    pub fn opencl_host_cpu_source(&self) -> Option<&Source> {
+        self.inner.opencl_host_cpu.as_ref()
+    }
+    /// The OpenCL source a device with `info` builds: the host-CPU variant when
+    /// the device computes on host cores ([`DeviceInfo::host_cpu`]) and the kernel
+    /// has one, the plain OpenCL source otherwise.
+    pub fn opencl_source_for(&self, info: &DeviceInfo) -> Option<&Source> {
+        match &self.inner.opencl_host_cpu {
+            Some(s) if info.host_cpu => Some(s),
+            _ => self.inner.opencl.as_ref(),
+        }
     }
     /// CPU implementation, if any.
     pub fn cpu_fn(&self) -> Option<&Arc<CpuKernelFn>> {
@@ -491,8 +512,10 @@ pub struct KernelBuilder {
     params: Vec<Param>,
     cuda: Option<Source>,
     opencl: Option<Source>,
+    opencl_host_cpu: Option<Source>,
     cuda_options: Vec<String>,
     opencl_options: Vec<String>,
+    opencl_host_cpu_options: Vec<String>,
     cpu: Option<Arc<CpuKernelFn>>,
     cpu_grain: usize,
     /// `(parameter name, extent)` pairs, resolved in `build`.
@@ -543,6 +566,33 @@ impl KernelBuilder {
             entry: entry.to_string(),
             options: Vec::new(),
         });
+        self
+    }
+    /// A second OpenCL C source, shaped for OpenCL devices that compute on host
+    /// cores ([`DeviceInfo::host_cpu`]: PoCL, a vendor's CPU runtime), built there
+    /// instead of [`KernelBuilder::opencl`]'s. GPU-shaped code (tiles staged in
+    /// local memory behind barriers) is slow on such devices; a CPU-shaped kernel
+    /// keeps each work-item's loop simple and free of local memory so the
+    /// runtime's vectorizer can run work-items in SIMD lanes. It needs a plain
+    /// OpenCL source beside it ([`KernelBuilder::build`] refuses it alone), and its
+    /// entry `entry` must declare the same signature.
+    ///
+    /// # Safety
+    ///
+    /// The same promise as [`KernelBuilder::cuda`], for this entry point.
+    pub unsafe fn opencl_host_cpu(mut self, code: impl Into<String>, entry: &str) -> Self {
+        self.opencl_host_cpu = Some(Source {
+            code: code.into(),
+            entry: entry.to_string(),
+            options: Vec::new(),
+        });
+        self
+    }
+    /// Extra OpenCL build options of the host-CPU source only (e.g.
+    /// `-cl-fast-relaxed-math`); may be given before or after
+    /// [`KernelBuilder::opencl_host_cpu`].
+    pub fn opencl_host_cpu_options(mut self, opts: &[&str]) -> Self {
+        self.opencl_host_cpu_options = opts.iter().map(|s| s.to_string()).collect();
         self
     }
     /// Extra NVRTC options (e.g. `--use_fast_math`); may be given before or after
@@ -608,6 +658,12 @@ impl KernelBuilder {
         if self.cuda.is_none() && self.opencl.is_none() && self.cpu.is_none() {
             return Err(Error::InvalidInput(format!(
                 "kernel {:?} has no implementation for any backend",
+                self.name
+            )));
+        }
+        if self.opencl_host_cpu.is_some() && self.opencl.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "kernel {:?} has a host-CPU OpenCL source but no OpenCL source for other OpenCL devices",
                 self.name
             )));
         }
@@ -684,7 +740,16 @@ impl KernelBuilder {
         if let Some(c) = opencl.as_mut() {
             c.options = self.opencl_options;
         }
-        let fingerprint = fingerprint(&self.name, &self.params, &extents, cuda.as_ref(), opencl.as_ref());
+        let mut opencl_host_cpu = self.opencl_host_cpu;
+        if let Some(c) = opencl_host_cpu.as_mut() {
+            c.options = self.opencl_host_cpu_options;
+        }
+        let fingerprint = fingerprint(
+            &self.name,
+            &self.params,
+            &extents,
+            [cuda.as_ref(), opencl.as_ref(), opencl_host_cpu.as_ref()],
+        );
         Ok(Kernel {
             inner: Arc::new(KernelInner {
                 id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
@@ -695,6 +760,7 @@ impl KernelBuilder {
                 params: self.params,
                 cuda,
                 opencl,
+                opencl_host_cpu,
                 cpu: self.cpu,
                 cpu_grain: self.cpu_grain,
                 extents,
@@ -709,8 +775,7 @@ fn fingerprint(
     name: &str,
     params: &[Param],
     extents: &[Extent],
-    cuda: Option<&Source>,
-    opencl: Option<&Source>,
+    [cuda, opencl, opencl_host_cpu]: [Option<&Source>; 3],
 ) -> String {
     let sig: String = params
         .iter()
@@ -737,6 +802,13 @@ fn fingerprint(
             parts.push(s.entry.as_bytes().to_vec());
             parts.push(s.options.join("\u{1f}").into_bytes());
         }
+    }
+    // Only present when given, so kernels without one keep their fingerprint.
+    if let Some(s) = opencl_host_cpu {
+        parts.push(b"opencl_host_cpu".to_vec());
+        parts.push(s.code.as_bytes().to_vec());
+        parts.push(s.entry.as_bytes().to_vec());
+        parts.push(s.options.join("\u{1f}").into_bytes());
     }
     let refs: Vec<&[u8]> = parts.iter().map(|p| p.as_slice()).collect();
     crate::cache::key(&refs)

@@ -84,8 +84,10 @@
 //!   given for a read-only parameter is passed read-only. A kernel's own scalar
 //!   rules ([`KernelBuilder::check_scalars`]) run there too.
 //! * **The one `unsafe` promise is the kernel author's:** device code (CUDA C,
-//!   OpenCL C) is opaque to the library, so [`KernelBuilder::cuda`] and
-//!   [`KernelBuilder::opencl`] are `unsafe fn`s whose caller promises that the
+//!   OpenCL C) is opaque to the library, so [`KernelBuilder::cuda`],
+//!   [`KernelBuilder::opencl`] and [`KernelBuilder::opencl_host_cpu`] (a
+//!   CPU-shaped OpenCL source that devices computing on host cores build instead)
+//!   are `unsafe fn`s whose caller promises that the
 //!   entry point declares the signature and stays inside the declared extents.
 //!   One promise per kernel, made where it is built, is easier to audit than
 //!   one per launch (cudarc instead makes every launch `unsafe`). The built-in

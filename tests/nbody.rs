@@ -435,3 +435,104 @@ fn resident_simulation_follows_the_host_integration() {
         rep.bytes_in()
     );
 }
+
+/// The built-in kernel's signature with the given OpenCL sources.
+fn nbody_from(plain: &str, host_cpu: &str) -> offload::Result<Kernel> {
+    use offload::{Access, Param, Split};
+    let b = Kernel::builder("nbody")
+        .param(Param::buffer::<f32>("pos", Access::Read, Split::Broadcast))
+        .param(Param::buffer::<f32>(
+            "acc",
+            Access::Write,
+            Split::Elementwise { per_item: 4 },
+        ))
+        .param(Param::scalar::<u32>("n"))
+        .param(Param::scalar::<f32>("eps2"))
+        .param(Param::Offset)
+        .param(Param::Count)
+        .extent_from("pos", &["n"], 4);
+    // SAFETY: a source here is either the audited built-in host-CPU one (with its
+    // own signature and extents) or one that fails to build.
+    unsafe { b.opencl(plain, "nbody").opencl_host_cpu(host_cpu, "nbody") }.build()
+}
+
+#[test]
+fn host_cpu_opencl_devices_build_the_cpu_shaped_source() {
+    let k = kernels::nbody().unwrap();
+    let host = k.opencl_host_cpu_source().expect("nbody has a host-CPU OpenCL source");
+    let plain = k.opencl_source().expect("nbody has an OpenCL source");
+    assert!(!host.code.contains("__local") && plain.code.contains("__local"));
+    assert_eq!(host.options, ["-cl-fast-relaxed-math"]);
+    // A host-CPU source alone leaves other OpenCL devices without one.
+    let alone = Kernel::builder("alone").param(offload::Param::scalar::<u32>("n"));
+    // SAFETY: never built or launched.
+    let alone = unsafe { alone.opencl_host_cpu("__kernel void alone(uint n) {}", "alone") }.build();
+    assert!(matches!(alone, Err(Error::InvalidInput(_))), "{alone:?}");
+
+    let rt = common::runtime();
+    let hosts: Vec<Device> = common::devices_of(&rt, offload::BackendKind::OpenCl)
+        .into_iter()
+        .filter(|d| d.info().host_cpu)
+        .collect();
+    if hosts.is_empty() {
+        common::missing("opencl", "no OpenCL device computes on host cores");
+        return;
+    }
+    let cpu = rt.device("cpu").unwrap();
+    let mut rng = Rng::fresh("host_cpu_opencl_devices_build_the_cpu_shaped_source");
+    let eps2 = 0.01f32 * 0.01;
+    let n = 1000;
+    let pos = random_bodies(&mut rng, n);
+    let want = reference(&pos, eps2, 0, n);
+    let cpu_acc = whole(&cpu, &k, &pos, eps2);
+    assert_close("CPU device", &cpu_acc, &want, TOL);
+    let on_cpu: Vec<f64> = cpu_acc.iter().map(|v| *v as f64).collect();
+    for dev in hosts {
+        let chosen = k.opencl_source_for(dev.info()).unwrap();
+        assert_eq!(chosen.code, host.code, "{} picks the host-CPU source", dev.label());
+        let mut gpu = dev.info().clone();
+        gpu.host_cpu = false;
+        assert_eq!(k.opencl_source_for(&gpu).unwrap().code, plain.code);
+
+        // The device builds the host-CPU source: a kernel whose plain source
+        // cannot build still runs there, and one whose host-CPU source cannot
+        // build fails with the build log.
+        let only_host = nbody_from("#error not the host-CPU source\n", &host.code).unwrap();
+        let got = whole(&dev, &only_host, &pos, eps2);
+        assert_close(
+            &format!("host-CPU source on {} vs the CPU device", dev.label()),
+            &got,
+            &on_cpu,
+            TOL,
+        );
+        let broken = nbody_from(&plain.code, "#error the host-CPU source\n").unwrap();
+        match dev.build(&broken) {
+            Err(Error::Build { .. }) => {}
+            other => panic!("{}: a broken host-CPU source built: {other:?}", dev.label()),
+        }
+
+        // The built-in kernel: against the CPU device and float64, whole and in
+        // odd shapes (small blocks, fewer threads than bodies).
+        let got = whole(&dev, &k, &pos, eps2);
+        assert_close(
+            &format!("nbody on {} vs the CPU device", dev.label()),
+            &got,
+            &on_cpu,
+            TOL,
+        );
+        assert_close(&format!("nbody on {} vs float64", dev.label()), &got, &want, TOL);
+        for cfg in [
+            LaunchConfig::new(3, 16),
+            LaunchConfig::new(1, 64),
+            LaunchConfig::new(2, 96),
+        ] {
+            let got = launch(&dev, &k, &pos, eps2, 100, 777, &cfg).unwrap();
+            assert_close(
+                &format!("{} with {cfg:?}", dev.label()),
+                &got,
+                &reference(&pos, eps2, 100, 777),
+                TOL,
+            );
+        }
+    }
+}

@@ -151,7 +151,8 @@ fn build_kernel(
     kernel: &Kernel,
     slots: usize,
 ) -> Result<Built> {
-    let Some(src) = kernel.opencl_source() else {
+    // A host-CPU device (PoCL) builds the kernel's CPU-shaped source when it has one.
+    let Some(src) = kernel.opencl_source_for(info) else {
         return Err(kernel.no_implementation(BackendKind::OpenCl, &info.label()));
     };
     let mut options: Vec<&str> = src.options.iter().map(String::as_str).collect();
