@@ -199,6 +199,30 @@ pub(crate) fn prefetch(g: &GraphInner, d: usize, spec: &TaskSpec) {
     }
 }
 
+/// Start the transfers of the data every chunk of split task `spec` reads
+/// whole (broadcast) onto device `d`, without waiting: enqueued when the task
+/// starts, before any of its chunks, so a transfer out of a participant is not
+/// queued behind that participant's own chunks. Best effort, as [`prefetch`].
+pub(crate) fn prefetch_whole(g: &GraphInner, d: usize, spec: &TaskSpec) {
+    let node = g.node_of[d];
+    let mut f = Fetches::default();
+    for p in &spec.params {
+        if let ParamArg::Data {
+            root,
+            read,
+            mode,
+            per_item: None,
+            ..
+        } = p
+            && *mode != Access::Write
+            && !root.streamed
+            && fetch(g, root, read, Some(d), node, &mut f).is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// Bring elements `range` of `root` to host memory and wait for them.
 pub(crate) fn fetch_to_host(g: &GraphInner, root: &Arc<Root>, range: &Range<usize>) -> std::result::Result<(), Fail> {
     let mut f = Fetches::default();

@@ -954,6 +954,15 @@ impl GraphInner {
             t0: Instant::now(),
             builds,
         });
+        // What every chunk reads whole starts moving now, before any chunk is
+        // enqueued (a host-CPU OpenCL device runs its transfers and kernels on the
+        // same threads: a transfer out of it queued behind its first chunk would
+        // keep the other devices waiting).
+        if let Some(sr) = st.splits.last() {
+            for &d in &sr.devs {
+                exec::prefetch_whole(self, d, spec);
+            }
+        }
         self.cv.notify_all();
     }
 
