@@ -76,6 +76,7 @@ fn built_in_kernels_carry_their_cuda_sources() {
         kernels::vector_add().expect("vector_add"),
         kernels::noop().expect("noop"),
         kernels::jacobi().expect("jacobi"),
+        kernels::gemm_tile().expect("gemm_tile"),
     ] {
         let src = k.cuda_source().expect("CUDA source");
         let ptx = nvrtc::compile(src, "compute_90").unwrap_or_else(|e| panic!("{}: {e}", k.name()));

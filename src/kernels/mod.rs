@@ -8,6 +8,7 @@
 mod catalogue {
     include!(concat!(env!("OUT_DIR"), "/catalogue.rs"));
 }
+mod gemm_tile;
 mod jacobi;
 mod nbody;
 mod nbody_kdk;
@@ -15,6 +16,7 @@ mod noop;
 mod vector_add;
 
 pub use catalogue::{CATALOGUE, KernelSources};
+pub use gemm_tile::gemm_tile;
 pub use jacobi::{jacobi, jacobi_host};
 pub use nbody::{
     FLOPS_PER_INTERACTION, NBODY_CPU_ENV, NBODY_MAX_BLOCK, NBODY_TILE, NbodyCpuPath, nbody, nbody_host,
