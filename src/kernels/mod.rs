@@ -8,13 +8,16 @@
 mod catalogue {
     include!(concat!(env!("OUT_DIR"), "/catalogue.rs"));
 }
+mod gemm;
 mod jacobi;
 mod nbody;
 mod nbody_kdk;
 mod noop;
+mod sgemm;
 mod vector_add;
 
 pub use catalogue::{CATALOGUE, KernelSources};
+pub use gemm::{GemmRung, gemm, gemm_naive, gemm_packed, gemm_regblock, gemm_tiled};
 pub use jacobi::{jacobi, jacobi_host};
 pub use nbody::{
     FLOPS_PER_INTERACTION, NBODY_CPU_ENV, NBODY_MAX_BLOCK, NBODY_TILE, NbodyCpuPath, nbody, nbody_host,
@@ -22,6 +25,7 @@ pub use nbody::{
 };
 pub use nbody_kdk::nbody_kdk;
 pub use noop::noop;
+pub use sgemm::{SgemmIsa, sgemm_host, sgemm_host_isa};
 pub use vector_add::vector_add;
 
 use crate::error::{Error, Result};
