@@ -77,23 +77,23 @@ impl SgemmIsa {
             SgemmIsa::Avx512 => Blocking {
                 mr: 8,
                 nr: 48,
-                kc: 256,
-                mc: 96,
+                kc: 1024,
+                mc: 48,
                 nc: 1536,
             },
             SgemmIsa::Avx2 => Blocking {
                 mr: 6,
                 nr: 16,
-                kc: 256,
-                mc: 144,
-                nc: 2048,
+                kc: 512,
+                mc: 72,
+                nc: 1536,
             },
             SgemmIsa::Portable => Blocking {
                 mr: 4,
                 nr: 16,
                 kc: 256,
-                mc: 128,
-                nc: 2048,
+                mc: 64,
+                nc: 1024,
             },
         }
     }
@@ -121,8 +121,10 @@ fn has_avx2_fma() -> bool {
     }
 }
 
-/// Register block (`mr × nr`) and cache blocks (`kc`, `mc`, `nc`; `mc` a multiple
-/// of `mr`, `nc` of `nr`).
+/// Register block (`mr × nr`) and the largest cache blocks (`kc`, `mc`, `nc`; `mc`
+/// a multiple of `mr`, `nc` of `nr`). Measured on Zen 4 (1 MiB L2 per core): a
+/// deep `kc` (C is loaded and stored once per `kc` steps) and a short `mc` (the A
+/// block and one B sliver share L2) win.
 #[derive(Clone, Copy, Debug)]
 struct Blocking {
     mr: usize,
@@ -202,11 +204,12 @@ fn blocked(
     bbuf: &mut Vec<f32>,
 ) {
     let Blocking { mr, nr, kc, mc, nc } = bl;
-    let nc_max = nc.min(n.div_ceil(nr) * nr);
-    let mc_max = mc.min(m.div_ceil(mr) * mr);
-    let kc_max = kc.min(k);
-    let bp = aligned(bbuf, kc_max * nc_max);
-    let ap = aligned(abuf, kc_max * mc_max);
+    // Even blocks: k = 1100 runs as two blocks of 550, not 1024 + 76.
+    let kc = k.div_ceil(k.div_ceil(kc));
+    let nc = n.div_ceil(n.div_ceil(nc)).div_ceil(nr) * nr;
+    let mc = mc.min(m.div_ceil(mr) * mr);
+    let bp = aligned(bbuf, kc * nc);
+    let ap = aligned(abuf, kc * mc);
     for jc in (0..n).step_by(nc) {
         let ncur = nc.min(n - jc);
         for pc in (0..k).step_by(kc) {
