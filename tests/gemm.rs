@@ -32,7 +32,7 @@ fn launch(
     dev: &Device,
     kernel: &Kernel,
     cfg: &LaunchConfig,
-    (m, n, k): (usize, usize, usize),
+    (m, _n, k): (usize, usize, usize),
     a: &[f32],
     b: &[f32],
     c_len: usize,
