@@ -165,6 +165,17 @@ fn cpu_grain(n: usize, k: usize) -> usize {
     (4_000_000 / per_row).clamp(1, 256)
 }
 
+/// Rows per CPU pool call of the packed rung: each call packs all of B once, so
+/// large matrices want long calls (512 rows keep packing B under ~3% of a call's
+/// time); small ones keep the plain grain so every core still gets work.
+fn packed_grain(n: usize, k: usize) -> usize {
+    if n.saturating_mul(k) >= 256 * 256 {
+        512
+    } else {
+        cpu_grain(n, k)
+    }
+}
+
 /// The launch-time rule: `n` and `k` equal the sizes the kernel was built for
 /// (the split layout of `a` and `c` depends on them).
 fn check_sizes(args: &ScalarArgs<'_>, n: usize, k: usize) -> std::result::Result<(), String> {
@@ -215,6 +226,7 @@ pub fn gemm_regblock(n: usize, k: usize) -> Result<Kernel> {
 pub fn gemm_packed(n: usize, k: usize) -> Result<Kernel> {
     signature("gemm_packed", n, k)?
         .cpu(move |ctx: &CpuCtx<'_>| with_rows(ctx, n, k, sgemm::sgemm_serial))
+        .cpu_grain(packed_grain(n, k))
         .build()
 }
 
@@ -231,6 +243,7 @@ pub fn gemm(n: usize, k: usize) -> Result<Kernel> {
     };
     builder
         .cpu(move |ctx: &CpuCtx<'_>| with_rows(ctx, n, k, sgemm::sgemm_serial))
+        .cpu_grain(packed_grain(n, k))
         .build()
 }
 
