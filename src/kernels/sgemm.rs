@@ -27,6 +27,12 @@
 //! after a thread's first call.
 
 use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::backend::cpu::pool::Pool;
 
 use crate::error::{Error, Result};
 
@@ -147,6 +153,8 @@ struct Scratch {
 }
 
 thread_local! {
+    /// The packed B panel a multi-threaded [`sgemm_host`] call shares.
+    static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static SCRATCH: RefCell<Scratch> = const { RefCell::new(Scratch { a: Vec::new(), b: Vec::new() }) };
 }
 
@@ -203,11 +211,8 @@ fn blocked(
     abuf: &mut Vec<f32>,
     bbuf: &mut Vec<f32>,
 ) {
-    let Blocking { mr, nr, kc, mc, nc } = bl;
-    // Even blocks: k = 1100 runs as two blocks of 550, not 1024 + 76.
-    let kc = k.div_ceil(k.div_ceil(kc));
-    let nc = n.div_ceil(n.div_ceil(nc)).div_ceil(nr) * nr;
-    let mc = mc.min(m.div_ceil(mr) * mr);
+    let Blocking { mr, nr, .. } = bl;
+    let (kc, mc, nc) = block_sizes(bl, m, n, k);
     let bp = aligned(bbuf, kc * nc);
     let ap = aligned(abuf, kc * mc);
     for jc in (0..n).step_by(nc) {
@@ -218,23 +223,141 @@ fn blocked(
             for ic in (0..m).step_by(mc) {
                 let mcur = mc.min(m - ic);
                 pack_a(a, k, ic, mcur, pc, kcur, mr, ap);
-                for jr in (0..ncur).step_by(nr) {
-                    let cols = nr.min(ncur - jr);
-                    let bs = &bp[jr * kcur..(jr + nr) * kcur];
-                    for ir in (0..mcur).step_by(mr) {
-                        let rows = mr.min(mcur - ir);
-                        let as_ = &ap[ir * kcur..(ir + mr) * kcur];
-                        let at = (ic + ir) * n + jc + jr;
-                        let tile = Tile {
-                            rows,
-                            cols,
+                let block = Block {
+                    kcur,
+                    mcur,
+                    ncur,
+                    ldc: n,
+                    accumulate: pc > 0,
+                };
+                macro_block(isa, bl, block, ap, bp, &mut c[ic * n + jc..]);
+            }
+        }
+    }
+}
+
+/// The cache blocks for this problem: even blocks (k = 1100 runs as two blocks of
+/// 550, not 1024 + 76), `mc` and `nc` no larger than the padded matrix.
+fn block_sizes(bl: Blocking, m: usize, n: usize, k: usize) -> (usize, usize, usize) {
+    let kc = k.div_ceil(k.div_ceil(bl.kc));
+    let nc = n.div_ceil(n.div_ceil(bl.nc)).div_ceil(bl.nr) * bl.nr;
+    let mc = bl.mc.min(m.div_ceil(bl.mr) * bl.mr);
+    (kc, mc, nc)
+}
+
+/// `C = A · B` spread over `pool`: per panel of B, the pool's threads first pack
+/// its slivers, then take blocks of `mc` rows of C from a shared counter (so a
+/// thread slowed by other work takes fewer blocks), each packing its own A block
+/// and multiplying it by the one shared packed panel.
+#[allow(clippy::too_many_arguments)]
+fn parallel(
+    isa: SgemmIsa,
+    pool: &Pool,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    bbuf: &mut Vec<f32>,
+) -> std::result::Result<(), String> {
+    let bl = isa.blocking();
+    let (mr, nr) = (bl.mr, bl.nr);
+    let (kc, mc, nc) = block_sizes(bl, m, n, k);
+    let bp = aligned(bbuf, kc * nc);
+    for jc in (0..n).step_by(nc) {
+        let ncur = nc.min(n - jc);
+        let slivers = ncur.div_ceil(nr);
+        for pc in (0..k).step_by(kc) {
+            let kcur = kc.min(k - pc);
+            {
+                // Each sliver is its own `&mut` behind an uncontended lock.
+                let parts: Vec<Mutex<&mut [f32]>> = bp[..slivers * nr * kcur]
+                    .chunks_mut(nr * kcur)
+                    .map(Mutex::new)
+                    .collect();
+                pool.run(slivers as u64, 1, &|r: Range<u64>| {
+                    for s in r {
+                        let j0 = s as usize * nr;
+                        if let Some(part) = parts.get(s as usize) {
+                            pack_b(b, n, pc, kcur, jc + j0, nr.min(ncur - j0), nr, &mut part.lock());
+                        }
+                    }
+                })?;
+            }
+            let panel: &[f32] = &bp[..slivers * nr * kcur];
+            let blocks: Vec<Mutex<&mut [f32]>> = c.chunks_mut(mc * n).map(Mutex::new).collect();
+            pool.run(blocks.len() as u64, 1, &|r: Range<u64>| {
+                for ib in r {
+                    let Some(cb) = blocks.get(ib as usize) else { continue };
+                    let mut cb = cb.lock();
+                    let ic = ib as usize * mc;
+                    let mcur = cb.len() / n;
+                    SCRATCH.with(|cell| {
+                        let mut fresh = Vec::new();
+                        let mut guard = cell.try_borrow_mut();
+                        let abuf = match guard.as_mut() {
+                            Ok(s) => &mut s.a,
+                            Err(_) => &mut fresh,
+                        };
+                        let ap = aligned(abuf, kcur * mc);
+                        pack_a(a, k, ic, mcur, pc, kcur, mr, ap);
+                        let block = Block {
+                            kcur,
+                            mcur,
+                            ncur,
                             ldc: n,
                             accumulate: pc > 0,
                         };
-                        microkernel(isa, bl, kcur, as_, bs, &mut c[at..], tile);
-                    }
+                        macro_block(isa, bl, block, ap, panel, &mut cb[jc..]);
+                    });
                 }
-            }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A parked pool of `threads` threads (the caller plus `threads − 1` workers) for
+/// [`sgemm_host`], made on first use and kept for later calls.
+fn host_pool(threads: usize) -> Option<Arc<Pool>> {
+    static POOLS: Mutex<Vec<(usize, Arc<Pool>)>> = Mutex::new(Vec::new());
+    let mut pools = POOLS.lock();
+    if let Some((_, p)) = pools.iter().find(|(t, _)| *t == threads) {
+        return Some(p.clone());
+    }
+    let p = Arc::new(Pool::new(threads).ok()?);
+    pools.push((threads, p.clone()));
+    Some(p)
+}
+
+/// One packed A block times one packed B panel.
+#[derive(Clone, Copy)]
+struct Block {
+    kcur: usize,
+    mcur: usize,
+    ncur: usize,
+    ldc: usize,
+    accumulate: bool,
+}
+
+/// `C block (+)= packed A block · packed B panel`: the two inner loops. `c` starts
+/// at the block's first element, rows `ldc` apart.
+fn macro_block(isa: SgemmIsa, bl: Blocking, blk: Block, ap: &[f32], bp: &[f32], c: &mut [f32]) {
+    let (mr, nr, kcur) = (bl.mr, bl.nr, blk.kcur);
+    for jr in (0..blk.ncur).step_by(nr) {
+        let cols = nr.min(blk.ncur - jr);
+        let bs = &bp[jr * kcur..(jr + nr) * kcur];
+        for ir in (0..blk.mcur).step_by(mr) {
+            let rows = mr.min(blk.mcur - ir);
+            let as_ = &ap[ir * kcur..(ir + mr) * kcur];
+            let tile = Tile {
+                rows,
+                cols,
+                ldc: blk.ldc,
+                accumulate: blk.accumulate,
+            };
+            microkernel(isa, bl, kcur, as_, bs, &mut c[ir * blk.ldc + jr..], tile);
         }
     }
 }
@@ -468,8 +591,10 @@ mod x86 {
 
 /// `C = A · B` in row-major f32 on the host CPU with the packed microkernel, on
 /// `threads` threads (0: every core [`std::thread::available_parallelism`]
-/// reports). `a` is `m × k`, `b` is `k × n`, `c` is `m × n`; the rows of C are
-/// split into one contiguous block per thread (each packs its own panels).
+/// reports). `a` is `m × k`, `b` is `k × n`, `c` is `m × n`. With several threads,
+/// each panel of B is packed once by all of them together and blocks of rows of C
+/// are handed out dynamically; the threads are a pool made on the first call with
+/// that thread count and parked between calls.
 ///
 /// Errors if a slice's length differs from its matrix's size.
 pub fn sgemm_host(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], threads: usize) -> Result<()> {
@@ -519,25 +644,23 @@ pub fn sgemm_host_isa(
         c.fill(0.0);
         return Ok(());
     }
-    let mr = isa.blocking().mr;
-    // One block of rows per thread, a multiple of the register block.
-    let per = m.div_ceil(threads.max(1)).div_ceil(mr) * mr;
-    if threads <= 1 || per >= m {
+    let pool = if threads > 1 { host_pool(threads) } else { None };
+    let Some(pool) = pool else {
+        // One thread (or no pool could be started): run on the caller.
         sgemm_serial_isa(isa, m, n, k, a, b, c);
         return Ok(());
-    }
-    std::thread::scope(|s| {
-        let mut parts = c.chunks_mut(per * n).zip(a.chunks(per * k));
-        // The calling thread takes the first block.
-        let first = parts.next();
-        for (cp, ap) in parts {
-            s.spawn(move || sgemm_serial_isa(isa, cp.len() / n, n, k, ap, b, cp));
-        }
-        if let Some((cp, ap)) = first {
-            sgemm_serial_isa(isa, cp.len() / n, n, k, ap, b, cp);
-        }
+    };
+    let mut run = |bbuf: &mut Vec<f32>| parallel(isa, &pool, m, n, k, a, b, c, bbuf);
+    // The shared panel lives apart from `SCRATCH`, which the calling thread uses
+    // for its A blocks while it takes part in the pool's jobs.
+    let outcome = PANEL.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut p) => run(&mut p),
+        Err(_) => run(&mut Vec::new()),
     });
-    Ok(())
+    outcome.map_err(|message| Error::KernelPanic {
+        kernel: "sgemm_host".to_string(),
+        message,
+    })
 }
 
 #[cfg(test)]
