@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use offload::kernels::{GemmRung, SgemmIsa};
-use offload::schedule::{HostArg, Scheduler};
+use offload::schedule::{HostArg, Policy, Scheduler};
 use offload::{Arg, BackendKind, Device, Runtime};
 
 /// SGEMM on the CPU, an OpenCL or a CUDA device, rung by rung.
@@ -281,7 +281,10 @@ fn main() -> Result<(), Failure> {
     for &rung in &rungs {
         let kern = rung.kernel(n, k)?;
         if split {
-            let mut sched = Scheduler::new(used)?.allow_shared_cores(args.shared_cores);
+            // Chunks of at least 128 rows: every chunk packs (and uploads) all of B.
+            let mut sched = Scheduler::new(used)?
+                .allow_shared_cores(args.shared_cores)
+                .with_policy(Policy::HGuided { k: 2.0, min_chunk: 128 });
             let mut c = vec![f32::NAN; m * n];
             let mut best = f64::INFINITY;
             let mut last = None;
