@@ -6,7 +6,8 @@
 //!   backend (`gemm_packed`, parallel over the device's pool) is reported too.
 //! * Every rung on the first OpenCL device (PoCL here) at 512³ (256³ with `--quick`).
 //!
-//! The CPU pairs run interleaved (reference, ours, reference, …) and report
+//! The CPU pairs run interleaved (reference and ours alternately, each going first
+//! every other time) and report
 //! medians, so load from other processes hits both alike. Every measured result is checked against a float64 reference on sampled
 //! elements before its number is printed. `--quick` uses 256³ and 384³ for the CPU.
 
@@ -103,20 +104,26 @@ pub fn run(args: &crate::Args) -> Result<(), BoxError> {
         let a = matrix(m * k, 1);
         let b = matrix(k * n, 2);
         for threads in [1usize, 2] {
-            // Interleaved (reference, ours) pairs after one warm-up each: load from
+            // Interleaved pairs after one warm-up each: load from
             // other processes on this shared machine hits both sides alike.
             let mut c_ref = vec![f32::NAN; m * n];
             let mut c = vec![f32::NAN; m * n];
             reference_gemm(m, n, k, &a, &b, &mut c_ref, threads);
             sgemm_host(m, n, k, &a, &b, &mut c, threads)?;
             let (mut ts_ref, mut ts) = (Vec::new(), Vec::new());
-            for _ in 0..reps.max(1) {
-                let s0 = Instant::now();
-                reference_gemm(m, n, k, &a, &b, &mut c_ref, threads);
-                ts_ref.push(s0.elapsed().as_secs_f64());
-                let s0 = Instant::now();
-                sgemm_host(m, n, k, &a, &b, &mut c, threads)?;
-                ts.push(s0.elapsed().as_secs_f64());
+            for rep in 0..reps.max(1) {
+                // Alternate which side goes first, so neither always runs on the
+                // caches and clocks the other left behind.
+                for side in [rep % 2, 1 - rep % 2] {
+                    let s0 = Instant::now();
+                    if side == 0 {
+                        reference_gemm(m, n, k, &a, &b, &mut c_ref, threads);
+                        ts_ref.push(s0.elapsed().as_secs_f64());
+                    } else {
+                        sgemm_host(m, n, k, &a, &b, &mut c, threads)?;
+                        ts.push(s0.elapsed().as_secs_f64());
+                    }
+                }
             }
             let (t, t_ref) = (median(ts), median(ts_ref));
             let err_ref = check(m, n, k, &a, &b, &c_ref);
