@@ -77,6 +77,10 @@ fn built_in_kernels_carry_their_cuda_sources() {
         kernels::noop().expect("noop"),
         kernels::jacobi().expect("jacobi"),
         kernels::gemm_tile().expect("gemm_tile"),
+        kernels::gemm_naive(33, 17).expect("gemm_naive"),
+        kernels::gemm_tiled(33, 17).expect("gemm_tiled"),
+        kernels::gemm_regblock(33, 17).expect("gemm_regblock"),
+        kernels::gemm(33, 17).expect("gemm"),
     ] {
         let src = k.cuda_source().expect("CUDA source");
         let ptx = nvrtc::compile(src, "compute_90").unwrap_or_else(|e| panic!("{}: {e}", k.name()));

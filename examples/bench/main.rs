@@ -1,6 +1,6 @@
 //! The benchmark harness: `cargo run --release --example bench -- [suite...]`.
 //!
-//! Suites: `vector_add` (CPU backend), `opencl`, `cuda`, `nbody`, `coexec`,
+//! Suites: `vector_add` (CPU backend), `opencl`, `cuda`, `nbody`, `gemm`, `coexec`,
 //! `profile`, `async` (queues and events), `tasks` (managed data and the task
 //! graph), or `all` (the default). Each prints a table and one machine-readable
 //! line per measurement:
@@ -15,6 +15,7 @@ mod asynchronous;
 mod coexec;
 mod common;
 mod cuda;
+mod gemm;
 mod nbody;
 mod opencl;
 mod profile;
@@ -27,7 +28,7 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(about, long_about = None)]
 pub struct Args {
-    /// Suites to run: vector_add, opencl, cuda, nbody, coexec, profile, async, tasks, all.
+    /// Suites to run: vector_add, opencl, cuda, nbody, gemm, coexec, profile, async, tasks, all.
     #[arg(default_values_t = vec!["all".to_string()])]
     pub suites: Vec<String>,
     /// Repetitions per measurement (the median is reported).
@@ -48,6 +49,7 @@ const SUITES: &[(&str, Suite)] = &[
     ("opencl", opencl::run),
     ("cuda", cuda::run),
     ("nbody", nbody::run),
+    ("gemm", gemm::run),
     ("coexec", coexec::run),
     ("profile", profile::run),
     ("async", asynchronous::run),

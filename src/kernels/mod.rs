@@ -8,14 +8,17 @@
 mod catalogue {
     include!(concat!(env!("OUT_DIR"), "/catalogue.rs"));
 }
+mod gemm;
 mod gemm_tile;
 mod jacobi;
 mod nbody;
 mod nbody_kdk;
 mod noop;
+mod sgemm;
 mod vector_add;
 
 pub use catalogue::{CATALOGUE, KernelSources};
+pub use gemm::{GemmRung, gemm, gemm_naive, gemm_packed, gemm_regblock, gemm_tiled};
 pub use gemm_tile::gemm_tile;
 pub use jacobi::{jacobi, jacobi_host};
 pub use nbody::{
@@ -24,6 +27,7 @@ pub use nbody::{
 };
 pub use nbody_kdk::nbody_kdk;
 pub use noop::noop;
+pub use sgemm::{SgemmIsa, sgemm_host, sgemm_host_isa};
 pub use vector_add::vector_add;
 
 use crate::error::{Error, Result};

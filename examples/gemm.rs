@@ -1,0 +1,412 @@
+//! SGEMM, the matrix-multiply ladder: `C = A·B` (row-major f32) on every rung and device.
+//!
+//! ```text
+//! cargo run --release --example gemm                                   # 512³, CPU, every rung
+//! cargo run --release --example gemm -- --m 1024 --n 1024 --k 1024 --rung cpu-packed
+//! cargo run --release --example gemm -- --device opencl --rung all
+//! cargo run --release --example gemm -- --device all --shared-cores   # rows of C split over devices
+//! ```
+//!
+//! Every result is verified against a float64 reference (the largest error of an
+//! element relative to `Σ_p |a_ip · b_pj|`, the scale of its rounding). The table
+//! gives each rung's GFLOP/s (2·M·N·K flops; kernel time with the data already
+//! on the device, median of `--reps`) and the fraction of the device's peak,
+//! measured here by a short FMA loop on the host ([`calibrate_host_fma_peak`]) for
+//! devices that compute on the host's cores; other devices print `-`.
+//! With `--device all` the rows of C are split over every device through the
+//! scheduler (B broadcast to each) and the time includes the transfers.
+
+use std::time::Instant;
+
+use clap::Parser;
+use offload::kernels::{GemmRung, SgemmIsa};
+use offload::schedule::{HostArg, Policy, Scheduler};
+use offload::{Arg, BackendKind, Device, Runtime};
+
+/// SGEMM on the CPU, an OpenCL or a CUDA device, rung by rung.
+#[derive(Parser, Debug)]
+#[command(about, long_about = None)]
+struct Args {
+    /// Rows of A and C.
+    #[arg(long, default_value_t = 512)]
+    m: usize,
+    /// Columns of B and C.
+    #[arg(long, default_value_t = 512)]
+    n: usize,
+    /// Columns of A, rows of B.
+    #[arg(long, default_value_t = 512)]
+    k: usize,
+    /// Device: cpu, opencl, cuda, a label such as opencl:1, or all (split rows of C).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Rung: naive, tiled, regblock, cpu-packed, or all.
+    #[arg(long, default_value = "all")]
+    rung: String,
+    /// Timed repetitions per rung (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// With --device all: let host-CPU devices (the CPU backend, PoCL) share the
+    /// host's cores (by default those beyond the first are left out).
+    #[arg(long)]
+    shared_cores: bool,
+}
+
+/// An error printed with its message (not its debug form) when `main` fails.
+struct Failure(Box<dyn std::error::Error>);
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<E: Into<Box<dyn std::error::Error>>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.into())
+    }
+}
+
+/// The host's f32 FMA peak in GFLOP/s on one core: the best of five short loops
+/// of independent FMAs (AVX-512 or AVX2 where present; the best, because other
+/// processes only ever slow a run down). A stand-in for a per-device roofline
+/// calibration: devices that compute on the host's cores get `cores × this`.
+fn calibrate_host_fma_peak() -> f64 {
+    (0..5).map(|_| fma_loop_once()).fold(0.0, f64::max)
+}
+
+/// One calibration loop (about 30 ms).
+fn fma_loop_once() -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: avx512f was detected just above.
+            return unsafe { fma_loop::avx512() };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: avx2 and fma were detected just above.
+            return unsafe { fma_loop::avx2() };
+        }
+    }
+    fma_loop::portable()
+}
+
+mod fma_loop {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    /// Iterations of the timed loop (each: one FMA per accumulator).
+    const ITERS: u64 = 10_000_000;
+
+    /// # Safety
+    /// The CPU supports avx512f.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512() -> f64 {
+        use std::arch::x86_64::*;
+        let x = _mm512_set1_ps(black_box(0.999_999));
+        let y = _mm512_set1_ps(black_box(1e-7));
+        let mut acc = [_mm512_setzero_ps(); 12];
+        let t = Instant::now();
+        for _ in 0..ITERS {
+            for a in acc.iter_mut() {
+                *a = _mm512_fmadd_ps(*a, x, y);
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        black_box(acc);
+        (ITERS * 12 * 16 * 2) as f64 / secs / 1e9
+    }
+
+    /// # Safety
+    /// The CPU supports avx2 and fma.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2() -> f64 {
+        use std::arch::x86_64::*;
+        let x = _mm256_set1_ps(black_box(0.999_999));
+        let y = _mm256_set1_ps(black_box(1e-7));
+        let mut acc = [_mm256_setzero_ps(); 12];
+        let t = Instant::now();
+        for _ in 0..ITERS {
+            for a in acc.iter_mut() {
+                *a = _mm256_fmadd_ps(*a, x, y);
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        black_box(acc);
+        (ITERS * 12 * 8 * 2) as f64 / secs / 1e9
+    }
+
+    /// Plain multiply-adds the compiler vectorizes for the build target.
+    pub fn portable() -> f64 {
+        let (x, y) = (black_box(0.999_999f32), black_box(1e-7f32));
+        let mut acc = [0f32; 64];
+        let iters = ITERS / 4;
+        let t = Instant::now();
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = *a * x + y;
+            }
+        }
+        let secs = t.elapsed().as_secs_f64();
+        black_box(acc);
+        (iters * 64 * 2) as f64 / secs / 1e9
+    }
+}
+
+/// Seeded values in [-1, 1), never zero.
+fn matrix(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let v = (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            if v == 0.0 { 0.5 } else { v }
+        })
+        .collect()
+}
+
+/// The float64 reference of the checked rows (all rows while `m·n·k` ≤ 2³⁰, else
+/// about 2³⁰ / (n·k) evenly spread rows): `(row, values, scales)` where `scales`
+/// holds `Σ_p |a_ip · b_pj|` per element.
+struct Reference {
+    rows: Vec<usize>,
+    values: Vec<f64>,
+    scales: Vec<f64>,
+}
+
+fn reference(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Reference {
+    let budget = (1usize << 30) / (n * k).max(1);
+    let step = m.div_ceil(budget.max(1)).max(1);
+    let rows: Vec<usize> = (0..m).step_by(step).collect();
+    let mut values = vec![0f64; rows.len() * n];
+    let mut scales = vec![0f64; rows.len() * n];
+    for (r, &i) in rows.iter().enumerate() {
+        let (v, s) = (&mut values[r * n..(r + 1) * n], &mut scales[r * n..(r + 1) * n]);
+        for p in 0..k {
+            let av = a[i * k + p] as f64;
+            for j in 0..n {
+                let t = av * b[p * n + j] as f64;
+                v[j] += t;
+                s[j] += t.abs();
+            }
+        }
+    }
+    Reference { rows, values, scales }
+}
+
+/// Largest error of an element relative to its rounding scale; NaN counts as infinite.
+fn max_rel_err(c: &[f32], n: usize, r: &Reference) -> f64 {
+    let mut worst = 0f64;
+    for (ri, &i) in r.rows.iter().enumerate() {
+        for j in 0..n {
+            let (got, want, scale) = (c[i * n + j] as f64, r.values[ri * n + j], r.scales[ri * n + j]);
+            let e = (got - want).abs() / scale.max(f64::MIN_POSITIVE);
+            worst = if e.is_finite() { worst.max(e) } else { f64::INFINITY };
+        }
+    }
+    worst
+}
+
+/// One row of the result table.
+struct Row {
+    rung: &'static str,
+    device: String,
+    gflops: f64,
+    peak: Option<f64>,
+    err: f64,
+    ms: f64,
+}
+
+/// Peak of a device in GFLOP/s, where known: host-CPU devices get their compute
+/// units × the calibrated per-core peak.
+fn device_peak(d: &Device, per_core: f64) -> Option<f64> {
+    let i = d.info();
+    (i.backend == BackendKind::Cpu || i.host_cpu).then(|| per_core * i.compute_units.max(1) as f64)
+}
+
+fn main() -> Result<(), Failure> {
+    let args = Args::parse();
+    let (m, n, k) = (args.m, args.n, args.k);
+    if m == 0 || n == 0 || k == 0 {
+        return Err("--m, --n and --k must be at least 1".into());
+    }
+    if [m, n, k].iter().any(|&v| u32::try_from(v).is_err()) {
+        return Err("--m, --n and --k must fit in 32 bits".into());
+    }
+    let rungs: Vec<GemmRung> = if args.rung.trim() == "all" {
+        GemmRung::ALL.to_vec()
+    } else {
+        vec![GemmRung::parse(&args.rung)?]
+    };
+    let rt = Runtime::new()?;
+    let split = args.device.trim() == "all";
+    let devices = rt.select(&args.device)?;
+    let used = if split { &devices[..] } else { &devices[..1] };
+    for d in used {
+        let i = d.info();
+        println!(
+            "device {}: {} ({}, {} compute units)",
+            d.label(),
+            i.name,
+            i.vendor,
+            i.compute_units
+        );
+    }
+    let per_core = calibrate_host_fma_peak();
+    println!(
+        "host FMA peak (calibration loop, {}): {per_core:.1} GFLOP/s per core",
+        SgemmIsa::detect().name()
+    );
+    println!(
+        "C ({m} × {n}) = A ({m} × {k}) · B ({k} × {n}), f32, {:.3} GFLOP per multiply",
+        2e-9 * (m * n * k) as f64
+    );
+    for r in &rungs {
+        println!("  {:<10} {}", r.name(), r.explain());
+    }
+    let a = matrix(m * k, 1);
+    let b = matrix(k * n, 2);
+    let t = Instant::now();
+    let refc = reference(m, n, k, &a, &b);
+    println!(
+        "float64 reference of {} of {m} rows in {:.2} s",
+        refc.rows.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let flop = 2.0 * (m * n * k) as f64;
+    let mut table = Vec::new();
+    for &rung in &rungs {
+        let kern = rung.kernel(n, k)?;
+        if split {
+            // Chunks of at least 128 rows: every chunk packs (and uploads) all of B.
+            let mut sched = Scheduler::new(used)?
+                .allow_shared_cores(args.shared_cores)
+                .with_policy(Policy::HGuided { k: 2.0, min_chunk: 128 });
+            let mut c = vec![f32::NAN; m * n];
+            let mut best = f64::INFINITY;
+            let mut last = None;
+            for _ in 0..args.reps.max(1) {
+                let t = Instant::now();
+                let report = sched.run(
+                    &kern,
+                    m,
+                    &mut [
+                        HostArg::input(&a),
+                        HostArg::input(&b),
+                        HostArg::output(&mut c),
+                        HostArg::scalar(n as u32),
+                        HostArg::scalar(k as u32),
+                    ],
+                );
+                let report = match report {
+                    Ok(r) => r,
+                    Err(e) => {
+                        println!("{}: {e}", rung.name());
+                        break;
+                    }
+                };
+                best = best.min(t.elapsed().as_secs_f64());
+                last = Some(report);
+            }
+            let Some(report) = last else { continue };
+            let shares: Vec<String> = report
+                .devices
+                .iter()
+                .filter(|s| s.items > 0)
+                .map(|s| format!("{} {}", s.device, s.items))
+                .collect();
+            let peak: Option<f64> = report
+                .devices
+                .iter()
+                .filter(|s| s.items > 0)
+                .map(|s| {
+                    used.iter()
+                        .find(|d| d.label() == s.device)
+                        .and_then(|d| device_peak(d, per_core))
+                })
+                .sum();
+            table.push(Row {
+                rung: rung.name(),
+                device: format!("split: {}", shares.join(", ")),
+                gflops: flop / best / 1e9,
+                peak,
+                err: max_rel_err(&c, n, &refc),
+                ms: best * 1e3,
+            });
+            continue;
+        }
+        let d = &used[0];
+        if !kern.supports(d.backend()) {
+            println!(
+                "{}: no implementation for {} (has: {})",
+                rung.name(),
+                d.label(),
+                kern.backend_names()
+            );
+            continue;
+        }
+        d.build(&kern)?;
+        let da = d.upload(&a)?;
+        let db = d.upload(&b)?;
+        let mut dc = d.upload(&vec![f32::NAN; m * n])?;
+        let cfg = rung.launch_config(m, n, d.info());
+        let mut times = Vec::new();
+        for rep in 0..=args.reps.max(1) {
+            let t = Instant::now();
+            d.launch(
+                &kern,
+                &cfg,
+                &[
+                    Arg::input(&da),
+                    Arg::input(&db),
+                    Arg::output(&mut dc),
+                    (n as u32).into(),
+                    (k as u32).into(),
+                    0u32.into(),
+                    (m as u32).into(),
+                ],
+            )?;
+            // The first run is a warm-up.
+            if rep > 0 {
+                times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        times.sort_by(|x, y| x.total_cmp(y));
+        let secs = times[times.len() / 2];
+        let c = dc.to_vec()?;
+        table.push(Row {
+            rung: rung.name(),
+            device: d.label().to_string(),
+            gflops: flop / secs / 1e9,
+            peak: device_peak(d, per_core),
+            err: max_rel_err(&c, n, &refc),
+            ms: secs * 1e3,
+        });
+    }
+    println!();
+    println!(
+        "{:<11} {:<28} {:>10} {:>9} {:>10} {:>12}",
+        "rung", "device", "GFLOP/s", "of peak", "ms", "max rel err"
+    );
+    let mut bad = Vec::new();
+    for r in &table {
+        let frac = r
+            .peak
+            .map_or("-".to_string(), |p| format!("{:.1}%", 100.0 * r.gflops / p));
+        println!(
+            "{:<11} {:<28} {:>10.2} {:>9} {:>10.2} {:>12.2e}",
+            r.rung, r.device, r.gflops, frac, r.ms, r.err
+        );
+        // f32 accumulation of k terms: error ≲ k · 2⁻²⁴ relative to Σ|a·b|.
+        if r.err > 1e-6 * (k as f64).max(16.0) {
+            bad.push(format!("{} on {}: error {:.2e}", r.rung, r.device, r.err));
+        }
+    }
+    if !bad.is_empty() {
+        return Err(format!("verification failed: {}", bad.join("; ")).into());
+    }
+    Ok(())
+}
