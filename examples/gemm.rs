@@ -5,6 +5,7 @@
 //! cargo run --release --example gemm -- --m 1024 --n 1024 --k 1024 --rung cpu-packed
 //! cargo run --release --example gemm -- --device opencl --rung all
 //! cargo run --release --example gemm -- --device all --shared-cores   # rows of C split over devices
+//! cargo run --release --example gemm -- --device all --tiled 128        # C tiles as tasks of a DAG
 //! ```
 //!
 //! Every result is verified against a float64 reference (the largest error of an
@@ -15,6 +16,13 @@
 //! devices that compute on the host's cores; other devices print `-`.
 //! With `--device all` the rows of C are split over every device through the
 //! scheduler (B broadcast to each) and the time includes the transfers.
+//!
+//! `--tiled T` runs the tiled DAG instead: A, B and C in tile layout
+//! ([`offload::task::to_tiles`], zero-padded to multiples of T), one task
+//! `C(i,j) += A(i,p) · B(p,j)` per tile triple ([`offload::kernels::gemm_tile`]), a
+//! chain per C tile, placed over the selected devices (`--device all`: every
+//! device) by a task graph by predicted completion; each A and B tile moves to a
+//! device once and stays. The time includes moving A and B in and C out.
 
 use std::time::Instant;
 
@@ -49,6 +57,10 @@ struct Args {
     /// host's cores (by default those beyond the first are left out).
     #[arg(long)]
     shared_cores: bool,
+    /// Tiled DAG mode: tiles of this side (a multiple of 8), C tiles as tasks
+    /// over A and B tiles, placed over the devices by a task graph.
+    #[arg(long)]
+    tiled: Option<usize>,
 }
 
 /// An error printed with its message (not its debug form) when `main` fails.
@@ -227,6 +239,113 @@ fn device_peak(d: &Device, per_core: f64) -> Option<f64> {
     (i.backend == BackendKind::Cpu || i.host_cpu).then(|| per_core * i.compute_units.max(1) as f64)
 }
 
+/// `rows × cols` row-major `m`, zero-padded to `prows × pcols`.
+fn pad(m: &[f32], rows: usize, cols: usize, prows: usize, pcols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; prows * pcols];
+    for r in 0..rows {
+        out[r * pcols..r * pcols + cols].copy_from_slice(&m[r * cols..(r + 1) * cols]);
+    }
+    out
+}
+
+/// The tiled DAG (see the module docs): best of `--reps` runs after one that
+/// teaches the graph's performance model.
+fn tiled_dag(
+    args: &Args,
+    devices: &[Device],
+    t: usize,
+    a: &[f32],
+    b: &[f32],
+    refc: &Reference,
+    per_core: f64,
+) -> Result<Row, Failure> {
+    use offload::task::{Partition, Task, TaskGraph, from_tiles, to_tiles};
+    let (m, n, k) = (args.m, args.n, args.k);
+    if t == 0 || !t.is_multiple_of(8) {
+        return Err(format!("--tiled {t}: the tile side must be a positive multiple of 8").into());
+    }
+    let (mp, np, kp) = (m.next_multiple_of(t), n.next_multiple_of(t), k.next_multiple_of(t));
+    let (mt, nt, kt) = (mp / t, np / t, kp / t);
+    let ta = to_tiles(&pad(a, m, k, mp, kp), mp, kp, t, t)?;
+    let tb = to_tiles(&pad(b, k, n, kp, np), kp, np, t, t)?;
+    let graph = TaskGraph::builder(devices)
+        .allow_shared_cores(args.shared_cores)
+        .build()?;
+    let kern = offload::kernels::gemm_tile()?;
+    let tiles = |rows, cols| Partition::Tiles {
+        rows,
+        cols,
+        tile_rows: t,
+        tile_cols: t,
+    };
+    println!(
+        "tiled DAG: {mt} × {nt} C tiles of {t} × {t}, {} tasks ({kt} per C tile) over {}",
+        mt * nt * kt,
+        graph.labels().join(", ")
+    );
+    let mut best = (f64::INFINITY, Vec::new());
+    for _ in 0..=args.reps.max(1) {
+        let start = Instant::now();
+        let (da, db) = (graph.data("A", &ta)?, graph.data("B", &tb)?);
+        let dc = graph.data("C", &vec![0.0f32; mp * np])?;
+        let (pa, pb, pc) = (
+            da.partition(tiles(mp, kp))?,
+            db.partition(tiles(kp, np))?,
+            dc.partition(tiles(mp, np))?,
+        );
+        for i in 0..mt {
+            for j in 0..nt {
+                for p in 0..kt {
+                    graph.submit(
+                        Task::new(&kern)
+                            .read(&pa[i * kt + p])
+                            .read(&pb[p * nt + j])
+                            .read_write(&pc[i * nt + j])
+                            .scalar(t as u32)
+                            .items(t * t)
+                            .name(&format!("C{i},{j}")),
+                    )?;
+                }
+            }
+        }
+        let c = dc.acquire()?;
+        let secs = start.elapsed().as_secs_f64();
+        if secs < best.0 {
+            best = (secs, c);
+        }
+    }
+    let full = from_tiles(&best.1, mp, np, t, t)?;
+    let mut c = vec![0.0f32; m * n];
+    for r in 0..m {
+        c[r * n..(r + 1) * n].copy_from_slice(&full[r * np..r * np + n]);
+    }
+    let report = graph.report();
+    println!("{report}");
+    let used: Vec<&offload::task::DeviceTasks> = report.devices.iter().filter(|d| d.tasks > 0).collect();
+    let peak: Option<f64> = used
+        .iter()
+        .map(|u| {
+            devices
+                .iter()
+                .zip(graph.labels())
+                .find(|(_, l)| **l == u.device)
+                .and_then(|(d, _)| device_peak(d, per_core))
+        })
+        .sum();
+    Ok(Row {
+        rung: "tiled-dag",
+        device: used
+            .iter()
+            .map(|u| format!("{} {}", u.device, u.tasks))
+            .collect::<Vec<_>>()
+            .join(", "),
+        gflops: 2.0 * (m * n * k) as f64 / best.0 / 1e9,
+        peak,
+        err: max_rel_err(&c, n, refc),
+        ms: best.0 * 1e3,
+    })
+}
+
 fn main() -> Result<(), Failure> {
     let args = Args::parse();
     let (m, n, k) = (args.m, args.n, args.k);
@@ -278,7 +397,10 @@ fn main() -> Result<(), Failure> {
     );
     let flop = 2.0 * (m * n * k) as f64;
     let mut table = Vec::new();
-    for &rung in &rungs {
+    if let Some(t) = args.tiled {
+        table.push(tiled_dag(&args, used, t, &a, &b, &refc, per_core)?);
+    }
+    for &rung in rungs.iter().filter(|_| args.tiled.is_none()) {
         let kern = rung.kernel(n, k)?;
         if split {
             // Chunks of at least 128 rows: every chunk packs (and uploads) all of B.

@@ -12,8 +12,9 @@ const STRIP: usize = 64;
 /// `offset + e` of a row-major t × t tile of C), `c[e] += Σ_k a[i·t + k] ·
 /// b[k·t + j]` with `(i, j)` the element's row and column. `a` and `b` are whole
 /// t × t tiles (at least `t²` elements, checked at every launch); `c` is
-/// elementwise, so a tile can also be split. Each element's sum is formed
-/// first and then added to `c`, in the same order on every backend.
+/// elementwise, so a tile can also be split. On CUDA and OpenCL each element's
+/// sum is formed first and then added to `c`; the CPU version adds whole rows
+/// through the packed SGEMM microkernel (rounding differs in the last bits).
 pub fn gemm_tile() -> Result<Kernel> {
     let src = super::sources("gemm_tile")?;
     let builder = Kernel::builder("gemm_tile")
@@ -56,6 +57,12 @@ fn cpu(ctx: &CpuCtx<'_>) {
     let first = ctx.offset() + items.start;
     let mut done = 0;
     let total = items.len().min(c.len());
+    // Whole rows: the packed microkernel, C rows += A rows · B.
+    if t > 0 && first.is_multiple_of(t) && total.is_multiple_of(t) && total > 0 {
+        let (r0, rows) = (first / t, total / t);
+        super::sgemm::sgemm_serial_acc(rows, t, t, &a[r0 * t..(r0 + rows) * t], &b[..t * t], &mut c[..total]);
+        return;
+    }
     while done < total {
         let g = first + done;
         let (i, j0) = (g / t, g % t);

@@ -171,18 +171,27 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// calling thread, with the fastest microkernel this CPU supports. The slices
 /// must hold exactly those sizes (a shorter one panics).
 pub(crate) fn sgemm_serial(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    sgemm_serial_isa(SgemmIsa::detect(), m, n, k, a, b, c);
+    sgemm_serial_isa(SgemmIsa::detect(), m, n, k, a, b, c, false);
+}
+
+/// `C += A · B`, otherwise as [`sgemm_serial`].
+pub(crate) fn sgemm_serial_acc(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    sgemm_serial_isa(SgemmIsa::detect(), m, n, k, a, b, c, true);
 }
 
 /// [`sgemm_serial`] with a given instruction set (`isa.available()` must hold;
-/// one that does not falls back to portable code with the same layout).
-fn sgemm_serial_isa(isa: SgemmIsa, m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+/// one that does not falls back to portable code with the same layout), adding
+/// to C when `acc`.
+#[allow(clippy::too_many_arguments)]
+fn sgemm_serial_isa(isa: SgemmIsa, m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32], acc: bool) {
     if m == 0 || n == 0 {
         return;
     }
     let c = &mut c[..m * n];
     if k == 0 {
-        c.fill(0.0);
+        if !acc {
+            c.fill(0.0);
+        }
         return;
     }
     let (a, b) = (&a[..m * k], &b[..k * n]);
@@ -190,10 +199,10 @@ fn sgemm_serial_isa(isa: SgemmIsa, m: usize, n: usize, k: usize, a: &[f32], b: &
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut s) => {
             let s = &mut *s;
-            blocked(isa, bl, m, n, k, a, b, c, &mut s.a, &mut s.b);
+            blocked(isa, bl, m, n, k, a, b, c, &mut s.a, &mut s.b, acc);
         }
         // Not reentrant in practice; a nested call would just use fresh buffers.
-        Err(_) => blocked(isa, bl, m, n, k, a, b, c, &mut Vec::new(), &mut Vec::new()),
+        Err(_) => blocked(isa, bl, m, n, k, a, b, c, &mut Vec::new(), &mut Vec::new(), acc),
     });
 }
 
@@ -210,6 +219,7 @@ fn blocked(
     c: &mut [f32],
     abuf: &mut Vec<f32>,
     bbuf: &mut Vec<f32>,
+    acc: bool,
 ) {
     let Blocking { mr, nr, .. } = bl;
     let (kc, mc, nc) = block_sizes(bl, m, n, k);
@@ -228,7 +238,7 @@ fn blocked(
                     mcur,
                     ncur,
                     ldc: n,
-                    accumulate: pc > 0,
+                    accumulate: acc || pc > 0,
                 };
                 macro_block(isa, bl, block, ap, bp, &mut c[ic * n + jc..]);
             }
@@ -647,7 +657,7 @@ pub fn sgemm_host_isa(
     let pool = if threads > 1 { host_pool(threads) } else { None };
     let Some(pool) = pool else {
         // One thread (or no pool could be started): run on the caller.
-        sgemm_serial_isa(isa, m, n, k, a, b, c);
+        sgemm_serial_isa(isa, m, n, k, a, b, c, false);
         return Ok(());
     };
     let mut run = |bbuf: &mut Vec<f32>| parallel(isa, &pool, m, n, k, a, b, c, bbuf);
