@@ -189,22 +189,27 @@ pub(crate) fn fetch(
 /// Start the transfers task `spec` will need on device `d` (placed there,
 /// behind other work), without waiting. Best effort: a problem found here is
 /// left for the task's own run to meet and report.
-pub(crate) fn prefetch(g: &GraphInner, d: usize, spec: &TaskSpec) {
+/// Returns the bytes it set moving (counted for the task: its own run then
+/// finds them resident).
+pub(crate) fn prefetch(g: &GraphInner, d: usize, spec: &TaskSpec) -> u64 {
     let node = g.node_of[d];
     let mut f = Fetches::default();
     for (root, read, _, mode) in spec.data() {
         if mode != Access::Write && fetch(g, root, read, Some(d), node, &mut f).is_err() {
-            return;
+            break;
         }
     }
+    f.moved
 }
 
-/// Start the transfers of the data every chunk of split task `spec` reads
-/// whole (broadcast) onto device `d`, without waiting: enqueued when the task
-/// starts, before any of its chunks, so a transfer out of a participant is not
-/// queued behind that participant's own chunks. Best effort, as [`prefetch`].
-pub(crate) fn prefetch_whole(g: &GraphInner, d: usize, spec: &TaskSpec) {
-    let node = g.node_of[d];
+/// Start bringing the data every chunk of split task `spec` reads whole
+/// (broadcast) to host memory, without waiting: enqueued when the task starts,
+/// before any of its chunks, so that the devices computing in host memory,
+/// and transfers to other devices, do not find the copy out of its device
+/// queued behind that device's own first chunk (a host-CPU OpenCL device runs
+/// transfers and kernels on the same threads). Returns the bytes it set
+/// moving. Best effort, as [`prefetch`].
+pub(crate) fn prefetch_to_host(g: &GraphInner, spec: &TaskSpec) -> u64 {
     let mut f = Fetches::default();
     for p in &spec.params {
         if let ParamArg::Data {
@@ -216,11 +221,12 @@ pub(crate) fn prefetch_whole(g: &GraphInner, d: usize, spec: &TaskSpec) {
         } = p
             && *mode != Access::Write
             && !root.streamed
-            && fetch(g, root, read, Some(d), node, &mut f).is_err()
+            && fetch(g, root, read, None, 0, &mut f).is_err()
         {
-            return;
+            break;
         }
     }
+    f.moved
 }
 
 /// Bring elements `range` of `root` to host memory and wait for them.

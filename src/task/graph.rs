@@ -111,6 +111,8 @@ pub(crate) struct Node {
     pub runs: Vec<Exec>,
     /// A split task's account of who did what, once it has ended.
     pub split_report: Option<SplitReport>,
+    /// Bytes prefetched for it (its runs then found them resident).
+    pub prefetched: u64,
 }
 
 impl Node {
@@ -132,6 +134,7 @@ impl Node {
             pred_s: 0.0,
             runs: Vec::new(),
             split_report: None,
+            prefetched: 0,
         }
     }
 
@@ -796,7 +799,7 @@ impl GraphInner {
                 // Behind other work: start moving its inputs now, so the
                 // transfers overlap the tasks ahead of it.
                 if st.running[d].is_some() || st.queued[d].len() > 1 {
-                    exec::prefetch(self, d, &spec);
+                    st.nodes[id].prefetched += exec::prefetch(self, d, &spec);
                 }
             }
         }
@@ -915,7 +918,7 @@ impl GraphInner {
                     return items.max(1);
                 }
                 let i = self.devices[d].info();
-                let by_mem = i.global_mem_bytes / 4 / chunk::depth(&self.devices[d]) as u64 / streamed_bpi as u64;
+                let by_mem = i.global_mem_bytes / 4 / chunk::depth(&self.devices[d], true) as u64 / streamed_bpi as u64;
                 let by_alloc = i.max_alloc_bytes / widest as u64;
                 by_mem.min(by_alloc).min(u32::MAX as u64).max(1) as usize
             })
@@ -932,7 +935,10 @@ impl GraphInner {
             dev_bpi: dev_bpi.max(1),
             keys: devs.iter().map(|&d| spec.keys[d].clone()).collect(),
             labels: devs.iter().map(|&d| self.labels[d].clone()).collect(),
-            depths: devs.iter().map(|&d| chunk::depth(&self.devices[d])).collect(),
+            depths: devs
+                .iter()
+                .map(|&d| chunk::depth(&self.devices[d], spec.streamed))
+                .collect(),
         };
         let dst = dispatch::State::new(n, st.model.clone());
         // Every build starts now, each on a thread of its own.
@@ -954,15 +960,11 @@ impl GraphInner {
             t0: Instant::now(),
             builds,
         });
-        // What every chunk reads whole starts moving now, before any chunk is
-        // enqueued (a host-CPU OpenCL device runs its transfers and kernels on the
-        // same threads: a transfer out of it queued behind its first chunk would
-        // keep the other devices waiting).
-        if let Some(sr) = st.splits.last() {
-            for &d in &sr.devs {
-                exec::prefetch_whole(self, d, spec);
-            }
-        }
+        // What every chunk reads whole starts moving to host memory now, before
+        // any chunk is enqueued (a host-CPU OpenCL device runs its transfers and
+        // kernels on the same threads: a copy out of it queued behind its first
+        // chunk would keep the other devices waiting).
+        st.nodes[id].prefetched += exec::prefetch_to_host(self, spec);
         self.cv.notify_all();
     }
 
@@ -1689,7 +1691,9 @@ impl GraphInner {
         let mut tasks = Vec::new();
         for (id, n) in st.nodes.iter().enumerate() {
             let Some(spec) = &n.spec else { continue };
-            for x in &n.runs {
+            for (i, x) in n.runs.iter().enumerate() {
+                // Bytes prefetched for the task count as moved by its first run.
+                let pre = if i == 0 { n.prefetched } else { 0 };
                 tasks.push(TaskRecord {
                     id,
                     name: match &x.items {
@@ -1700,8 +1704,8 @@ impl GraphInner {
                     start_s: x.start.saturating_duration_since(self.epoch).as_secs_f64(),
                     end_s: x.end.saturating_duration_since(self.epoch).as_secs_f64(),
                     kernel_s: x.kernel_s,
-                    bytes_in: x.moved,
-                    bytes_resident: x.saved,
+                    bytes_in: x.moved + pre,
+                    bytes_resident: x.saved.saturating_sub(pre),
                     preds: n.preds.clone(),
                     recovery_of: n.recovery_of,
                     chunk: x.items.as_ref().map(|r| (r.start, r.end)),
