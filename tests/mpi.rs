@@ -136,7 +136,7 @@ fn child_jacobi() {
     let v = c.data("v", &u0, how).unwrap();
     let k = kernels::jacobi().unwrap();
     for it in 0..iters {
-        let (s, d) = if it % 2 == 0 { (&u, &v) } else { (&v, &u) };
+        let (s, d) = if it.is_multiple_of(2) { (&u, &v) } else { (&v, &u) };
         for b in 0..parts {
             let (sl, dl) = (s.local_part(b).unwrap(), d.local_part(b).unwrap());
             c.submit(
@@ -163,7 +163,7 @@ fn child_jacobi() {
     let row = (n * 4) as u64;
     assert_eq!(stats.bytes_sent, (iters as u64 - 1) * neighbours * row, "{stats:?}");
     assert_eq!(stats.bytes_received, (iters as u64 - 1) * neighbours * row, "{stats:?}");
-    let got = c.gather(if iters % 2 == 0 { &u } else { &v }).unwrap();
+    let got = c.gather(if iters.is_multiple_of(2) { &u } else { &v }).unwrap();
     let mut want = u0.clone();
     let mut next = vec![0.0f32; n * n];
     for _ in 0..iters {

@@ -300,7 +300,7 @@ impl<T: bytemuck::Pod> ArgData for Piece<'_, T> {
     fn store(&self, graph: &TaskGraph, r: Range<usize>, bytes: &[u8]) -> Result<()> {
         let elem = std::mem::size_of::<T>().max(1);
         let mut values = vec![T::zeroed(); bytes.len() / elem];
-        if values.len() != r.len() || bytes.len() % elem != 0 {
+        if values.len() != r.len() || !bytes.len().is_multiple_of(elem) {
             return Err(Error::LengthMismatch {
                 what: format!("received elements {}..{} of {:?}", r.start, r.end, self.data.map.name),
                 host: values.len(),
