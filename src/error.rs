@@ -302,4 +302,38 @@ pub enum Error {
         /// The signature's parameter: name and what it declares (`s: i32 scalar`).
         signature: String,
     },
+    /// A message or collective between the ranks of a distributed run did not
+    /// complete in time: the peer is dead, hung, or not running the same program.
+    #[error(
+        "distributed {operation} with {peer} did not complete within the {limit_ms} ms limit \
+         (waited {waited_ms} ms): that rank is dead, hung, or running a different task sequence"
+    )]
+    NetTimeout {
+        /// What was waited for (`receive of "u" part 1`, `allgather`, ...).
+        operation: String,
+        /// The peer rank, or `all ranks` for a collective.
+        peer: String,
+        /// Milliseconds waited.
+        waited_ms: u64,
+        /// The limit (`OFFLOAD_MPI_TIMEOUT_MS`, or the cluster's setting).
+        limit_ms: u64,
+    },
+    /// The ranks of a distributed run submitted different task sequences.
+    #[error("task graphs differ between ranks: rank {rank} after {tasks} tasks: {why}")]
+    GraphMismatch {
+        /// The rank that detected it.
+        rank: usize,
+        /// Tasks this rank had submitted.
+        tasks: u64,
+        /// What differs (hashes, or a message's header).
+        why: String,
+    },
+    /// MPI could not be used as asked.
+    #[error("MPI {operation}: {why}")]
+    Mpi {
+        /// The operation (`initialise`, `register`, `submit`, ...).
+        operation: String,
+        /// Why it failed.
+        why: String,
+    },
 }

@@ -180,6 +180,8 @@ mod buffer;
 pub mod cache;
 mod cpu_ctx;
 mod device;
+#[cfg(feature = "mpi")]
+pub mod distributed;
 mod error;
 mod event;
 mod host_buffer;

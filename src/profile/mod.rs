@@ -54,7 +54,7 @@ pub mod svg;
 pub mod trace;
 
 /// The stages of the offload model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Stage {
     /// Device discovery, contexts, kernel builds.
     #[default]
@@ -71,6 +71,9 @@ pub enum Stage {
     DeviceToHost,
     /// Freeing device resources.
     Teardown,
+    /// Messages between the ranks of a distributed run (the `mpi` feature): one
+    /// record per message or collective, with its bytes and its peer in the label.
+    Net,
 }
 
 impl Stage {
@@ -84,10 +87,11 @@ impl Stage {
             Stage::Kernel => "kernel",
             Stage::DeviceToHost => "d2h",
             Stage::Teardown => "teardown",
+            Stage::Net => "net",
         }
     }
     /// How many stages there are.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// All stages in pipeline order.
     pub const ALL: [Stage; Stage::COUNT] = [
         Stage::Init,
@@ -97,6 +101,7 @@ impl Stage {
         Stage::Kernel,
         Stage::DeviceToHost,
         Stage::Teardown,
+        Stage::Net,
     ];
 
     /// Position in [`Stage::ALL`].
@@ -106,7 +111,7 @@ impl Stage {
 }
 
 /// Which clock measured a record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Clock {
     /// The host's monotonic clock around the call.
     Host,
@@ -115,7 +120,7 @@ pub enum Clock {
 }
 
 /// One timed stage on one device.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StageRecord {
     /// Device label (`cpu:0`, `opencl:0`, ...).
     pub device: String,

@@ -51,6 +51,7 @@ pub fn stage_color(stage: Stage) -> &'static str {
         Stage::Kernel => "#2ca02c",
         Stage::DeviceToHost => "#ff7f0e",
         Stage::Teardown => "#9467bd",
+        Stage::Net => "#d62728",
     }
 }
 
@@ -64,6 +65,7 @@ fn stage_long_name(stage: Stage) -> &'static str {
         Stage::Kernel => "kernel",
         Stage::DeviceToHost => "device → host",
         Stage::Teardown => "teardown",
+        Stage::Net => "network (MPI)",
     }
 }
 
