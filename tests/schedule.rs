@@ -804,3 +804,28 @@ fn async_devices_pipeline_chunks_on_three_queues() {
         }
     }
 }
+
+/// A chunk launch never has a block larger than the chunk (rounded up to the
+/// device's work-group multiple), and always covers the chunk's items within
+/// the scheduler's block cap.
+#[test]
+fn chunk_blocks_fit_the_chunk() {
+    let rt = common::runtime();
+    for dev in rt.devices() {
+        let warp = dev.info().warp_size.max(1) as u64;
+        for n in [1usize, 7, 64, 100, 255, 256, 257, 10_000] {
+            for cap in [32u32, 256, 1024] {
+                let cfg = offload::schedule::chunk_config(n, dev, cap);
+                let block = cfg.threads_per_block();
+                let total = cfg.total_threads().unwrap_or(0);
+                assert!(total >= n as u64, "{}: {n} items, {cfg:?}", dev.label());
+                assert!(block <= cap as u64, "{}: block {block} over the cap {cap}", dev.label());
+                assert!(
+                    block <= (n as u64).div_ceil(warp) * warp,
+                    "{}: block {block} for a chunk of {n} items",
+                    dev.label()
+                );
+            }
+        }
+    }
+}
