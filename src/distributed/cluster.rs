@@ -308,7 +308,7 @@ impl Cluster {
             mine.extend_from_slice(&v);
         }
         mine.resize(width + 16, 0);
-        let all = self.net.lock().all_gather(&mine, &format!("allgather {}", map.name))?;
+        let all = self.net.lock().all_gather(mine, &format!("allgather {}", map.name))?;
         let stride = width + 16;
         for r in 0..self.size {
             let block = &all[r * stride..(r + 1) * stride];
@@ -365,7 +365,7 @@ impl Cluster {
         net.flush()?;
         let mut mine = seq.hash.to_le_bytes().to_vec();
         mine.extend_from_slice(&seq.tasks.to_le_bytes());
-        let all = net.all_gather(&mine, "sync")?;
+        let all = net.all_gather(mine, "sync")?;
         let ranks: Vec<(u64, u64)> = all
             .chunks_exact(16)
             .map(|c| {
