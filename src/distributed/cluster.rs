@@ -61,6 +61,10 @@ impl ClusterBuilder {
     }
 
     /// Initialise MPI (once per process) and build the rank's task graph.
+    ///
+    /// Fails with [`Error::Mpi`] when the devices lack the CPU device (it
+    /// stores received elements: see the [module docs](super)) or when MPI was
+    /// already initialised in this process.
     pub fn build(self) -> Result<Cluster> {
         let timeout = match self.timeout {
             Some(t) => t,
