@@ -35,6 +35,8 @@ use crate::common::{bench_line, median, verdict};
 const RESULT: &str = "MPI_RESULT";
 /// Variables set by the MPI launchers (Open MPI, PMI, PMIx) in each rank.
 const RANK_ENVS: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"];
+/// Set by the launching process in the jobs it starts.
+const LAUNCHED: &str = "OFFLOAD_BENCH_MPI_LAUNCHED";
 /// The efficiency target of two ranks against one.
 const TARGET: f64 = 0.8;
 
@@ -79,7 +81,8 @@ fn job(args: &Args, np: usize) -> Res<Option<Vec<Fields>>> {
     if np > cores {
         cmd.arg("--oversubscribe");
     }
-    cmd.args(["-np", &np.to_string()])
+    cmd.env(LAUNCHED, "1")
+        .args(["-np", &np.to_string()])
         .arg(exe)
         .args(["mpi", "--reps", &args.reps.to_string()]);
     if args.quick {
@@ -235,6 +238,12 @@ fn measure(rt: &Runtime, c: &Cluster, args: &Args) -> Res<()> {
         net_fit(rt, c, if args.quick { 3 } else { 7 })?;
     }
     c.sync()?;
+    if rank == 0 && std::env::var_os(LAUNCHED).is_none() {
+        println!(
+            "(started by hand under mpirun: {np} rank(s) only; for the efficiency against 1 rank, run `bench mpi` \
+             without mpirun: it starts the 1- and 2-rank jobs itself)"
+        );
+    }
     Ok(())
 }
 
