@@ -2,7 +2,9 @@
 //!
 //! Suites: `vector_add` (CPU backend), `opencl`, `cuda`, `nbody`, `gemm`, `coexec`,
 //! `profile`, `async` (queues and events), `tasks` (managed data and the task
-//! graph), or `all` (the default). Each prints a table and one machine-readable
+//! graph), `mpi` (distributed runs on MPI ranks; built only with `--features
+//! mpi`, and not part of `all`: it starts `mpirun` itself), or `all` (the
+//! default). Each prints a table and one machine-readable
 //! line per measurement:
 //!
 //! `BENCH <name> value=<v> unit=<u> [ref=<r> ratio=<v/r>]`
@@ -16,6 +18,8 @@ mod coexec;
 mod common;
 mod cuda;
 mod gemm;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod nbody;
 mod opencl;
 mod profile;
@@ -28,7 +32,8 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(about, long_about = None)]
 pub struct Args {
-    /// Suites to run: vector_add, opencl, cuda, nbody, gemm, coexec, profile, async, tasks, all.
+    /// Suites to run: vector_add, opencl, cuda, nbody, gemm, coexec, profile, async, tasks, all; and mpi
+    /// (with the `mpi` feature; not part of all).
     #[arg(default_values_t = vec!["all".to_string()])]
     pub suites: Vec<String>,
     /// Repetitions per measurement (the median is reported).
@@ -54,12 +59,22 @@ const SUITES: &[(&str, Suite)] = &[
     ("profile", profile::run),
     ("async", asynchronous::run),
     ("tasks", tasks::run),
+    #[cfg(feature = "mpi")]
+    ("mpi", mpi::run),
 ];
+
+/// Suites that `all` leaves out (they must be asked for by name).
+const NOT_IN_ALL: &[&str] = &["mpi"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let all = args.suites.iter().any(|s| s == "all");
     for s in &args.suites {
+        if s == "mpi" && !cfg!(feature = "mpi") {
+            return Err(
+                "the mpi suite needs the mpi feature: cargo run --release --features mpi --example bench -- mpi".into(),
+            );
+        }
         if s != "all" && !SUITES.iter().any(|(n, _)| n == s) {
             return Err(format!(
                 "unknown suite {s:?}; valid: all, {}",
@@ -69,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     for (name, run) in SUITES {
-        if all || args.suites.iter().any(|s| s == name) {
+        if (all && !NOT_IN_ALL.contains(name)) || args.suites.iter().any(|s| s == name) {
             println!("== suite {name} ==");
             run(&args)?;
         }

@@ -61,6 +61,10 @@ impl ClusterBuilder {
     }
 
     /// Initialise MPI (once per process) and build the rank's task graph.
+    ///
+    /// Fails with [`Error::Mpi`] when the devices lack the CPU device (it
+    /// stores received elements: see the [module docs](super)) or when MPI was
+    /// already initialised in this process.
     pub fn build(self) -> Result<Cluster> {
         let timeout = match self.timeout {
             Some(t) => t,
@@ -308,7 +312,7 @@ impl Cluster {
             mine.extend_from_slice(&v);
         }
         mine.resize(width + 16, 0);
-        let all = self.net.lock().all_gather(&mine, &format!("allgather {}", map.name))?;
+        let all = self.net.lock().all_gather(mine, &format!("allgather {}", map.name))?;
         let stride = width + 16;
         for r in 0..self.size {
             let block = &all[r * stride..(r + 1) * stride];
@@ -365,7 +369,7 @@ impl Cluster {
         net.flush()?;
         let mut mine = seq.hash.to_le_bytes().to_vec();
         mine.extend_from_slice(&seq.tasks.to_le_bytes());
-        let all = net.all_gather(&mine, "sync")?;
+        let all = net.all_gather(mine, "sync")?;
         let ranks: Vec<(u64, u64)> = all
             .chunks_exact(16)
             .map(|c| {

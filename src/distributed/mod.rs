@@ -25,6 +25,16 @@
 //!
 //! MPI initialises once per process; start ranks with `mpirun -np N program`.
 //!
+//! Limitation: a rank's devices must include the CPU device
+//! ([`ClusterBuilder::build`] fails with [`crate::Error::Mpi`] otherwise).
+//! Received elements are written into the local replica by a copy task on the
+//! CPU device, ordered like any task after the earlier readers of those
+//! elements. The received range can start anywhere in the array, while a view
+//! given to a GPU kernel must start where the device can start a sub-buffer, so
+//! the store runs on the CPU. Accelerators work alongside it: a rank built over
+//! the CPU and its GPUs runs its tasks on any of them, and the task layer moves
+//! the stored elements to the GPU that reads them next.
+//!
 //! Layout: `cluster` (the handle, submission, sync), `data` (parts, owners,
 //! validity), `task` (the task builder), `net` (messages with timeouts and
 //! records), `profile` (the merged profile).

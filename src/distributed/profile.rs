@@ -39,7 +39,7 @@ impl Cluster {
             why: format!("cannot encode this rank's records: {e}"),
         })?;
         let mut net = self.net.lock();
-        let lens = net.all_gather(&(json.len() as u64).to_le_bytes(), "profile sizes")?;
+        let lens = net.all_gather((json.len() as u64).to_le_bytes().to_vec(), "profile sizes")?;
         let lens: Vec<usize> = lens
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()) as usize)
