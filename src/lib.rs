@@ -179,6 +179,7 @@
 
 #![warn(missing_docs)]
 
+mod authoring;
 mod backend;
 mod buffer;
 pub mod cache;
