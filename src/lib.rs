@@ -191,6 +191,7 @@ mod error;
 mod event;
 mod host_buffer;
 mod kernel;
+mod kernel_info;
 pub mod kernels;
 mod launch;
 pub mod nbody;
@@ -215,6 +216,7 @@ pub use kernel::{
     Access, CpuKernelFn, DEFAULT_CPU_GRAIN, ElemType, Extent, Kernel, KernelBuilder, Param, Scalar, ScalarArgs,
     ScalarCheckFn, ScalarType, ScalarValue, Source, Split,
 };
+pub use kernel_info::KernelInfo;
 pub use launch::{Arg, Dim3, LaunchConfig};
 pub use program::Program;
 pub use queue::Queue;
