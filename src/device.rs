@@ -357,7 +357,7 @@ pub(crate) fn check_args<'s>(
             index: i,
             param: p.name().to_string(),
             expected: p.describe(),
-            got: a.describe(),
+            got: format!("{}{}", a.describe(), crate::authoring::scalar_hint(p, a)),
         };
         let raw = match (p, a) {
             (Param::Buffer { ty, access, .. }, Arg::In(b)) if !access.writes() => {

@@ -135,6 +135,18 @@ pub enum Error {
         /// What was passed.
         got: String,
     },
+    /// A value does not fit the scalar type it is converted to (no silent truncation).
+    #[error("{what} = {value} does not fit in {ty} (range {range})")]
+    ScalarRange {
+        /// What the value is (a parameter name, `count`).
+        what: String,
+        /// The value.
+        value: String,
+        /// The scalar type asked for.
+        ty: &'static str,
+        /// That type's range.
+        range: String,
+    },
     /// A buffer passed to a launch or copy lives on another device.
     #[error("buffer for {what} belongs to {owner}, not to {device}")]
     ForeignBuffer {

@@ -139,7 +139,11 @@
 //! * **CPU grain per kernel** ([`Kernel::cpu_grain`]): how many items a CPU kernel
 //!   call gets at least, so cheap kernels amortise a worker wake-up and expensive
 //!   ones (N-body) still use every core on small launches.
-//! * **`Param::Local` on CUDA** adds to the dynamic shared memory instead of being
+//! * **`Param::Local` on CUDA**: in a portable kernel ([`portable`],
+//!   [`KernelBuilder::portable`]) a `Local` is a parameter on every backend,
+//!   declared `LOCAL_PTR(T) name`; on CUDA the prelude makes it a handle to its
+//!   slice of the dynamic shared memory. In a plain CUDA C source
+//!   ([`KernelBuilder::cuda`]) it adds to the dynamic shared memory instead of being
 //!   a kernel parameter (CUDA C reaches it through `extern __shared__`); the
 //!   built-in N-body kernels use static tiles and take no `Local` parameter.
 //! * **Shared host cores** ([`DeviceInfo::host_cpu`]): the scheduler leaves out
@@ -175,6 +179,7 @@
 
 #![warn(missing_docs)]
 
+mod authoring;
 mod backend;
 mod buffer;
 pub mod cache;
@@ -186,11 +191,13 @@ mod error;
 mod event;
 mod host_buffer;
 mod kernel;
+mod kernel_info;
 pub mod kernels;
 mod launch;
 pub mod nbody;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
+pub mod portable;
 pub mod profile;
 mod program;
 mod queue;
@@ -209,6 +216,7 @@ pub use kernel::{
     Access, CpuKernelFn, DEFAULT_CPU_GRAIN, ElemType, Extent, Kernel, KernelBuilder, Param, Scalar, ScalarArgs,
     ScalarCheckFn, ScalarType, ScalarValue, Source, Split,
 };
+pub use kernel_info::KernelInfo;
 pub use launch::{Arg, Dim3, LaunchConfig};
 pub use program::Program;
 pub use queue::Queue;

@@ -119,7 +119,7 @@ pub(crate) fn compile_with(source: &Source, kernel: &str, device: &str, arch: &s
     let build_err = |log: String| Error::Build {
         kernel: kernel.to_string(),
         device: device.to_string(),
-        log,
+        log: crate::portable::annotate_log(&source.code, log),
     };
     let code = CString::new(source.code.as_bytes())
         .map_err(|_| build_err("the CUDA source contains a NUL byte; NVRTC needs a C string".into()))?;

@@ -218,3 +218,47 @@ fn jacobi_ptx_rounds_like_the_other_backends() {
         "{ptx}"
     );
 }
+
+/// Every prelude feature (3-D ids, `LOCAL_PTR`, static local arrays, barriers,
+/// integer and float atomics, math) compiles as CUDA C, each entry point present.
+#[test]
+fn the_prelude_tour_compiles_as_cuda() {
+    if !nvrtc_present() {
+        return;
+    }
+    let body = include_str!("common/prelude_tour.c");
+    for entry in ["group_sum", "ids3"] {
+        let code = offload::portable::cuda_source(body, &format!("{entry}.c"));
+        for arch in ARCHS {
+            let ptx = nvrtc::compile(&source(&code, entry), arch).unwrap_or_else(|e| panic!("{entry} for {arch}: {e}"));
+            assert!(ptx.contains(&format!(".entry {entry}(")), "{entry}: entry missing");
+        }
+    }
+    // The f64 atomic exists in the CUDA dialect.
+    let f64_atomic =
+        offload::portable::cuda_source("KERNEL void f(GLOBAL double* x) { ATOMIC_ADD_F64(x, 1.0); }\n", "f.c");
+    nvrtc::compile(&source(&f64_atomic, "f"), "sm_80").expect("atomicAdd(double) on sm_80");
+}
+
+/// A portable source using an OpenCL-only name fails as CUDA C and says so.
+#[test]
+fn a_source_failing_in_the_cuda_dialect_says_so() {
+    if !nvrtc_present() {
+        return;
+    }
+    let code = offload::portable::cuda_source(
+        "KERNEL void ocl_only(GLOBAL float* x) {\n    x[get_global_id(0)] = 1.0f;\n}\n",
+        "ocl_only.c",
+    );
+    match nvrtc::compile(&source(&code, "ocl_only"), "sm_80") {
+        Err(Error::Build { log, .. }) => {
+            assert!(log.starts_with("portable source compiled as CUDA C (NVRTC)"), "{log}");
+            assert!(log.contains("get_global_id"), "{log}");
+            assert!(
+                log.contains("ocl_only.c(2)"),
+                "the log does not point at the kernel's line: {log}"
+            );
+        }
+        other => panic!("expected Error::Build, got {other:?}"),
+    }
+}

@@ -133,6 +133,23 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn alloc_host(&self, bytes: usize, align: usize) -> Result<Arc<dyn HostMemory>> {
         cpu::heap_memory(bytes, align, &self.info().label())
     }
+    /// The kernel's own limits on this device (see [`crate::KernelInfo`]); the
+    /// kernel is already built ([`Backend::build`] succeeded). The default suits
+    /// devices with no per-kernel limits: the device's block limit, no local
+    /// memory, the SIMD width as the block multiple.
+    fn kernel_info(&self, _kernel: &Kernel) -> Result<crate::KernelInfo> {
+        let info = self.info();
+        let max_block = info.max_threads_per_block;
+        Ok(crate::KernelInfo {
+            max_block,
+            registers: None,
+            local_bytes: 0,
+            private_bytes: None,
+            block_multiple: info.warp_size.max(1),
+            suggested_block: crate::KernelInfo::default_suggestion(max_block, info.warp_size),
+            source: "CPU backend",
+        })
+    }
     /// Run the kernel to completion.
     fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing>;
     /// Release driver resources.

@@ -8,7 +8,10 @@
 //! kernels reach dynamic shared memory through one `extern __shared__` array, so
 //! each `Local` adds its bytes to the launch's dynamic shared memory (after
 //! `LaunchConfig::shared_mem_bytes`) and the CUDA source must omit it from its
-//! parameter list.
+//! parameter list. Portable kernels ([`crate::portable`]) are the exception: their
+//! `LOCAL_PTR(T)` parameters receive the 32-bit byte offset of their slice of the
+//! dynamic shared memory (each 16-byte aligned), so `Local` is a parameter on
+//! every backend.
 //!
 //! Above the public checks (done against [`crate::DeviceInfo`]), a launch is also
 //! checked against the entry function itself: its register-limited maximum
@@ -108,7 +111,17 @@ impl CudaBackend {
         // Marshal: one 8-byte value cell per kernel parameter.
         let mut fixed = [0u64; FIXED_ARGS];
         let mut heap: Vec<u64> = Vec::new();
-        let many = args.iter().filter(|a| !matches!(a, RawArg::Local(_))).count() > FIXED_ARGS;
+        // A portable kernel (see `crate::portable`) takes each `Local` as a parameter
+        // (its byte offset in dynamic shared memory, 16-byte aligned); a CUDA C
+        // kernel omits it and reaches it through its own `extern __shared__`.
+        let local_params = kernel
+            .cuda_source()
+            .is_some_and(|s| crate::portable::dialect_of(&s.code).is_some());
+        let many = args
+            .iter()
+            .filter(|a| local_params || !matches!(a, RawArg::Local(_)))
+            .count()
+            > FIXED_ARGS;
         let mut n = 0usize;
         let mut dyn_smem = cfg.shared_mem_bytes as u64;
         for a in args {
@@ -125,6 +138,13 @@ impl CudaBackend {
                     m.device_ptr() + *offset as u64
                 }
                 RawArg::Scalar(s) => u64::from_ne_bytes(s.to_ne_bytes().0),
+                RawArg::Local(bytes) if local_params => {
+                    let at = dyn_smem.div_ceil(16).saturating_mul(16);
+                    dyn_smem = at.saturating_add(*bytes as u64);
+                    // An offset past u32 is past any device's shared memory:
+                    // `check_function` refuses the launch below.
+                    u64::from(u32::try_from(at).unwrap_or(u32::MAX))
+                }
                 RawArg::Local(bytes) => {
                     dyn_smem = dyn_smem.saturating_add(*bytes as u64);
                     continue;

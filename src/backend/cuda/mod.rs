@@ -170,6 +170,44 @@ impl Backend for CudaBackend {
         Ok(Box::new(self.alloc_memory(bytes)?))
     }
 
+    fn kernel_info(&self, kernel: &Kernel) -> Result<crate::KernelInfo> {
+        use cudarc::driver::sys::CUfunction_attribute as A;
+        let (built, _) = self.modules.get_or_build(&self.ctx, kernel, &self.label)?;
+        let attr = |a: A| {
+            built
+                .func
+                .get_attribute(a)
+                .map(|v| v.max(0) as u32)
+                .map_err(|e| map_driver_err(e, &self.label, "cuFuncGetAttribute", kernel.name()))
+        };
+        let max_block = attr(A::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK)?;
+        let registers = attr(A::CU_FUNC_ATTRIBUTE_NUM_REGS)?;
+        let private = attr(A::CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)?;
+        let warp = self.info.warp_size.max(1);
+        /// No dynamic shared memory at any block size.
+        extern "C" fn no_dynamic_smem(_block: std::ffi::c_int) -> usize {
+            0
+        }
+        let suggested = built
+            .func
+            .occupancy_max_potential_block_size(no_dynamic_smem, 0, max_block, None)
+            .map(|(_, block)| block)
+            .map_err(|e| map_driver_err(e, &self.label, "cuOccupancyMaxPotentialBlockSize", kernel.name()))?;
+        Ok(crate::KernelInfo {
+            max_block,
+            registers: Some(registers),
+            local_bytes: u64::from(built.static_smem),
+            private_bytes: Some(u64::from(private)),
+            block_multiple: warp,
+            suggested_block: if suggested == 0 {
+                crate::KernelInfo::default_suggestion(max_block, warp)
+            } else {
+                suggested
+            },
+            source: "cuFuncGetAttribute + cuOccupancyMaxPotentialBlockSize",
+        })
+    }
+
     fn write(&self, mem: &dyn DeviceMemory, offset: usize, src: &[u8]) -> Result<Timing> {
         let dst = MemRange {
             mem,

@@ -329,6 +329,51 @@ impl Backend for OpenClBackend {
         Ok(Timing::HOST)
     }
 
+    fn kernel_info(&self, kernel: &Kernel) -> Result<crate::KernelInfo> {
+        use opencl3::kernel::{
+            CL_KERNEL_LOCAL_MEM_SIZE, CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE, CL_KERNEL_PRIVATE_MEM_SIZE,
+            CL_KERNEL_WORK_GROUP_SIZE, get_kernel_work_group_data,
+        };
+        let built = self.built(kernel, "kernel info")?;
+        let slot = built.kernels.first().ok_or_else(|| self.closed("kernel info"))?.lock();
+        let query = |param, what: &str| -> Result<u64> {
+            let bytes = get_kernel_work_group_data(slot.obj.raw(), self.device.0, param)
+                .map_err(|c| map_cl_err(c, &self.info, Op::new("clGetKernelWorkGroupInfo").kernel(kernel.name())))?;
+            // size_t or cl_ulong, native-endian.
+            let mut v = [0u8; 8];
+            let n = bytes.len().min(8);
+            v[..n].copy_from_slice(&bytes[..n]);
+            if bytes.len() != 4 && bytes.len() != 8 {
+                return Err(Error::InvalidInput(format!(
+                    "clGetKernelWorkGroupInfo({what}) returned {} bytes",
+                    bytes.len()
+                )));
+            }
+            Ok(if bytes.len() == 4 {
+                u64::from(u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+            } else {
+                u64::from_ne_bytes(v)
+            })
+        };
+        let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let max_block =
+            clamp(query(CL_KERNEL_WORK_GROUP_SIZE, "CL_KERNEL_WORK_GROUP_SIZE")?).min(self.info.max_threads_per_block);
+        let multiple = clamp(query(
+            CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE,
+            "CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE",
+        )?)
+        .max(1);
+        Ok(crate::KernelInfo {
+            max_block,
+            registers: None,
+            local_bytes: query(CL_KERNEL_LOCAL_MEM_SIZE, "CL_KERNEL_LOCAL_MEM_SIZE")?,
+            private_bytes: Some(query(CL_KERNEL_PRIVATE_MEM_SIZE, "CL_KERNEL_PRIVATE_MEM_SIZE")?),
+            block_multiple: multiple,
+            suggested_block: crate::KernelInfo::default_suggestion(max_block, multiple),
+            source: "clGetKernelWorkGroupInfo",
+        })
+    }
+
     fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing> {
         let built = self.built(kernel, "launch")?;
         let (g, q) = self.take_queue("launch")?;

@@ -531,20 +531,23 @@ fn build_from_source(
         .map_err(|c| map_cl_err(c, info, Op::new("clCreateProgramWithSource").kernel(name)))?;
     // SAFETY: a successful clCreateProgramWithSource returns a program with one reference, ours.
     let program = unsafe { Program::from_raw(raw) };
-    if let Err(code) = build_program(program.raw(), &[dev], options, None, std::ptr::null_mut()) {
+    if let Err(status) = build_program(program.raw(), &[dev], options, None, std::ptr::null_mut()) {
         let log = build_log(&program, dev);
         return Err(Error::Build {
             kernel: name.to_string(),
             device: info.label(),
-            log: format!(
-                "clBuildProgram failed with {} (options: {:?})\n{}",
-                code_name(code),
-                options.to_string_lossy(),
-                if log.trim().is_empty() {
-                    "(the driver gave no build log)"
-                } else {
-                    &log
-                }
+            log: crate::portable::annotate_log(
+                code,
+                format!(
+                    "clBuildProgram failed with {} (options: {:?})\n{}",
+                    code_name(status),
+                    options.to_string_lossy(),
+                    if log.trim().is_empty() {
+                        "(the driver gave no build log)"
+                    } else {
+                        &log
+                    }
+                ),
             ),
         });
     }

@@ -1,5 +1,5 @@
 // An empty kernel: measures launch overhead.
-extern "C" __global__ void noop(unsigned int offset, unsigned int count) {
+KERNEL void noop(const uint offset, const uint count) {
     (void)offset;
     (void)count;
 }

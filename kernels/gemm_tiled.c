@@ -1,5 +1,5 @@
 // Tiled SGEMM: C = A·B, row-major f32. Each work-group computes 16 × 16 tiles of C,
-// staging 16 × 16 tiles of A and B in local memory so every global element is
+// staging 16 × 16 tiles of A and B in local (shared) memory so every global element is
 // read once per tile instead of once per output.
 // Splittable over rows of C: a is the chunk's `count` rows of A (count × k), c the
 // chunk's `count` rows of C (count × n), b all of B (k × n); `offset` is unused.
@@ -8,20 +8,20 @@
 // (256 work-items per group, one output each, is the intended shape).
 #define GEMM_TS 16
 
-__kernel void gemm_tiled(__global const float* restrict a,
-                         __global const float* restrict b,
-                         __global float* restrict c,
-                         const uint n,
-                         const uint k,
-                         const uint offset,
-                         const uint count) {
+KERNEL void gemm_tiled(GLOBAL const float* RESTRICT a,
+                       GLOBAL const float* RESTRICT b,
+                       GLOBAL float* RESTRICT c,
+                       const uint n,
+                       const uint k,
+                       const uint offset,
+                       const uint count) {
     (void)offset;
-    __local float as[GEMM_TS][GEMM_TS];
-    __local float bs_[GEMM_TS][GEMM_TS + 1];
-    uint bs = get_local_size(0) * get_local_size(1) * get_local_size(2);
-    uint tid = get_local_id(0) + get_local_size(0) * (get_local_id(1) + get_local_size(1) * get_local_id(2));
-    ulong blk = get_group_id(0) + (ulong)get_num_groups(0) * (get_group_id(1) + (ulong)get_num_groups(1) * get_group_id(2));
-    ulong blocks = (ulong)get_num_groups(0) * get_num_groups(1) * get_num_groups(2);
+    LOCAL float as[GEMM_TS][GEMM_TS];
+    LOCAL float bs_[GEMM_TS][GEMM_TS + 1];
+    uint bs = LOCAL_SIZE(0) * LOCAL_SIZE(1) * LOCAL_SIZE(2);
+    uint tid = LOCAL_ID(0) + LOCAL_SIZE(0) * (LOCAL_ID(1) + LOCAL_SIZE(1) * LOCAL_ID(2));
+    ulong blk = GROUP_ID(0) + (ulong)NUM_GROUPS(0) * (GROUP_ID(1) + (ulong)NUM_GROUPS(1) * GROUP_ID(2));
+    ulong blocks = (ulong)NUM_GROUPS(0) * NUM_GROUPS(1) * NUM_GROUPS(2);
     ulong tiles_x = (n + GEMM_TS - 1) / GEMM_TS;
     ulong tiles = tiles_x * (((ulong)count + GEMM_TS - 1) / GEMM_TS);
     for (ulong t = blk; t < tiles; t += blocks) {
@@ -40,13 +40,13 @@ __kernel void gemm_tiled(__global const float* restrict a,
                     ulong bp = p0 + r, bc = col0 + q;
                     bs_[r][q] = (bp < k && bc < n) ? b[bp * n + bc] : 0.0f;
                 }
-                barrier(CLK_LOCAL_MEM_FENCE);
+                BARRIER();
                 if (v < GEMM_TS * GEMM_TS) {
                     for (uint q = 0; q < GEMM_TS; ++q) {
-                        acc = fma(as[ty][q], bs_[q][tx], acc);
+                        acc = fmaf(as[ty][q], bs_[q][tx], acc);
                     }
                 }
-                barrier(CLK_LOCAL_MEM_FENCE);
+                BARRIER();
             }
             ulong row = row0 + ty, col = col0 + tx;
             if (v < GEMM_TS * GEMM_TS && row < count && col < n) {

@@ -3,15 +3,15 @@
 // Item e is element offset + e of the C tile: c[e] += sum_k a[i*t + k] * b[k*t + j]
 // with (i, j) = ((offset + e) / t, (offset + e) % t), for e < count. a and b are
 // whole tiles (t*t elements, checked); c is the chunk's slice of the C tile.
-// Consecutive work-items walk a row of B: host-CPU OpenCL compilers vectorize
+// Consecutive threads walk a row of B: host-CPU OpenCL compilers vectorize
 // across them, GPUs coalesce the loads.
-__kernel void gemm_tile(__global const float* restrict a,
-                        __global const float* restrict b,
-                        __global float* restrict c,
-                        const uint t,
-                        const uint offset,
-                        const uint count) {
-    uint e = get_global_id(0);
+KERNEL void gemm_tile(GLOBAL const float* RESTRICT a,
+                      GLOBAL const float* RESTRICT b,
+                      GLOBAL float* RESTRICT c,
+                      const uint t,
+                      const uint offset,
+                      const uint count) {
+    uint e = GLOBAL_ID(0);
     if (e >= count) {
         return;
     }

@@ -1,0 +1,193 @@
+//! Portable device sources: one C file, the prelude's macros, compiled by NVRTC
+//! and run on every OpenCL device; a source that fails in one dialect says which.
+
+mod common;
+
+use common::{devices_of, runtime};
+use offload::portable::{Dialect, cuda_source, dialect_of, opencl_source};
+use offload::{Access, Arg, BackendKind, Device, Error, Kernel, LaunchConfig, Param, Split};
+
+/// Every prelude feature in one file: 3-D ids and sizes, a `Local` parameter,
+/// a static local array, barriers, integer and float atomics, math.
+const PRELUDE_TOUR: &str = include_str!("common/prelude_tour.c");
+
+fn group_sum() -> Kernel {
+    let one = Split::Elementwise { per_item: 1 };
+    let b = Kernel::builder("group_sum")
+        .param(Param::buffer::<f32>("x", Access::Read, Split::Broadcast))
+        .param(Param::buffer::<f32>("total", Access::ReadWrite, one))
+        .param(Param::buffer::<u32>("groups", Access::ReadWrite, one))
+        .param(Param::buffer::<i32>("last", Access::ReadWrite, one))
+        .param(Param::local::<f32>("scratch"))
+        .param(Param::scalar::<u32>("n"))
+        .param(Param::scalar::<u32>("slots"))
+        .extent_from("x", &["n"], 1)
+        .extent_from("total", &["slots"], 1)
+        .extent_from("groups", &["slots"], 1)
+        .extent_from("last", &["slots"], 1);
+    // SAFETY: the test source reads x[i] only for i < n, and touches only element 0
+    // of total/groups/last (extent `slots`, launched as 1) and scratch[0..block).
+    unsafe { b.portable(PRELUDE_TOUR, "group_sum") }.build().unwrap()
+}
+
+fn ids3() -> Kernel {
+    let b = Kernel::builder("ids3")
+        .param(Param::buffer::<f32>(
+            "out",
+            Access::Write,
+            Split::Elementwise { per_item: 1 },
+        ))
+        .param(Param::scalar::<u32>("n"));
+    // SAFETY: writes out[i] only for i < n ≤ grid × block (the checked extent).
+    unsafe { b.portable(PRELUDE_TOUR, "ids3") }.build().unwrap()
+}
+
+fn run_group_sum(dev: &Device) {
+    let k = group_sum();
+    let n = 1000usize;
+    let x: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let want: f32 = x.iter().sum();
+    let block = 64u32;
+    let grid = (n as u32).div_ceil(block);
+    let dx = dev.upload(&x).unwrap();
+    let mut total = dev.upload(&[0.0f32]).unwrap();
+    let mut groups = dev.upload(&[0u32]).unwrap();
+    let mut last = dev.upload(&[-1i32]).unwrap();
+    dev.launch(
+        &k,
+        &LaunchConfig::new(grid, block),
+        &[
+            Arg::input(&dx),
+            Arg::output(&mut total),
+            Arg::output(&mut groups),
+            Arg::output(&mut last),
+            Arg::local(block as usize),
+            (n as u32).into(),
+            1u32.into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(total.to_vec().unwrap(), vec![want], "{}", dev.label());
+    assert_eq!(groups.to_vec().unwrap(), vec![grid], "{}", dev.label());
+    assert_eq!(last.to_vec().unwrap(), vec![grid as i32 - 1], "{}", dev.label());
+}
+
+fn run_ids3(dev: &Device) {
+    let k = ids3();
+    let (grid, block) = ((3u32, 2u32, 2u32), (4u32, 2u32, 2u32));
+    let (w, h, d) = (12usize, 4usize, 4usize);
+    let n = w * h * d;
+    let mut out = dev.upload(&vec![f32::NAN; n]).unwrap();
+    dev.launch(
+        &k,
+        &LaunchConfig::new(grid, block),
+        &[Arg::output(&mut out), (n as u32).into()],
+    )
+    .unwrap();
+    let got = out.to_vec().unwrap();
+    for z in 0..d {
+        for y in 0..h {
+            for x in 0..w {
+                let want = (x as f32).mul_add(2.0, y as f32) + (z as f32).max(0.5) * 100.0;
+                assert_eq!(got[x + w * (y + h * z)], want, "({x},{y},{z}) on {}", dev.label());
+            }
+        }
+    }
+}
+
+#[test]
+fn prelude_tour_runs_on_every_opencl_device() {
+    let rt = runtime();
+    let devs = devices_of(&rt, BackendKind::OpenCl);
+    for dev in &devs {
+        run_group_sum(dev);
+        run_ids3(dev);
+    }
+    println!("ran on {} OpenCL device(s)", devs.len());
+}
+
+#[test]
+fn dialects_are_named_and_distinct() {
+    let k = ids3();
+    let cuda = k.cuda_source().unwrap();
+    let ocl = k.opencl_source().unwrap();
+    assert_eq!(dialect_of(&cuda.code), Some(Dialect::Cuda));
+    assert_eq!(dialect_of(&ocl.code), Some(Dialect::OpenCl));
+    assert_eq!(cuda.code, cuda_source(PRELUDE_TOUR, "ids3.c"));
+    assert_eq!(ocl.code, opencl_source(PRELUDE_TOUR, "ids3.c"));
+}
+
+/// A source that uses an OpenCL-only name builds on OpenCL; a CUDA-only name
+/// fails there, and the error says the OpenCL dialect failed, with the log.
+#[test]
+fn a_source_failing_in_the_opencl_dialect_says_so() {
+    let rt = runtime();
+    let b = Kernel::builder("cuda_only").param(Param::buffer::<f32>(
+        "x",
+        Access::Write,
+        Split::Elementwise { per_item: 1 },
+    ));
+    let src = "KERNEL void cuda_only(GLOBAL float* x) { x[threadIdx.x] = 1.0f; }\n";
+    // SAFETY: never launched; it only has to fail to build.
+    let k = unsafe { b.portable(src, "cuda_only") }.build().unwrap();
+    for dev in devices_of(&rt, BackendKind::OpenCl) {
+        match dev.build(&k) {
+            Err(Error::Build { kernel, log, .. }) => {
+                assert_eq!(kernel, "cuda_only");
+                assert!(log.starts_with("portable source compiled as OpenCL C"), "{log}");
+                assert!(log.contains("threadIdx"), "the log does not show the error: {log}");
+                assert!(
+                    log.contains("cuda_only.c:1"),
+                    "the log does not point at the kernel's line: {log}"
+                );
+            }
+            other => panic!("expected a build error on {}, got {other:?}", dev.label()),
+        }
+    }
+}
+
+/// An atomic the OpenCL dialect lacks is a build error naming the dialect.
+#[test]
+fn an_atomic_the_dialect_lacks_is_a_build_error_naming_it() {
+    let rt = runtime();
+    let b = Kernel::builder("f64_atomic").param(Param::buffer::<f64>(
+        "x",
+        Access::ReadWrite,
+        Split::Elementwise { per_item: 1 },
+    ));
+    let src = "KERNEL void f64_atomic(GLOBAL double* x) { ATOMIC_ADD_F64(x, 1.0); }\n";
+    // SAFETY: never launched.
+    let k = unsafe { b.portable(src, "f64_atomic") }.build().unwrap();
+    for dev in devices_of(&rt, BackendKind::OpenCl) {
+        let err = dev.build(&k).expect_err("ATOMIC_ADD_F64 must not build on OpenCL");
+        let text = err.to_string();
+        assert!(text.contains("not_available_in_the_OpenCL_dialect"), "{text}");
+    }
+}
+
+#[test]
+fn extent_of_a_fixed_slot_is_checked() {
+    // `slots` = 1 declares the single accumulator; a launch saying 2 is refused.
+    let rt = runtime();
+    for dev in devices_of(&rt, BackendKind::OpenCl) {
+        let k = group_sum();
+        let dx = dev.upload(&[1.0f32; 64]).unwrap();
+        let mut t = dev.upload(&[0.0f32]).unwrap();
+        let mut g = dev.upload(&[0u32]).unwrap();
+        let mut l = dev.upload(&[0i32]).unwrap();
+        let r = dev.launch(
+            &k,
+            &LaunchConfig::new(1u32, 64u32),
+            &[
+                Arg::input(&dx),
+                Arg::output(&mut t),
+                Arg::output(&mut g),
+                Arg::output(&mut l),
+                Arg::local(64),
+                64u32.into(),
+                2u32.into(),
+            ],
+        );
+        assert!(r.is_err(), "an accumulator shorter than its extent was accepted");
+    }
+}
