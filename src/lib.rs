@@ -206,8 +206,8 @@ pub use error::{BackendKind, Error, Result};
 pub use event::Event;
 pub use host_buffer::{Failed, HostBuffer, Transfer};
 pub use kernel::{
-    Access, CpuKernelFn, DEFAULT_CPU_GRAIN, ElemType, Extent, Kernel, KernelBuilder, Param, Scalar, ScalarArgs,
-    ScalarCheckFn, ScalarType, ScalarValue, Source, Split,
+    Access, Cost, CostFn, CpuKernelFn, DEFAULT_CPU_GRAIN, ElemType, Extent, Kernel, KernelBuilder, Param, Scalar,
+    ScalarArgs, ScalarCheckFn, ScalarType, ScalarValue, Source, Split,
 };
 pub use launch::{Arg, Dim3, LaunchConfig};
 pub use program::Program;
