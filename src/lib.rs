@@ -194,6 +194,7 @@ pub mod nvrtc;
 pub mod profile;
 mod program;
 mod queue;
+pub mod roofline;
 mod runtime;
 pub mod schedule;
 mod selector;
