@@ -371,7 +371,7 @@ fn main() -> Result<(), Failure> {
                 .devices
                 .iter()
                 .filter(|s| s.items > 0)
-                .map(|s| used.iter().find(|d| d.label() == s.device).and_then(|d| device_peak(d)))
+                .map(|s| used.iter().find(|d| d.label() == s.device).and_then(device_peak))
                 .sum();
             table.push(Row {
                 rung: rung.name(),
