@@ -1,6 +1,8 @@
-//! List every device with its facts, and every unavailable backend with its reason.
+//! List every device with its facts, its roofline peaks (f32 FMA peak and memory
+//! bandwidth, measured by calibration kernels on first use and cached), and every
+//! unavailable backend with its reason.
 //!
-//! `cargo run --release --example devices [-- --json]`
+//! `cargo run --release --example devices [-- --json] [--remeasure] [--no-peaks]`
 
 use clap::Parser;
 use offload::Runtime;
@@ -15,6 +17,12 @@ struct Args {
     /// Write a Chrome trace-event JSON of discovery (init stage per device).
     #[arg(long)]
     trace: Option<std::path::PathBuf>,
+    /// Measure the peaks again instead of reading the cache (and cache the new numbers).
+    #[arg(long)]
+    remeasure: bool,
+    /// Skip the roofline peaks.
+    #[arg(long)]
+    no_peaks: bool,
     /// Write an SVG timeline of discovery.
     #[arg(long)]
     timeline: Option<std::path::PathBuf>,
@@ -48,6 +56,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("    global memory     {}", mib(i.global_mem_bytes));
         println!("    local/shared mem  {} KiB per block", i.local_mem_bytes / 1024);
         println!("    max allocation    {}", mib(i.max_alloc_bytes));
+        if !args.no_peaks {
+            let cached = offload::roofline::cached(d).filter(|_| !args.remeasure);
+            let t0 = std::time::Instant::now();
+            let peaks = match cached {
+                Some(p) => Ok(p),
+                None => offload::roofline::measure(d),
+            };
+            match peaks {
+                Ok(p) => {
+                    let how = if cached.is_some() {
+                        "cached".to_string()
+                    } else {
+                        format!("measured in {:.2} s", t0.elapsed().as_secs_f64())
+                    };
+                    println!("    f32 FMA peak      {:.1} GFLOP/s ({how})", p.gflops);
+                    println!("    memory bandwidth  {:.1} GB/s (triad)", p.gbps);
+                    println!("    ridge             {:.2} flop/byte", p.ridge());
+                    if cached.is_none() {
+                        offload::roofline::store(d, p);
+                    }
+                }
+                Err(e) => println!("    peaks             not measured: {e}"),
+            }
+        }
     }
     for u in rt.unavailable() {
         println!("{} unavailable: {}", u.backend, u.reason);

@@ -11,9 +11,12 @@
 //! Every result is verified against a float64 reference (the largest error of an
 //! element relative to `Σ_p |a_ip · b_pj|`, the scale of its rounding). The table
 //! gives each rung's GFLOP/s (2·M·N·K flops; kernel time with the data already
-//! on the device, median of `--reps`) and the fraction of the device's peak,
-//! measured here by a short FMA loop on the host ([`calibrate_host_fma_peak`]) for
-//! devices that compute on the host's cores; other devices print `-`.
+//! on the device, median of `--reps`) and the fraction of the device's f32 FMA
+//! peak, measured on that device by the roofline calibration kernels
+//! ([`offload::roofline::peaks`], cached after the first run).
+//! `--roofline PATH` writes the SVG roofline of the run: each rung as a point
+//! under its device's compute roof and bandwidth slope, and prints the roofline
+//! table (achieved GFLOP/s and GB/s, intensity, fraction of the roof).
 //! With `--device all` the rows of C are split over every device through the
 //! scheduler (B broadcast to each) and the time includes the transfers.
 //!
@@ -29,7 +32,7 @@ use std::time::Instant;
 use clap::Parser;
 use offload::kernels::{GemmRung, SgemmIsa};
 use offload::schedule::{HostArg, Policy, Scheduler};
-use offload::{Arg, BackendKind, Device, Runtime};
+use offload::{Arg, Device, Runtime};
 
 /// SGEMM on the CPU, an OpenCL or a CUDA device, rung by rung.
 #[derive(Parser, Debug)]
@@ -61,6 +64,9 @@ struct Args {
     /// over A and B tiles, placed over the devices by a task graph.
     #[arg(long)]
     tiled: Option<usize>,
+    /// Write the SVG roofline of the run (each rung a point on its device's roofline).
+    #[arg(long)]
+    roofline: Option<std::path::PathBuf>,
 }
 
 /// An error printed with its message (not its debug form) when `main` fails.
@@ -75,94 +81,6 @@ impl std::fmt::Debug for Failure {
 impl<E: Into<Box<dyn std::error::Error>>> From<E> for Failure {
     fn from(e: E) -> Self {
         Failure(e.into())
-    }
-}
-
-/// The host's f32 FMA peak in GFLOP/s on one core: the best of five short loops
-/// of independent FMAs (AVX-512 or AVX2 where present; the best, because other
-/// processes only ever slow a run down). A stand-in for a per-device roofline
-/// calibration: devices that compute on the host's cores get `cores × this`.
-fn calibrate_host_fma_peak() -> f64 {
-    (0..5).map(|_| fma_loop_once()).fold(0.0, f64::max)
-}
-
-/// One calibration loop (about 30 ms).
-fn fma_loop_once() -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: avx512f was detected just above.
-            return unsafe { fma_loop::avx512() };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: avx2 and fma were detected just above.
-            return unsafe { fma_loop::avx2() };
-        }
-    }
-    fma_loop::portable()
-}
-
-mod fma_loop {
-    use std::hint::black_box;
-    use std::time::Instant;
-
-    /// Iterations of the timed loop (each: one FMA per accumulator).
-    const ITERS: u64 = 10_000_000;
-
-    /// # Safety
-    /// The CPU supports avx512f.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512() -> f64 {
-        use std::arch::x86_64::*;
-        let x = _mm512_set1_ps(black_box(0.999_999));
-        let y = _mm512_set1_ps(black_box(1e-7));
-        let mut acc = [_mm512_setzero_ps(); 12];
-        let t = Instant::now();
-        for _ in 0..ITERS {
-            for a in acc.iter_mut() {
-                *a = _mm512_fmadd_ps(*a, x, y);
-            }
-        }
-        let secs = t.elapsed().as_secs_f64();
-        black_box(acc);
-        (ITERS * 12 * 16 * 2) as f64 / secs / 1e9
-    }
-
-    /// # Safety
-    /// The CPU supports avx2 and fma.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn avx2() -> f64 {
-        use std::arch::x86_64::*;
-        let x = _mm256_set1_ps(black_box(0.999_999));
-        let y = _mm256_set1_ps(black_box(1e-7));
-        let mut acc = [_mm256_setzero_ps(); 12];
-        let t = Instant::now();
-        for _ in 0..ITERS {
-            for a in acc.iter_mut() {
-                *a = _mm256_fmadd_ps(*a, x, y);
-            }
-        }
-        let secs = t.elapsed().as_secs_f64();
-        black_box(acc);
-        (ITERS * 12 * 8 * 2) as f64 / secs / 1e9
-    }
-
-    /// Plain multiply-adds the compiler vectorizes for the build target.
-    pub fn portable() -> f64 {
-        let (x, y) = (black_box(0.999_999f32), black_box(1e-7f32));
-        let mut acc = [0f32; 64];
-        let iters = ITERS / 4;
-        let t = Instant::now();
-        for _ in 0..iters {
-            for a in acc.iter_mut() {
-                *a = *a * x + y;
-            }
-        }
-        let secs = t.elapsed().as_secs_f64();
-        black_box(acc);
-        (iters * 64 * 2) as f64 / secs / 1e9
     }
 }
 
@@ -232,11 +150,15 @@ struct Row {
     ms: f64,
 }
 
-/// Peak of a device in GFLOP/s, where known: host-CPU devices get their compute
-/// units × the calibrated per-core peak.
-fn device_peak(d: &Device, per_core: f64) -> Option<f64> {
-    let i = d.info();
-    (i.backend == BackendKind::Cpu || i.host_cpu).then(|| per_core * i.compute_units.max(1) as f64)
+/// The f32 FMA peak of a device in GFLOP/s (measured on it once, then cached).
+fn device_peak(d: &Device) -> Option<f64> {
+    match offload::roofline::peaks(d) {
+        Ok(p) => Some(p.gflops),
+        Err(e) => {
+            println!("{}: no peak ({e})", d.label());
+            None
+        }
+    }
 }
 
 /// `rows × cols` row-major `m`, zero-padded to `prows × pcols`.
@@ -257,7 +179,6 @@ fn tiled_dag(
     a: &[f32],
     b: &[f32],
     refc: &Reference,
-    per_core: f64,
 ) -> Result<Row, Failure> {
     use offload::task::{Partition, Task, TaskGraph, from_tiles, to_tiles};
     let (m, n, k) = (args.m, args.n, args.k);
@@ -329,7 +250,7 @@ fn tiled_dag(
                 .iter()
                 .zip(graph.labels())
                 .find(|(_, l)| **l == u.device)
-                .and_then(|(d, _)| device_peak(d, per_core))
+                .and_then(|(d, _)| device_peak(d))
         })
         .sum();
     Ok(Row {
@@ -374,11 +295,17 @@ fn main() -> Result<(), Failure> {
             i.compute_units
         );
     }
-    let per_core = calibrate_host_fma_peak();
-    println!(
-        "host FMA peak (calibration loop, {}): {per_core:.1} GFLOP/s per core",
-        SgemmIsa::detect().name()
-    );
+    for d in used {
+        if let Ok(p) = offload::roofline::peaks(d) {
+            println!(
+                "{}: f32 FMA peak {:.1} GFLOP/s, bandwidth {:.1} GB/s (roofline calibration; CPU kernels use {})",
+                d.label(),
+                p.gflops,
+                p.gbps,
+                SgemmIsa::detect().name()
+            );
+        }
+    }
     println!(
         "C ({m} × {n}) = A ({m} × {k}) · B ({k} × {n}), f32, {:.3} GFLOP per multiply",
         2e-9 * (m * n * k) as f64
@@ -398,7 +325,7 @@ fn main() -> Result<(), Failure> {
     let flop = 2.0 * (m * n * k) as f64;
     let mut table = Vec::new();
     if let Some(t) = args.tiled {
-        table.push(tiled_dag(&args, used, t, &a, &b, &refc, per_core)?);
+        table.push(tiled_dag(&args, used, t, &a, &b, &refc)?);
     }
     for &rung in rungs.iter().filter(|_| args.tiled.is_none()) {
         let kern = rung.kernel(n, k)?;
@@ -444,11 +371,7 @@ fn main() -> Result<(), Failure> {
                 .devices
                 .iter()
                 .filter(|s| s.items > 0)
-                .map(|s| {
-                    used.iter()
-                        .find(|d| d.label() == s.device)
-                        .and_then(|d| device_peak(d, per_core))
-                })
+                .map(|s| used.iter().find(|d| d.label() == s.device).and_then(device_peak))
                 .sum();
             table.push(Row {
                 rung: rung.name(),
@@ -503,7 +426,7 @@ fn main() -> Result<(), Failure> {
             rung: rung.name(),
             device: d.label().to_string(),
             gflops: flop / secs / 1e9,
-            peak: device_peak(d, per_core),
+            peak: device_peak(d),
             err: max_rel_err(&c, n, &refc),
             ms: secs * 1e3,
         });
@@ -526,6 +449,13 @@ fn main() -> Result<(), Failure> {
         if r.err > 1e-6 * (k as f64).max(16.0) {
             bad.push(format!("{} on {}: error {:.2e}", r.rung, r.device, r.err));
         }
+    }
+    if let Some(path) = &args.roofline {
+        let profile = rt.profile();
+        println!();
+        print!("{}", profile.roofline());
+        profile.write_svg_roofline(path)?;
+        println!("roofline written to {}", path.display());
     }
     if !bad.is_empty() {
         return Err(format!("verification failed: {}", bad.join("; ")).into());

@@ -62,6 +62,10 @@ struct Args {
     /// Write an SVG timeline of the run.
     #[arg(long)]
     timeline: Option<PathBuf>,
+    /// Write the SVG roofline of the run (each kernel a point on its device's
+    /// roofline; peaks measured on first use, then cached) and print its table.
+    #[arg(long)]
+    roofline: Option<std::path::PathBuf>,
     /// With several devices: let host-CPU devices (the CPU backend, PoCL) share
     /// the host's cores (by default those beyond the first are left out).
     #[arg(long)]
@@ -204,8 +208,20 @@ fn main() -> Result<(), Failure> {
             }
         }
     }
+    if args.roofline.is_some() {
+        for d in rt.devices() {
+            if let Err(e) = offload::roofline::peaks(d) {
+                println!("{}: no roofline peaks ({e})", d.label());
+            }
+        }
+    }
     let profile = rt.profile();
     let prof = profile.report();
+    if let Some(p) = &args.roofline {
+        print!("{}", profile.roofline());
+        profile.write_svg_roofline(p)?;
+        println!("roofline written to {}", p.display());
+    }
     if args.profile {
         println!("{prof}");
     } else {

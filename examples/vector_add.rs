@@ -39,6 +39,10 @@ struct Args {
     /// Write an SVG timeline.
     #[arg(long)]
     timeline: Option<std::path::PathBuf>,
+    /// Write the SVG roofline of the run (each kernel a point on its device's
+    /// roofline; peaks measured on first use, then cached) and print its table.
+    #[arg(long)]
+    roofline: Option<std::path::PathBuf>,
     /// With several devices: let host-CPU devices (the CPU backend, PoCL) share the
     /// host's cores even when their threads exceed them (the scheduler's default
     /// leaves the extra ones out).
@@ -100,7 +104,19 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
 
     let bad = a.iter().zip(&b).zip(&c).position(|((x, y), z)| x + y != *z);
+    if args.roofline.is_some() {
+        for d in rt.devices() {
+            if let Err(e) = offload::roofline::peaks(d) {
+                println!("{}: no roofline peaks ({e})", d.label());
+            }
+        }
+    }
     let profile = rt.profile();
+    if let Some(p) = &args.roofline {
+        print!("{}", profile.roofline());
+        profile.write_svg_roofline(p)?;
+        println!("roofline written to {}", p.display());
+    }
     if args.profile {
         println!("{}", profile.report());
     }

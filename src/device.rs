@@ -402,7 +402,7 @@ pub(crate) fn check_args<'s>(
 }
 
 /// The value of each scalar (and `Offset`/`Count`) argument, by position.
-fn scalar_values<'a>(
+pub(crate) fn scalar_values<'a>(
     args: &[Arg<'_>],
     out: &'a mut [Option<Scalar>; 16],
     heap: &'a mut Vec<Option<Scalar>>,

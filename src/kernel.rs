@@ -318,6 +318,19 @@ pub type CpuKernelFn = dyn Fn(&CpuCtx<'_>) + Send + Sync;
 /// `Err(why)` refuses the launch before anything is enqueued.
 pub type ScalarCheckFn = dyn Fn(&ScalarArgs<'_>) -> std::result::Result<(), String> + Send + Sync;
 
+/// Work of one item of a kernel, for the roofline (see [`KernelBuilder::cost`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Cost {
+    /// Floating-point operations per item (an FMA counts 2).
+    pub flops: f64,
+    /// Bytes of device memory read and written per item (compulsory traffic).
+    pub bytes: f64,
+}
+
+/// A kernel's cost per item as a function of a launch's scalar arguments (see
+/// [`KernelBuilder::cost_with`]).
+pub type CostFn = dyn Fn(&ScalarArgs<'_>) -> Cost + Send + Sync;
+
 /// The scalar arguments of one launch, by parameter name (what a
 /// [`ScalarCheckFn`] sees).
 pub struct ScalarArgs<'a> {
@@ -365,6 +378,7 @@ struct KernelInner {
     cpu_grain: usize,
     extents: Vec<Extent>,
     scalar_check: Option<Box<ScalarCheckFn>>,
+    cost: Option<Arc<CostFn>>,
 }
 
 /// A backend-neutral kernel. Cheap to clone.
@@ -401,6 +415,7 @@ impl Kernel {
             cpu_grain: DEFAULT_CPU_GRAIN,
             extents: Vec::new(),
             scalar_check: None,
+            cost: None,
         }
     }
     /// Unique id of this kernel within the process (backends key caches by it).
@@ -474,6 +489,15 @@ impl Kernel {
             None => Ok(()),
         }
     }
+    /// Whether the kernel declares its flops and bytes per item
+    /// ([`KernelBuilder::cost`]).
+    pub fn has_cost(&self) -> bool {
+        self.inner.cost.is_some()
+    }
+    /// The declared cost per item for a launch with these scalar arguments.
+    pub(crate) fn cost_per_item(&self, args: &ScalarArgs<'_>) -> Option<Cost> {
+        self.inner.cost.as_ref().map(|f| f(args))
+    }
     /// Whether the kernel has an implementation for `backend`.
     pub fn supports(&self, backend: BackendKind) -> bool {
         match backend {
@@ -521,6 +545,7 @@ pub struct KernelBuilder {
     /// `(parameter name, extent)` pairs, resolved in `build`.
     extents: Vec<(String, Extent)>,
     scalar_check: Option<Box<ScalarCheckFn>>,
+    cost: Option<Arc<CostFn>>,
 }
 
 /// Default [`KernelBuilder::cpu_grain`]: enough items that a cheap per-item kernel
@@ -633,6 +658,22 @@ impl KernelBuilder {
         F: Fn(&ScalarArgs<'_>) -> std::result::Result<(), String> + Send + Sync + 'static,
     {
         self.scalar_check = Some(Box::new(f));
+        self
+    }
+    /// Declare the work of one item: `flops` floating-point operations and
+    /// `bytes` of device memory traffic. The profile then places the kernel on its
+    /// device's roofline ([`crate::profile::roofline`]).
+    pub fn cost(self, flops: f64, bytes: f64) -> Self {
+        self.cost_with(move |_: &ScalarArgs<'_>| Cost { flops, bytes })
+    }
+    /// Declare the work of one item as a function of the launch's scalar
+    /// arguments (N-body: `20 × n` flops per body; the `count` of a launch is
+    /// among them when the kernel has a `Count` parameter).
+    pub fn cost_with<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&ScalarArgs<'_>) -> Cost + Send + Sync + 'static,
+    {
+        self.cost = Some(Arc::new(f));
         self
     }
     /// Native CPU implementation.
@@ -765,6 +806,7 @@ impl KernelBuilder {
                 cpu_grain: self.cpu_grain,
                 extents,
                 scalar_check: self.scalar_check,
+                cost: self.cost,
             }),
         })
     }

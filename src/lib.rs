@@ -201,6 +201,7 @@ pub mod portable;
 pub mod profile;
 mod program;
 mod queue;
+pub mod roofline;
 mod runtime;
 pub mod schedule;
 mod selector;
@@ -213,8 +214,8 @@ pub use error::{BackendKind, Error, Result};
 pub use event::Event;
 pub use host_buffer::{Failed, HostBuffer, Transfer};
 pub use kernel::{
-    Access, CpuKernelFn, DEFAULT_CPU_GRAIN, ElemType, Extent, Kernel, KernelBuilder, Param, Scalar, ScalarArgs,
-    ScalarCheckFn, ScalarType, ScalarValue, Source, Split,
+    Access, Cost, CostFn, CpuKernelFn, DEFAULT_CPU_GRAIN, ElemType, Extent, Kernel, KernelBuilder, Param, Scalar,
+    ScalarArgs, ScalarCheckFn, ScalarType, ScalarValue, Source, Split,
 };
 pub use kernel_info::KernelInfo;
 pub use launch::{Arg, Dim3, LaunchConfig};

@@ -737,10 +737,15 @@ impl Queue {
         }
         let uses: &[Option<Use<'_>>] = if many { &heap_uses } else { &fixed_uses[..args.len()] };
         let raw_args: &[RawArg<'_>] = if many { &heap } else { &fixed[..args.len()] };
+        let work = launch_work(&dev, kernel, args, items);
         let _span = tracing::debug_span!("launch", device = %dev.label(), kernel = kernel.name()).entered();
-        self.submit(&dev, uses, describe(Stage::Kernel, label, 0, items), None, |deps| {
+        let submitted = self.submit(&dev, uses, describe(Stage::Kernel, label, 0, items), None, |deps| {
             self.inner.raw.launch(kernel, cfg, raw_args, deps)
-        })
+        })?;
+        if let Some((flops, bytes)) = work {
+            dev.profiler().add_work(dev.label(), label.as_str(), flops, bytes);
+        }
+        Ok(submitted)
     }
 
     /// Make every later command of this queue wait for `event` (of any queue,
@@ -792,6 +797,27 @@ fn prune(readers: &mut Vec<Event>) {
     if readers.len() >= READERS_BEFORE_PRUNE {
         readers.retain(|r| !r.is_complete());
     }
+}
+
+/// The declared flops and bytes of one launch of `kernel` (its cost per item
+/// times the launch's `Count`, or `items` when it has none), when the kernel
+/// declares a cost and the profiler records.
+fn launch_work(dev: &Device, kernel: &Kernel, args: &[Arg<'_>], items: u64) -> Option<(f64, f64)> {
+    if !kernel.has_cost() || !dev.profiler().is_enabled() {
+        return None;
+    }
+    let mut fixed = [None; 16];
+    let mut heap = Vec::new();
+    let values = crate::device::scalar_values(args, &mut fixed, &mut heap);
+    let params = kernel.params();
+    let count = params
+        .iter()
+        .position(|p| matches!(p, crate::kernel::Param::Count))
+        .and_then(|i| values.get(i).copied().flatten())
+        .and_then(|s| s.as_count())
+        .unwrap_or(items) as f64;
+    let cost = kernel.cost_per_item(&crate::kernel::ScalarArgs { params, values })?;
+    Some((cost.flops * count, cost.bytes * count))
 }
 
 fn describe<'a>(stage: Stage, label: impl Into<Label<'a>>, bytes: usize, items: u64) -> Describe<'a> {

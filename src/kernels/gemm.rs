@@ -41,7 +41,7 @@
 use crate::cpu_ctx::CpuCtx;
 use crate::device::DeviceInfo;
 use crate::error::{Error, Result};
-use crate::kernel::{Access, Kernel, KernelBuilder, Param, ScalarArgs, Split};
+use crate::kernel::{Access, Cost, Kernel, KernelBuilder, Param, ScalarArgs, Split};
 use crate::launch::LaunchConfig;
 
 use super::sgemm;
@@ -154,6 +154,16 @@ fn signature(name: &str, n: usize, k: usize) -> Result<KernelBuilder> {
         .param(Param::Count)
         .extent_from("b", &["k", "n"], 1)
         .check_scalars(move |args: &ScalarArgs<'_>| check_sizes(args, n, k))
+        // Per row of C: 2·n·k flops; bytes: its row of A and of C, and B once per
+        // launch shared by the launch's rows (compulsory traffic).
+        .cost_with(move |args: &ScalarArgs<'_>| {
+            let rows = args.value::<u32>("count").unwrap_or(1).max(1) as f64;
+            let (n, k) = (n as f64, k as f64);
+            Cost {
+                flops: 2.0 * n * k,
+                bytes: 4.0 * (n + k) + 4.0 * n * k / rows,
+            }
+        })
         // Rows are expensive (2·n·k flops each): small launches still spread.
         .cpu_grain(cpu_grain(n, k)))
 }

@@ -60,7 +60,10 @@ pub fn jacobi() -> Result<Kernel> {
         .param(Param::Offset)
         .param(Param::Count)
         .extent_from("in", &["in_len"], 1)
-        .check_scalars(check_scalars);
+        .check_scalars(check_scalars)
+        // Per element: three adds and a scale; compulsory traffic one float in
+        // and one out (neighbours come from cache).
+        .cost(4.0, 8.0);
     // Audited built-in sources (kernels/jacobi.{cu,cl}): they declare this
     // signature, read `in[j]` only for `j < in_len` (each neighbour index is
     // tested against 0 and `in_len` before it is read; `in_len` is the checked

@@ -8,6 +8,7 @@
 mod catalogue {
     include!(concat!(env!("OUT_DIR"), "/catalogue.rs"));
 }
+mod calib;
 mod gemm;
 mod gemm_tile;
 mod jacobi;
@@ -17,6 +18,7 @@ mod noop;
 mod sgemm;
 mod vector_add;
 
+pub use calib::{FMA_CHAINS, fma_peak, stream_triad};
 pub use catalogue::{CATALOGUE, KernelSources};
 pub use gemm::{GemmRung, gemm, gemm_naive, gemm_packed, gemm_regblock, gemm_tiled};
 pub use gemm_tile::gemm_tile;

@@ -37,7 +37,7 @@ use std::ops::Range;
 use crate::cpu_ctx::CpuCtx;
 use crate::device::DeviceInfo;
 use crate::error::{Error, Result};
-use crate::kernel::{Access, Kernel, Param, ScalarArgs, Split};
+use crate::kernel::{Access, Cost, Kernel, Param, ScalarArgs, Split};
 use crate::launch::LaunchConfig;
 
 /// Bodies staged per tile in shared/local memory by the CUDA and OpenCL kernels.
@@ -157,7 +157,18 @@ pub fn nbody_with_cpu_path(path: NbodyCpuPath) -> Result<Kernel> {
         .param(Param::Offset)
         .param(Param::Count)
         .extent_from("pos", &["n"], 4)
-        .check_scalars(check_scalars);
+        .check_scalars(check_scalars)
+        // Per body: n interactions of FLOPS_PER_INTERACTION flops; bytes: all n
+        // positions read once per launch (shared by its bodies), its own
+        // acceleration written.
+        .cost_with(|args: &ScalarArgs<'_>| {
+            let n = args.value::<u32>("n").unwrap_or(0) as f64;
+            let count = args.value::<u32>("count").unwrap_or(1).max(1) as f64;
+            Cost {
+                flops: FLOPS_PER_INTERACTION * n,
+                bytes: 16.0 * n / count + 16.0,
+            }
+        });
     // Audited built-in sources (kernels/nbody.cu, kernels/nbody.cl): they
     // declare this signature, read `pos` only below `n` float4s (its checked
     // extent), write `acc[i]` only for `i < count` (its checked extent), and use

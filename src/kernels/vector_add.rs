@@ -16,7 +16,9 @@ pub fn vector_add() -> Result<Kernel> {
         .param(Param::buffer::<f32>("b", Access::Read, each))
         .param(Param::buffer::<f32>("c", Access::Write, each))
         .param(Param::Offset)
-        .param(Param::Count);
+        .param(Param::Count)
+        // One add; two floats read, one written.
+        .cost(1.0, 12.0);
     // SAFETY: audited built-in sources (kernels/vector_add.{cu,cl}): they declare
     // this signature and touch element `i` of each buffer only for `i < count`,
     // the checked extent of all three.

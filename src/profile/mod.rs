@@ -50,6 +50,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 pub mod report;
+pub mod roofline;
 pub mod svg;
 pub mod trace;
 
@@ -248,6 +249,10 @@ struct Store {
     records: Vec<Compact>,
     cap: usize,
     dropped: std::collections::HashMap<(u32, Stage, u32), Agg>,
+    /// Declared kernel work per (device, label), in first-seen order.
+    work: Vec<(u32, u32, roofline::KernelWork)>,
+    /// Measured device peaks (kept across [`Profiler::take`]).
+    peaks: Vec<(String, roofline::Peaks)>,
 }
 
 impl Store {
@@ -258,6 +263,8 @@ impl Store {
             records: Vec::with_capacity(cap.min(4096)),
             cap,
             dropped: std::collections::HashMap::new(),
+            work: Vec::new(),
+            peaks: Vec::new(),
         }
     }
 
@@ -317,10 +324,23 @@ impl Store {
             })
             .collect();
         dropped.sort_by(|a, b| (a.first_start_ns, &a.device, a.stage).cmp(&(b.first_start_ns, &b.device, b.stage)));
+        let work = self
+            .work
+            .iter()
+            .map(|(d, l, w)| roofline::KernelWork {
+                device: self.name(*d),
+                label: self.name(*l),
+                ..w.clone()
+            })
+            .collect();
         Profile {
             records,
             dropped,
             record_cap: self.cap,
+            roofline: roofline::RooflineData {
+                work,
+                peaks: self.peaks.clone(),
+            },
         }
     }
 
@@ -365,6 +385,7 @@ impl Store {
     fn clear(&mut self) {
         self.records.clear();
         self.dropped.clear();
+        self.work.clear();
     }
 }
 
@@ -505,6 +526,44 @@ impl Profiler {
         });
     }
 
+    /// Add the declared work of one launch of a kernel on `device`, recorded under
+    /// `label` (see [`roofline`]). Allocates nothing once the pair has been seen.
+    pub fn add_work(&self, device: &str, label: &str, flops: f64, bytes: f64) {
+        if !self.is_enabled() {
+            return;
+        }
+        let mut st = self.store.lock();
+        let (d, l) = (st.intern(device), st.intern(label));
+        match st.work.iter_mut().find(|(wd, wl, _)| *wd == d && *wl == l) {
+            Some((_, _, w)) => {
+                w.flops += flops;
+                w.bytes += bytes;
+                w.launches += 1;
+            }
+            None => st.work.push((
+                d,
+                l,
+                roofline::KernelWork {
+                    device: String::new(),
+                    label: String::new(),
+                    flops,
+                    bytes,
+                    launches: 1,
+                },
+            )),
+        }
+    }
+
+    /// Set the measured peaks of `device` (see [`crate::roofline::peaks`]); they
+    /// stay across [`Profiler::take`].
+    pub fn set_peaks(&self, device: &str, peaks: roofline::Peaks) {
+        let mut st = self.store.lock();
+        match st.peaks.iter_mut().find(|(d, _)| d == device) {
+            Some((_, p)) => *p = peaks,
+            None => st.peaks.push((device.to_string(), peaks)),
+        }
+    }
+
     /// Add a record built elsewhere (the scheduler's idle spans, tests).
     pub fn push(&self, rec: StageRecord) {
         if self.is_enabled() {
@@ -539,6 +598,8 @@ pub struct Profile {
     pub dropped: Vec<DroppedRecords>,
     /// The cap records were kept under (0 in a profile built by hand).
     pub record_cap: usize,
+    /// Declared kernel work and measured device peaks, for [`Profile::roofline`].
+    pub roofline: roofline::RooflineData,
 }
 
 impl Profile {
@@ -555,6 +616,11 @@ impl Profile {
                 .collect(),
             dropped: Vec::new(),
             record_cap: self.record_cap,
+            // Work is aggregated over the whole run: it has no window.
+            roofline: roofline::RooflineData {
+                work: Vec::new(),
+                peaks: self.roofline.peaks.clone(),
+            },
         }
     }
 
@@ -607,7 +673,7 @@ impl Profile {
 
     /// Write `contents` to `path`; an unwritable path gives [`crate::Error::Io`]
     /// naming it and `what` was being written.
-    fn write_file(what: &'static str, path: &std::path::Path, contents: String) -> crate::Result<()> {
+    pub(crate) fn write_file(what: &'static str, path: &std::path::Path, contents: String) -> crate::Result<()> {
         std::fs::write(path, contents).map_err(|source| crate::Error::Io {
             what,
             path: path.display().to_string(),

@@ -13,6 +13,10 @@
 //! behind kernels on another show up here. It is computed from the kept records
 //! only; when records were dropped the line says so.
 //!
+//! Last, the roofline table ([`super::roofline`]) when kernels declared their
+//! work: per kernel achieved GFLOP/s and GB/s, arithmetic intensity, the roof at
+//! that intensity on its device and the fraction of it reached.
+//!
 //! Then the Amdahl bound, over the **wall**: from the first start to the last
 //! end of any allocation, transfer or kernel record on any device (one-time init
 //! and teardown are left out). The wall is split into time covered by at least
@@ -292,6 +296,9 @@ pub struct Report {
     pub staged_kernel_fraction: f64,
     /// Records dropped past the profiler's cap (included in the totals).
     pub dropped_records: u64,
+    /// Kernels with declared work on their device's roofline (see
+    /// [`super::roofline`]): achieved GFLOP/s and GB/s, intensity, roof, fraction.
+    pub roofline: super::roofline::Roofline,
 }
 
 impl Report {
@@ -332,6 +339,7 @@ impl Report {
             kernel_fraction: share(kernel_cover, wall.span),
             staged_kernel_fraction: share(kernel_cover, wall.busy),
             dropped_records: p.dropped_records(),
+            roofline: p.roofline(),
         }
     }
 
@@ -493,7 +501,7 @@ impl fmt::Display for Report {
                 which.join(", ")
             )?;
         }
-        Ok(())
+        write!(f, "{}", self.roofline)
     }
 }
 
