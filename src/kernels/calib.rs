@@ -15,6 +15,11 @@ pub const FMA_CHAINS: usize = 8;
 /// chains to `out[i]`: `2 × 8 × iters` flops per item. With `|x| < 1` the chains
 /// converge to `y / (1 − x)` and never overflow.
 ///
+/// Host-CPU OpenCL devices build `kernels/host_cpu/fma_peak.cl`, which runs 16
+/// items per work-item as the lanes of `float16` chains (PoCL leaves a loop of
+/// scalar `fma()` calls unvectorized: 28 GFLOP/s on cores that give its
+/// vectorized kernels about 100).
+///
 /// The CPU version runs 16 items per AVX-512 step or 8 per AVX2 step (chosen at
 /// run time), one vector register per chain, so a core's FMA units are kept busy.
 pub fn fma_peak() -> Result<Kernel> {
@@ -39,6 +44,14 @@ pub fn fma_peak() -> Result<Kernel> {
     // SAFETY: audited built-in sources (kernels/fma_peak.{cu,cl}): they declare
     // this signature and write `out[i]` only for `i < count`, its checked extent.
     let builder = unsafe { builder.cuda(src.cuda, "fma_peak").opencl(src.opencl, "fma_peak") };
+    let builder = match src.opencl_host_cpu {
+        // Audited built-in source (kernels/host_cpu/fma_peak.cl): the same
+        // signature; it reads nothing and writes `out[i]` only for `i < count`
+        // (work-item g writes items 16g.. below count).
+        // SAFETY: as above.
+        Some(host) => unsafe { builder.opencl_host_cpu(host, "fma_peak") },
+        None => builder,
+    };
     builder.cpu(fma_cpu).build()
 }
 
