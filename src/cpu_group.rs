@@ -256,7 +256,7 @@ impl<'a> GroupCtx<'a> {
                 }),
             ) if access.writes() => {
                 check_elem::<T>(self.kernel, i, ty);
-                if (ptr as usize) % std::mem::align_of::<AtomicU32>() != 0 {
+                if !(ptr as usize).is_multiple_of(std::mem::align_of::<AtomicU32>()) {
                     panic!(
                         "kernel {:?}: output {name:?} is not 4-byte aligned for atomics",
                         self.kernel

@@ -371,11 +371,12 @@ fn tiled_group(g: &mut GroupCtx<'_>, n: usize, k: usize) {
             g.phase(|items| {
                 let vs = v0 + items.start;
                 let ve = (v0 + items.end).min(TS * TS);
-                for ty in (vs / TS)..ve.div_ceil(TS).min(rows) {
+                let last = ve.div_ceil(TS).min(rows);
+                for (ty, out) in acc.iter().enumerate().take(last).skip(vs / TS) {
                     let x0 = vs.saturating_sub(ty * TS).min(TS);
                     let x1 = (ve - ty * TS).min(TS).min(cols);
                     if x0 < x1 {
-                        c.store_slice((row0 + ty) * n + col0 + x0, &acc[ty][x0..x1]);
+                        c.store_slice((row0 + ty) * n + col0 + x0, &out[x0..x1]);
                     }
                 }
             });
