@@ -30,7 +30,10 @@ pub(crate) enum CpuArg {
         writable: bool,
     },
     Scalar(Scalar),
-    Local,
+    /// Local memory of this many bytes per work-group.
+    Local {
+        bytes: usize,
+    },
 }
 
 /// A slice of resolved arguments, shared by the workers of one launch.
@@ -103,50 +106,12 @@ impl<'a> CpuCtx<'a> {
     }
 
     fn param_kind(&self, i: usize) -> &Param {
-        match self.params.get(i) {
-            Some(p) => p,
-            None => panic!("kernel {:?} has no parameter {i}", self.kernel),
-        }
-    }
-
-    fn check_elem<T: bytemuck::Pod>(&self, i: usize, ty: &crate::kernel::ElemType) {
-        if ty.id != std::any::TypeId::of::<T>() {
-            panic!(
-                "kernel {:?}: parameter {i} holds {}, asked as {}",
-                self.kernel,
-                ty.name,
-                std::any::type_name::<T>()
-            );
-        }
+        param_of(self.kernel, self.params, i)
     }
 
     /// A read-only buffer parameter, whole.
     pub fn input<T: bytemuck::Pod>(&self, i: usize) -> &'a [T] {
-        match (self.param_kind(i), self.args.get(i).copied()) {
-            (
-                Param::Buffer {
-                    access: crate::kernel::Access::Read,
-                    ty,
-                    ..
-                },
-                Some(CpuArg::Buf { ptr, bytes, .. }),
-            ) => {
-                self.check_elem::<T>(i, ty);
-                let len = bytes / std::mem::size_of::<T>().max(1);
-                // `ptr` is a live allocation of `bytes` bytes, aligned for `T`
-                // (the buffer was allocated for this element type, checked above;
-                // zero-length ones too), borrowed shared for the launch; nobody writes
-                // it meanwhile (the public API holds `&Buffer`, and a read parameter
-                // is never passed writable). Pod types accept any bit pattern.
-                // SAFETY: live, aligned for `T`, unwritten during the launch (above).
-                unsafe { std::slice::from_raw_parts(ptr as *const T, len) }
-            }
-            (p, _) => panic!(
-                "kernel {:?}: parameter {i} ({}) is not a read-only buffer",
-                self.kernel,
-                p.describe()
-            ),
-        }
+        input_slice(self.kernel, self.params, self.args, i)
     }
 
     /// A written buffer parameter: only the elements owned by this call's items,
@@ -170,7 +135,7 @@ impl<'a> CpuCtx<'a> {
                     writable: true,
                 }),
             ) if access.writes() => {
-                self.check_elem::<T>(i, ty);
+                check_elem::<T>(self.kernel, i, ty);
                 let per_item = *per_item;
                 let bit = 1u64 << (i % 64);
                 if self.borrowed.get() & bit != 0 || i >= 64 {
@@ -204,18 +169,7 @@ impl<'a> CpuCtx<'a> {
 
     /// A scalar parameter (also `Offset`/`Count`, which are `u32`).
     pub fn scalar<T: ScalarValue>(&self, i: usize) -> T {
-        match self.args.get(i) {
-            Some(CpuArg::Scalar(s)) => match T::from_scalar(*s) {
-                Some(v) => v,
-                None => panic!(
-                    "kernel {:?}: scalar {i} is {}, asked as {}",
-                    self.kernel,
-                    s.ty().name(),
-                    T::TYPE.name()
-                ),
-            },
-            _ => panic!("kernel {:?}: parameter {i} is not a scalar", self.kernel),
-        }
+        scalar_arg(self.kernel, self.args, i)
     }
 
     fn find(&self, want: fn(&Param) -> bool) -> Option<u32> {
@@ -235,5 +189,72 @@ impl<'a> CpuCtx<'a> {
     pub fn count(&self) -> usize {
         self.find(|p| matches!(p, Param::Count))
             .map_or(usize::MAX, |c| c as usize)
+    }
+}
+
+/// Parameter `i` of `params`, or a panic naming the kernel.
+pub(crate) fn param_of<'p>(kernel: &str, params: &'p [Param], i: usize) -> &'p Param {
+    match params.get(i) {
+        Some(p) => p,
+        None => panic!("kernel {kernel:?} has no parameter {i}"),
+    }
+}
+
+/// Panic unless `ty` is `T`.
+pub(crate) fn check_elem<T: bytemuck::Pod>(kernel: &str, i: usize, ty: &crate::kernel::ElemType) {
+    if ty.id != std::any::TypeId::of::<T>() {
+        panic!(
+            "kernel {kernel:?}: parameter {i} holds {}, asked as {}",
+            ty.name,
+            std::any::type_name::<T>()
+        );
+    }
+}
+
+/// Read-only buffer parameter `i`, whole (panics on a wrong kind or type).
+pub(crate) fn input_slice<'a, T: bytemuck::Pod>(
+    kernel: &str,
+    params: &[Param],
+    args: &'a [CpuArg],
+    i: usize,
+) -> &'a [T] {
+    match (param_of(kernel, params, i), args.get(i).copied()) {
+        (
+            Param::Buffer {
+                access: crate::kernel::Access::Read,
+                ty,
+                ..
+            },
+            Some(CpuArg::Buf { ptr, bytes, .. }),
+        ) => {
+            check_elem::<T>(kernel, i, ty);
+            let len = bytes / std::mem::size_of::<T>().max(1);
+            // `ptr` is a live allocation of `bytes` bytes, aligned for `T`
+            // (the buffer was allocated for this element type, checked above;
+            // zero-length ones too), borrowed shared for the launch; nobody writes
+            // it meanwhile (the public API holds `&Buffer`, and a read parameter
+            // is never passed writable). Pod types accept any bit pattern.
+            // SAFETY: live, aligned for `T`, unwritten during the launch (above).
+            unsafe { std::slice::from_raw_parts(ptr as *const T, len) }
+        }
+        (p, _) => panic!(
+            "kernel {kernel:?}: parameter {i} ({}) is not a read-only buffer",
+            p.describe()
+        ),
+    }
+}
+
+/// Scalar argument `i` as `T` (panics on a wrong kind or type).
+pub(crate) fn scalar_arg<T: ScalarValue>(kernel: &str, args: &[CpuArg], i: usize) -> T {
+    match args.get(i) {
+        Some(CpuArg::Scalar(s)) => match T::from_scalar(*s) {
+            Some(v) => v,
+            None => panic!(
+                "kernel {kernel:?}: scalar {i} is {}, asked as {}",
+                s.ty().name(),
+                T::TYPE.name()
+            ),
+        },
+        _ => panic!("kernel {kernel:?}: parameter {i} is not a scalar"),
     }
 }

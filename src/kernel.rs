@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cpu_ctx::CpuCtx;
+use crate::cpu_group::{CpuGroupFn, GroupCtx};
 use crate::device::DeviceInfo;
 use crate::error::{BackendKind, Error, Result};
 
@@ -375,6 +376,7 @@ struct KernelInner {
     opencl: Option<Source>,
     opencl_host_cpu: Option<Source>,
     cpu: Option<Arc<CpuKernelFn>>,
+    cpu_groups: Option<Arc<CpuGroupFn>>,
     cpu_grain: usize,
     extents: Vec<Extent>,
     scalar_check: Option<Box<ScalarCheckFn>>,
@@ -412,6 +414,7 @@ impl Kernel {
             opencl_options: Vec::new(),
             opencl_host_cpu_options: Vec::new(),
             cpu: None,
+            cpu_groups: None,
             cpu_grain: DEFAULT_CPU_GRAIN,
             extents: Vec::new(),
             scalar_check: None,
@@ -473,6 +476,14 @@ impl Kernel {
     pub fn cpu_fn(&self) -> Option<&Arc<CpuKernelFn>> {
         self.inner.cpu.as_ref()
     }
+    /// CPU work-group implementation, if any (see [`KernelBuilder::cpu_groups`]).
+    pub fn cpu_group_fn(&self) -> Option<&Arc<CpuGroupFn>> {
+        self.inner.cpu_groups.as_ref()
+    }
+    /// The declared extent of every parameter, in order.
+    pub(crate) fn extents(&self) -> &[Extent] {
+        &self.inner.extents
+    }
     /// Fewest items the CPU backend hands to one call of the CPU function when it
     /// spreads a launch over its workers (see [`KernelBuilder::cpu_grain`]).
     pub fn cpu_grain(&self) -> usize {
@@ -501,7 +512,7 @@ impl Kernel {
     /// Whether the kernel has an implementation for `backend`.
     pub fn supports(&self, backend: BackendKind) -> bool {
         match backend {
-            BackendKind::Cpu => self.inner.cpu.is_some(),
+            BackendKind::Cpu => self.inner.cpu.is_some() || self.inner.cpu_groups.is_some(),
             BackendKind::OpenCl => self.inner.opencl.is_some(),
             BackendKind::Cuda => self.inner.cuda.is_some(),
         }
@@ -541,6 +552,7 @@ pub struct KernelBuilder {
     opencl_options: Vec<String>,
     opencl_host_cpu_options: Vec<String>,
     cpu: Option<Arc<CpuKernelFn>>,
+    cpu_groups: Option<Arc<CpuGroupFn>>,
     cpu_grain: usize,
     /// `(parameter name, extent)` pairs, resolved in `build`.
     extents: Vec<(String, Extent)>,
@@ -682,6 +694,21 @@ impl KernelBuilder {
         F: Fn(&CpuCtx<'_>) + Send + Sync + 'static,
     {
         self.cpu = Some(Arc::new(f));
+        self.cpu_groups = None;
+        self
+    }
+    /// Native CPU implementation written per work-group (see
+    /// [`crate::cpu_group`]): called once per group of the launch's grid with the
+    /// group's ids, local memory, barrier-separated phases over its items and
+    /// atomic views of the outputs, so a kernel written for work-groups runs on
+    /// the CPU with the same [`crate::LaunchConfig`] as on a GPU. Replaces a
+    /// [`KernelBuilder::cpu`] implementation given before (a kernel has one CPU form).
+    pub fn cpu_groups<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&mut GroupCtx<'_>) + Send + Sync + 'static,
+    {
+        self.cpu_groups = Some(Arc::new(f));
+        self.cpu = None;
         self
     }
     /// Fewest items per call of the CPU function when a launch is spread over the
@@ -696,7 +723,7 @@ impl KernelBuilder {
         if self.name.is_empty() {
             return Err(Error::InvalidInput("kernel name is empty".into()));
         }
-        if self.cuda.is_none() && self.opencl.is_none() && self.cpu.is_none() {
+        if self.cuda.is_none() && self.opencl.is_none() && self.cpu.is_none() && self.cpu_groups.is_none() {
             return Err(Error::InvalidInput(format!(
                 "kernel {:?} has no implementation for any backend",
                 self.name
@@ -803,6 +830,7 @@ impl KernelBuilder {
                 opencl,
                 opencl_host_cpu,
                 cpu: self.cpu,
+                cpu_groups: self.cpu_groups,
                 cpu_grain: self.cpu_grain,
                 extents,
                 scalar_check: self.scalar_check,

@@ -184,6 +184,7 @@ mod backend;
 mod buffer;
 pub mod cache;
 mod cpu_ctx;
+pub mod cpu_group;
 mod device;
 #[cfg(feature = "mpi")]
 pub mod distributed;
@@ -209,6 +210,7 @@ pub mod task;
 
 pub use buffer::{AnyBuffer, Buffer, Region, View, ViewMut};
 pub use cpu_ctx::CpuCtx;
+pub use cpu_group::{AtomicElem, Atomics, GroupCtx};
 pub use device::{Device, DeviceInfo};
 pub use error::{BackendKind, Error, Result};
 pub use event::Event;

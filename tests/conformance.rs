@@ -125,6 +125,126 @@ fn concurrent_launches(dev: &Device) {
     });
 }
 
+/// Work-group launch shapes shared by every device: 2-D and 3-D blocks, a block
+/// that is not a power of two, a grid smaller than the work (grid-stride loops).
+fn group_configs() -> Vec<LaunchConfig> {
+    vec![
+        LaunchConfig::new((4u32, 3u32), (16u32, 16u32)),
+        LaunchConfig::new(5u32, 64u32),
+        LaunchConfig::new((3u32, 2u32, 1u32), (8u32, 4u32, 2u32)),
+        LaunchConfig::new(7u32, 48u32),
+    ]
+}
+
+/// The tiled SGEMM (16 × 16 local-memory tiles): a work-group kernel on the CPU,
+/// the same portable source on OpenCL and CUDA, the same launches everywhere.
+fn gemm_tiled_work_groups(dev: &Device) {
+    let mut rng = Rng::fresh("gemm_tiled_work_groups");
+    let (m, n, k) = (70usize, 45usize, 37usize);
+    let a = rng.vec_f32(m * k, -1.0, 1.0);
+    let b = rng.vec_f32(k * n, -1.0, 1.0);
+    let mut want = vec![0.0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            want[i * n + j] = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+        }
+    }
+    let kernel = kernels::gemm_tiled(n, k).unwrap();
+    let da = dev.upload(&a).unwrap();
+    let db = dev.upload(&b).unwrap();
+    for cfg in group_configs() {
+        let mut dc = dev.upload(&vec![f32::NAN; m * n]).unwrap();
+        dev.launch(
+            &kernel,
+            &cfg,
+            &[
+                Arg::input(&da),
+                Arg::input(&db),
+                Arg::output(&mut dc),
+                (n as u32).into(),
+                (k as u32).into(),
+                0u32.into(),
+                (m as u32).into(),
+            ],
+        )
+        .unwrap();
+        assert_close(
+            &format!("gemm_tiled {cfg:?} on {}", dev.label()),
+            &dc.to_vec().unwrap(),
+            &want,
+            1e-5,
+        );
+    }
+}
+
+/// The local-memory tree reduction: one partial sum per work-group.
+fn reduce_tree_work_groups(dev: &Device) {
+    let mut rng = Rng::fresh("reduce_tree_work_groups");
+    let n = 10_007usize;
+    let x = rng.vec_f32(n, 0.0, 1.0);
+    let kernel = kernels::reduce_tree().unwrap();
+    let dx = dev.upload(&x).unwrap();
+    for cfg in group_configs() {
+        let groups = cfg.blocks().unwrap() as usize;
+        let threads = cfg.threads_per_block() as usize;
+        let all = groups * threads;
+        let mut want = vec![0.0f64; groups];
+        for (i, v) in x.iter().enumerate() {
+            want[(i % all) / threads] += *v as f64;
+        }
+        let mut partial = dev.upload(&vec![f32::NAN; groups]).unwrap();
+        dev.launch(
+            &kernel,
+            &cfg,
+            &[
+                Arg::input(&dx),
+                Arg::output(&mut partial),
+                Arg::local(threads),
+                (n as u32).into(),
+            ],
+        )
+        .unwrap();
+        assert_close(
+            &format!("reduce_tree {cfg:?} on {}", dev.label()),
+            &partial.to_vec().unwrap(),
+            &want,
+            1e-5,
+        );
+    }
+}
+
+/// The one-pass atomic reduction (float atomic add), into 1 and 7 lanes.
+fn reduce_atomic_work_groups(dev: &Device) {
+    let mut rng = Rng::fresh("reduce_atomic_work_groups");
+    let n = 10_007usize;
+    let x = rng.vec_f32(n, 0.0, 1.0);
+    let kernel = kernels::reduce_atomic().unwrap();
+    let dx = dev.upload(&x).unwrap();
+    for cfg in group_configs() {
+        for lanes in [1usize, 7] {
+            let all = cfg.total_threads().unwrap() as usize;
+            let mut want = vec![0.0f64; lanes];
+            for (i, v) in x.iter().enumerate() {
+                want[(i % all) % lanes] += *v as f64;
+            }
+            let mut total = dev.upload(&vec![0.0f32; lanes]).unwrap();
+            dev.launch(
+                &kernel,
+                &cfg,
+                &[
+                    Arg::input(&dx),
+                    Arg::output(&mut total),
+                    (n as u32).into(),
+                    (lanes as u32).into(),
+                ],
+            )
+            .unwrap();
+            let what = format!("reduce_atomic {cfg:?} lanes {lanes} on {}", dev.label());
+            assert_close(&what, &total.to_vec().unwrap(), &want, 1e-5);
+        }
+    }
+}
+
 macro_rules! conformance {
     ($backend:ident, $kind:expr, [$($case:ident),* $(,)?]) => {
         mod $backend {
@@ -153,6 +273,9 @@ macro_rules! conformance_all {
             noop_shapes,
             profile_records_stages,
             concurrent_launches,
+            gemm_tiled_work_groups,
+            reduce_tree_work_groups,
+            reduce_atomic_work_groups,
         ]);
     )*};
 }

@@ -2,7 +2,7 @@
 //!
 //! Suites: `vector_add` (CPU backend), `opencl`, `cuda`, `nbody`, `gemm`, `coexec`,
 //! `profile`, `async` (queues and events), `tasks` (managed data and the task
-//! graph), `mpi` (distributed runs on MPI ranks; built only with `--features
+//! graph), `authoring` (CPU work-group kernels vs PoCL, one thread each), `mpi` (distributed runs on MPI ranks; built only with `--features
 //! mpi`, and not part of `all`: it starts `mpirun` itself), or `all` (the
 //! default). Each prints a table and one machine-readable
 //! line per measurement:
@@ -14,6 +14,7 @@
 //! because a backend is absent, unless `--strict`).
 
 mod asynchronous;
+mod authoring;
 mod coexec;
 mod common;
 mod cuda;
@@ -32,7 +33,7 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(about, long_about = None)]
 pub struct Args {
-    /// Suites to run: vector_add, opencl, cuda, nbody, gemm, coexec, profile, async, tasks, all; and mpi
+    /// Suites to run: vector_add, opencl, cuda, nbody, gemm, coexec, profile, async, tasks, authoring, all; and mpi
     /// (with the `mpi` feature; not part of all).
     #[arg(default_values_t = vec!["all".to_string()])]
     pub suites: Vec<String>,
@@ -59,6 +60,7 @@ const SUITES: &[(&str, Suite)] = &[
     ("profile", profile::run),
     ("async", asynchronous::run),
     ("tasks", tasks::run),
+    ("authoring", authoring::run),
     #[cfg(feature = "mpi")]
     ("mpi", mpi::run),
 ];

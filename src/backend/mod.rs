@@ -101,9 +101,8 @@ pub(crate) enum RawArg<'a> {
     },
     /// A scalar.
     Scalar(Scalar),
-    /// Local memory of this many bytes (unused by the CPU backend, which has no
-    /// work-group memory).
-    #[cfg_attr(not(any(feature = "opencl", feature = "cuda")), allow(dead_code))]
+    /// Local memory of this many bytes per work-group (the CPU backend gives a
+    /// work-group kernel that much of its worker's scratch memory).
     Local(usize),
 }
 

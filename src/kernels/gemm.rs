@@ -28,9 +28,10 @@
 //!   cache-sized panels, an `MR × NR` register microkernel (AVX-512 or AVX2+FMA
 //!   chosen at run time, portable fallback); see [`sgemm_host`](super::sgemm_host).
 //!
-//! On the CPU backend the first three run Rust versions of the same idea (a
-//! naive triple loop; a tiled loop; a 4 × 16 register block) over the rows each
-//! pool call receives. [`gemm`] is the best rung per backend (regblock on CUDA and
+//! On the CPU backend the first three run Rust versions of the same idea: a
+//! naive triple loop and a 4 × 16 register block over the rows each pool call
+//! receives, and for tiled a work-group kernel ([`crate::cpu_group`]) that
+//! walks the tiles exactly as the device source does, with the same launch. [`gemm`] is the best rung per backend (regblock on CUDA and
 //! OpenCL, packed on the CPU), the one to split across devices.
 //!
 //! Launch with [`GemmRung::launch_config`]: every kernel is correct for any launch
@@ -39,6 +40,7 @@
 //! (the scheduler's launches have that).
 
 use crate::cpu_ctx::CpuCtx;
+use crate::cpu_group::GroupCtx;
 use crate::device::DeviceInfo;
 use crate::error::{Error, Result};
 use crate::kernel::{Access, Cost, Kernel, KernelBuilder, Param, ScalarArgs, Split};
@@ -220,7 +222,7 @@ pub fn gemm_naive(n: usize, k: usize) -> Result<Kernel> {
 /// `gemm_tiled(a, b, c, n, k, offset, count)`: 16 × 16 shared/local-memory tiles.
 pub fn gemm_tiled(n: usize, k: usize) -> Result<Kernel> {
     with_sources(signature("gemm_tiled", n, k)?, "gemm_tiled")?
-        .cpu(move |ctx: &CpuCtx<'_>| with_rows(ctx, n, k, tiled_rows))
+        .cpu_groups(move |g: &mut GroupCtx<'_>| tiled_group(g, n, k))
         .build()
 }
 
@@ -292,29 +294,118 @@ fn naive_rows(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32])
 /// Tile edge of the tiled CPU rung (as on the devices).
 const TS: usize = 16;
 
-/// Tiled: 16 × 16 tiles of C accumulated over 16-deep slices of A and B (a
-/// work-group's tile loop, run on one core; the inner loop runs along a row of B).
-fn tiled_rows(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    for i0 in (0..m).step_by(TS) {
-        let i1 = (i0 + TS).min(m);
-        for j0 in (0..n).step_by(TS) {
-            let j1 = (j0 + TS).min(n);
-            let mut tile = [[0.0f32; TS]; TS];
-            for p0 in (0..k).step_by(TS) {
-                let p1 = (p0 + TS).min(k);
-                for (ti, i) in (i0..i1).enumerate() {
-                    for p in p0..p1 {
-                        let av = a[i * k + p];
-                        let br = &b[p * n + j0..p * n + j1];
-                        for (t, bv) in tile[ti].iter_mut().zip(br) {
-                            *t += av * *bv;
+/// Tiled, as a CPU work-group kernel ([`crate::cpu_group`]): the same walk as
+/// `kernels/gemm_tiled.c` with the same launch. Each group takes tiles of C
+/// `group, group + groups, …`; for each 16-deep slice of `k` one phase stages the
+/// A and B tiles in local arrays, a barrier, one phase accumulates the group's
+/// outputs (row by row, 16 columns at a time, so the inner loop vectorizes), a
+/// barrier; a last phase stores the tile. A group of fewer than 256 items covers
+/// its tile in several passes, as on the devices.
+fn tiled_group(g: &mut GroupCtx<'_>, n: usize, k: usize) {
+    let a = g.input::<f32>(0);
+    let b = g.input::<f32>(1);
+    let c = g.atomic::<f32>(2);
+    let count = g.scalar::<u32>(6) as usize;
+    let bs = g.threads().max(1);
+    let blocks = g.groups().max(1);
+    let tiles_x = n.div_ceil(TS) as u64;
+    let tiles = tiles_x.saturating_mul(count.div_ceil(TS) as u64);
+    let mut at = [[0.0f32; TS]; TS];
+    let mut bt = [[0.0f32; TS]; TS];
+    let mut t = g.group_linear();
+    while t < tiles {
+        let row0 = (t / tiles_x) as usize * TS;
+        let col0 = (t % tiles_x) as usize * TS;
+        let rows = count.saturating_sub(row0).min(TS);
+        let cols = n.saturating_sub(col0).min(TS);
+        let mut v0 = 0;
+        while v0 < TS * TS {
+            // acc[v] is the accumulator of output v = ty·16 + tx (the items v0 + tid).
+            let mut acc = [[0.0f32; TS]; TS];
+            let mut p0 = 0;
+            while p0 < k {
+                let depth = (k - p0).min(TS);
+                g.phase(|items| {
+                    if items.len() == bs {
+                        // Every item takes part: all 256 elements of both tiles.
+                        stage(&mut at, a, k, row0, rows, p0, depth);
+                        stage(&mut bt, b, n, p0, depth, col0, cols);
+                    } else {
+                        for tid in items {
+                            for i in (tid..TS * TS).step_by(bs) {
+                                let (r, q) = (i / TS, i % TS);
+                                at[r][q] = if r < rows && q < depth {
+                                    a[(row0 + r) * k + p0 + q]
+                                } else {
+                                    0.0
+                                };
+                                bt[r][q] = if r < depth && q < cols {
+                                    b[(p0 + r) * n + col0 + q]
+                                } else {
+                                    0.0
+                                };
+                            }
                         }
                     }
+                });
+                g.barrier();
+                g.phase(|items| {
+                    let vs = v0 + items.start;
+                    let ve = (v0 + items.end).min(TS * TS);
+                    let mut v = vs;
+                    while v < ve {
+                        let ty = v / TS;
+                        let (x0, x1) = (v % TS, (ve - ty * TS).min(TS));
+                        let row = &mut acc[ty];
+                        if x0 == 0 && x1 == TS {
+                            for (q, bq) in bt.iter().enumerate() {
+                                let av = at[ty][q];
+                                for (o, bv) in row.iter_mut().zip(bq) {
+                                    *o += av * *bv;
+                                }
+                            }
+                        } else {
+                            for (q, bq) in bt.iter().enumerate() {
+                                let av = at[ty][q];
+                                for (o, bv) in row[x0..x1].iter_mut().zip(&bq[x0..x1]) {
+                                    *o += av * *bv;
+                                }
+                            }
+                        }
+                        v = ty * TS + x1;
+                    }
+                });
+                g.barrier();
+                p0 += TS;
+            }
+            g.phase(|items| {
+                let vs = v0 + items.start;
+                let ve = (v0 + items.end).min(TS * TS);
+                let last = ve.div_ceil(TS).min(rows);
+                for (ty, out) in acc.iter().enumerate().take(last).skip(vs / TS) {
+                    let x0 = vs.saturating_sub(ty * TS).min(TS);
+                    let x1 = (ve - ty * TS).min(TS).min(cols);
+                    if x0 < x1 {
+                        c.store_slice((row0 + ty) * n + col0 + x0, &out[x0..x1]);
+                    }
                 }
-            }
-            for (ti, i) in (i0..i1).enumerate() {
-                c[i * n + j0..i * n + j1].copy_from_slice(&tile[ti][..j1 - j0]);
-            }
+            });
+            v0 += bs;
+        }
+        t = t.saturating_add(blocks);
+    }
+}
+
+/// Copy the `rows × depth` block of row-major `src` (row stride `stride`) at
+/// `(r0, c0)` into `tile`, zero-filling the rest of the 16 × 16 tile.
+fn stage(tile: &mut [[f32; TS]; TS], src: &[f32], stride: usize, r0: usize, rows: usize, c0: usize, cols: usize) {
+    for (r, row) in tile.iter_mut().enumerate() {
+        if r < rows {
+            let at = (r0 + r) * stride + c0;
+            row[..cols].copy_from_slice(&src[at..at + cols]);
+            row[cols..].fill(0.0);
+        } else {
+            row.fill(0.0);
         }
     }
 }

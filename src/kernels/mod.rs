@@ -15,6 +15,7 @@ mod jacobi;
 mod nbody;
 mod nbody_kdk;
 mod noop;
+mod reduce;
 mod sgemm;
 mod vector_add;
 
@@ -29,6 +30,7 @@ pub use nbody::{
 };
 pub use nbody_kdk::nbody_kdk;
 pub use noop::noop;
+pub use reduce::{reduce_atomic, reduce_tree};
 pub use sgemm::{SgemmIsa, sgemm_host, sgemm_host_isa};
 pub use vector_add::vector_add;
 

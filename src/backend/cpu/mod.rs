@@ -174,10 +174,10 @@ impl Backend for CpuBackend {
     }
 
     fn launch(&self, kernel: &Kernel, cfg: &LaunchConfig, args: &[RawArg<'_>]) -> Result<Timing> {
-        let Some(f) = kernel.cpu_fn() else {
+        if kernel.cpu_fn().is_none() && kernel.cpu_group_fn().is_none() {
             return Err(kernel.no_implementation(BackendKind::Cpu, &self.info.label()));
-        };
-        let mut fixed = [CpuArg::Local; 16];
+        }
+        let mut fixed = [CpuArg::Local { bytes: 0 }; 16];
         let mut heap = Vec::new();
         let many = args.len() > fixed.len();
         for (i, a) in args.iter().enumerate() {
@@ -203,7 +203,7 @@ impl Backend for CpuBackend {
                     }
                 }
                 RawArg::Scalar(s) => CpuArg::Scalar(*s),
-                RawArg::Local(_) => CpuArg::Local,
+                RawArg::Local(bytes) => CpuArg::Local { bytes: *bytes },
             };
             if many {
                 heap.push(c);
@@ -221,16 +221,36 @@ impl Backend for CpuBackend {
         let grain = (blocks / (self.pool.threads() as u64 * 8)).max(min_blocks);
         let name = kernel.name();
         let params = kernel.params();
-        let body = |r: std::ops::Range<u64>| {
-            let ctx = CpuCtx::new(name, params, &cargs, r, cfg);
-            f(&ctx);
+        let result = if let Some(f) = kernel.cpu_fn() {
+            let body = |r: std::ops::Range<u64>| {
+                let ctx = CpuCtx::new(name, params, &cargs, r, cfg);
+                f(&ctx);
+            };
+            self.pool.run(blocks, grain, &body)
+        } else if let Some(f) = kernel.cpu_group_fn() {
+            // Work-groups: one call per group; each worker runs its chunks of groups
+            // with its own local memory.
+            let mut local_at = Vec::with_capacity(cargs.0.len());
+            let lines = crate::cpu_group::layout(cargs.0, &mut local_at);
+            let launch = crate::cpu_group::GroupLaunch {
+                f: &**f,
+                kernel: name,
+                params,
+                extents: kernel.extents(),
+                args: &cargs,
+                cfg,
+                local_at: &local_at,
+                lines,
+            };
+            let body = |r: std::ops::Range<u64>| launch.run(r);
+            self.pool.run(blocks, grain, &body)
+        } else {
+            Ok(())
         };
-        self.pool
-            .run(blocks, grain, &body)
-            .map_err(|message| Error::KernelPanic {
-                kernel: name.to_string(),
-                message,
-            })?;
+        result.map_err(|message| Error::KernelPanic {
+            kernel: name.to_string(),
+            message,
+        })?;
         Ok(Timing::HOST)
     }
 
