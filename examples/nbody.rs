@@ -268,51 +268,12 @@ mod distributed {
     use std::time::Instant;
 
     use offload::distributed::{Cluster, DistData, DistTask};
-    use offload::kernels::{NbodyCpuPath, nbody_host, nbody_kdk};
+    use offload::kernels::nbody_kdk;
     use offload::nbody::{ResidentSimulation, SimConfig, plummer};
     use offload::task::{Partition, TaskGraph};
-    use offload::{Access, BackendKind, CpuCtx, Kernel, Param, Runtime, Split};
+    use offload::{BackendKind, Kernel, Runtime};
 
     use super::{Args, Failure};
-
-    /// Accelerations of bodies `first + offset + i` from all `n` positions, into
-    /// the block's `acc` (the built-in kernel computes bodies `offset + i`, so a
-    /// block task on one rank names its first body with `first`).
-    fn block_forces() -> offload::Result<Kernel> {
-        Kernel::builder("nbody_block")
-            .param(Param::buffer::<f32>("pos", Access::Read, Split::Broadcast))
-            .param(Param::buffer::<f32>(
-                "acc",
-                Access::Write,
-                Split::Elementwise { per_item: 4 },
-            ))
-            .param(Param::scalar::<u32>("n"))
-            .param(Param::scalar::<f32>("eps2"))
-            .param(Param::scalar::<u32>("first"))
-            .param(Param::Offset)
-            .param(Param::Count)
-            .cpu(|ctx: &CpuCtx<'_>| {
-                let n = ctx.scalar::<u32>(2) as usize;
-                let eps2 = ctx.scalar::<f32>(3);
-                let first = ctx.scalar::<u32>(4) as usize + ctx.offset();
-                let items = ctx.items_below(ctx.count());
-                let acc = ctx.output::<f32>(1);
-                let m = items.len().min(acc.len() / 4);
-                let b = first + items.start;
-                // The task layer checked the extents; a failure here is a bug.
-                if let Err(e) = nbody_host(
-                    &ctx.input::<f32>(0)[..n * 4],
-                    b..b + m,
-                    eps2,
-                    &mut acc[..m * 4],
-                    NbodyCpuPath::Auto,
-                ) {
-                    panic!("nbody_block: {e}");
-                }
-            })
-            .cpu_grain(16)
-            .build()
-    }
 
     fn kdk(
         c: &Cluster,
@@ -404,7 +365,7 @@ mod distributed {
                 .into());
             }
         }
-        let (force, step) = (block_forces()?, nbody_kdk()?);
+        let (force, step) = (offload::kernels::nbody_block()?, nbody_kdk()?);
         let eps2 = config.eps * config.eps;
         let half = 0.5 * config.dt;
         let t0 = Instant::now();

@@ -22,11 +22,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use offload::distributed::{Cluster, DistData, DistTask};
-use offload::kernels::{self, NbodyCpuPath, nbody_host, nbody_kdk};
+use offload::kernels::{self, nbody_kdk};
 use offload::nbody::plummer;
 use offload::profile::{Profile, Stage};
 use offload::task::{Partition, Task, TaskGraph};
-use offload::{Access, BackendKind, CpuCtx, Kernel, Param, Runtime, Split};
+use offload::{BackendKind, Kernel, Runtime};
 
 use crate::Args;
 use crate::common::{bench_line, median, verdict};
@@ -257,44 +257,6 @@ fn stage_sum(profile: &Profile, stage: Stage, keep: impl Fn(&str) -> bool) -> (f
         .fold((0.0, 0), |(t, b), r| (t + r.duration_ns() as f64 / 1e6, b + r.bytes))
 }
 
-/// Accelerations of bodies `first + offset + i` from all `n` positions (the
-/// block kernel of `examples/nbody.rs --distributed`).
-fn block_forces() -> offload::Result<Kernel> {
-    Kernel::builder("nbody_block")
-        .param(Param::buffer::<f32>("pos", Access::Read, Split::Broadcast))
-        .param(Param::buffer::<f32>(
-            "acc",
-            Access::Write,
-            Split::Elementwise { per_item: 4 },
-        ))
-        .param(Param::scalar::<u32>("n"))
-        .param(Param::scalar::<f32>("eps2"))
-        .param(Param::scalar::<u32>("first"))
-        .param(Param::Offset)
-        .param(Param::Count)
-        .cpu(|ctx: &CpuCtx<'_>| {
-            let n = ctx.scalar::<u32>(2) as usize;
-            let eps2 = ctx.scalar::<f32>(3);
-            let first = ctx.scalar::<u32>(4) as usize + ctx.offset();
-            let items = ctx.items_below(ctx.count());
-            let acc = ctx.output::<f32>(1);
-            let m = items.len().min(acc.len() / 4);
-            let b = first + items.start;
-            // The task layer checked the extents; a failure here is a bug.
-            if let Err(e) = nbody_host(
-                &ctx.input::<f32>(0)[..n * 4],
-                b..b + m,
-                eps2,
-                &mut acc[..m * 4],
-                NbodyCpuPath::Auto,
-            ) {
-                panic!("nbody_block: {e}");
-            }
-        })
-        .cpu_grain(16)
-        .build()
-}
-
 struct Bodies<'a> {
     c: &'a Cluster,
     force: Kernel,
@@ -358,7 +320,7 @@ fn nbody(rt: &Runtime, c: &Cluster, n: usize, steps: usize, reps: usize) -> Res<
     };
     let sim = Bodies {
         c,
-        force: block_forces()?,
+        force: offload::kernels::nbody_block()?,
         kdk: nbody_kdk()?,
         pos: c.data("pos", &b.pos, rows(4))?,
         vel: c.data("vel", &b.vel, rows(3))?,

@@ -25,7 +25,7 @@ pub use gemm::{GemmRung, gemm, gemm_naive, gemm_packed, gemm_regblock, gemm_tile
 pub use gemm_tile::gemm_tile;
 pub use jacobi::{jacobi, jacobi_host};
 pub use nbody::{
-    FLOPS_PER_INTERACTION, NBODY_CPU_ENV, NBODY_MAX_BLOCK, NBODY_TILE, NbodyCpuPath, nbody, nbody_host,
+    FLOPS_PER_INTERACTION, NBODY_CPU_ENV, NBODY_MAX_BLOCK, NBODY_TILE, NbodyCpuPath, nbody, nbody_block, nbody_host,
     nbody_launch_config, nbody_with_cpu_path,
 };
 pub use nbody_kdk::nbody_kdk;

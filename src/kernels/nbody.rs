@@ -524,3 +524,57 @@ pub fn nbody_host(pos: &[f32], bodies: Range<usize>, eps2: f32, out: &mut [f32],
     accelerations(pos, bodies, eps2, out, path.resolve());
     Ok(())
 }
+
+/// `nbody_block(pos, acc, n, eps2, first, offset, count)` (CPU only): the
+/// accelerations of bodies `first + offset + i` for `i < count`, from all `n`
+/// positions (`pos`, 4 floats per body, broadcast), into `acc` (4 floats per
+/// item). The built-in [`nbody`] computes bodies `offset + i` of the array it is
+/// given; a rank of a distributed run owns a block of bodies starting at
+/// `first` and computes it from every rank's positions.
+pub fn nbody_block() -> Result<Kernel> {
+    Kernel::builder("nbody_block")
+        .param(Param::buffer::<f32>("pos", Access::Read, Split::Broadcast))
+        .param(Param::buffer::<f32>(
+            "acc",
+            Access::Write,
+            Split::Elementwise { per_item: 4 },
+        ))
+        .param(Param::scalar::<u32>("n"))
+        .param(Param::scalar::<f32>("eps2"))
+        .param(Param::scalar::<u32>("first"))
+        .param(Param::Offset)
+        .param(Param::Count)
+        .extent_from("pos", &["n"], 4)
+        .check_scalars(|s| {
+            let n = s.value::<u32>("n").unwrap_or(0) as u64;
+            let end = s.value::<u32>("first").unwrap_or(0) as u64
+                + s.value::<u32>("offset").unwrap_or(0) as u64
+                + s.value::<u32>("count").unwrap_or(0) as u64;
+            if end > n {
+                return Err(format!("bodies up to {end} exceed n = {n}"));
+            }
+            Ok(())
+        })
+        .cpu(|ctx: &CpuCtx<'_>| {
+            let n = ctx.scalar::<u32>(2) as usize;
+            let eps2 = ctx.scalar::<f32>(3);
+            let first = ctx.scalar::<u32>(4) as usize + ctx.offset();
+            let items = ctx.items_below(ctx.count());
+            let acc = ctx.output::<f32>(1);
+            let m = items.len().min(acc.len() / 4);
+            let b = first + items.start;
+            // The launch checked the extents and the body range above; a failure
+            // here is a bug, reported as the kernel's panic.
+            if let Err(e) = nbody_host(
+                &ctx.input::<f32>(0)[..n * 4],
+                b..b + m,
+                eps2,
+                &mut acc[..m * 4],
+                NbodyCpuPath::Auto,
+            ) {
+                panic!("nbody_block: {e}");
+            }
+        })
+        .cpu_grain(16)
+        .build()
+}
