@@ -462,12 +462,8 @@ impl Pipeline {
                     start: r.start,
                     len: r.len(),
                 },
-                (None, Some(b), _) => RawView {
-                    buf: b,
-                    start: 0,
-                    len: b.len(),
-                },
-                (None, None, Some(b)) => RawView {
+                // Borrowed host memory of the chunk, or the slot's chunk buffer.
+                (None, Some(b), _) | (None, None, Some(b)) => RawView {
                     buf: b,
                     start: 0,
                     len: b.len(),

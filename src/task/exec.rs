@@ -284,12 +284,6 @@ pub(crate) fn run(g: &GraphInner, d: usize, spec: &TaskSpec) -> std::result::Res
             reps.push(None);
             continue;
         };
-        if root.streamed {
-            return Err(dev_err(Error::InvalidInput(format!(
-                "streamed data {:?} can only be used by a split task",
-                root.name
-            ))));
-        }
         let rep = root.replica(d, dev, in_place).map_err(dev_err)?;
         if *mode != Access::Write {
             fetch(g, root, read, Some(d), node, &mut f)?;
