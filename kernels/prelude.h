@@ -19,6 +19,9 @@
 //                                  f32 math, CUDA spelling
 //   FADD_RN(a, b) FMUL_RN(a, b)    f32 add / multiply never contracted into an FMA
 //   as_float as_int as_uint        bit casts
+//   F2U_SAT_RTZ(f)                 float to uint, rounded toward zero, saturated (NaN -> 0)
+//   float2/3/4, make_float2/3/4    vector types and their constructors, CUDA spelling
+//   #pragma unroll [N]             accepted by NVRTC and clang-based OpenCL compilers
 //   uint ulong uchar ushort        OpenCL type names
 //   OFFLOAD_CUDA / OFFLOAD_OPENCL  which dialect is compiling (for tuned paths)
 //
@@ -76,6 +79,7 @@ template <typename T> struct offload_local {
 #define ATOMIC_ADD_F64(p, v) atomicAdd((p), (double)(v))
 
 #define FADD_RN(a, b) __fadd_rn((a), (b))
+#define F2U_SAT_RTZ(f) __float2uint_rz(f)
 #define FMUL_RN(a, b) __fmul_rn((a), (b))
 
 static __device__ __forceinline__ float as_float(uint u) { return __uint_as_float(u); }
@@ -142,6 +146,11 @@ static inline float offload_atomic_add_f32_local(volatile __local float* p, floa
 static inline float offload_fadd_rn(float a, float b) { return a + b; }
 static inline float offload_fmul_rn(float a, float b) { return a * b; }
 #define FADD_RN(a, b) offload_fadd_rn((a), (b))
+#define F2U_SAT_RTZ(f) convert_uint_sat_rtz(f)
+
+#define make_float2(x, y) ((float2)((x), (y)))
+#define make_float3(x, y, z) ((float3)((x), (y), (z)))
+#define make_float4(x, y, z, w) ((float4)((x), (y), (z), (w)))
 #define FMUL_RN(a, b) offload_fmul_rn((a), (b))
 
 #define sqrtf sqrt

@@ -1,7 +1,7 @@
 //! NVRTC: compile CUDA C to PTX at run time, with or without a GPU.
 //!
 //! This is how CUDA kernels are built for the CUDA backend, and it is public so
-//! that a machine without a GPU (CI) can still prove every `kernels/*.cu` compiles:
+//! that a machine without a GPU (CI) can still prove every built-in kernel compiles:
 //! NVRTC needs only `libnvrtc.so` (for example from the PyPI wheel
 //! `nvidia-cuda-nvrtc-cu12`, with its `nvidia/cuda_nvrtc/lib` folder on
 //! `LD_LIBRARY_PATH`), never a driver or a device.

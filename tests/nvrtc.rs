@@ -43,11 +43,11 @@ fn every_catalogue_kernel_compiles_to_ptx_with_its_entry() {
     for k in kernels::CATALOGUE {
         for arch in ARCHS {
             let ptx = nvrtc::compile(&source(k.cuda, k.name), arch)
-                .unwrap_or_else(|e| panic!("kernels/{}.cu does not compile for {arch}: {e}", k.name));
+                .unwrap_or_else(|e| panic!("kernels/{} (CUDA) does not compile for {arch}: {e}", k.name));
             let entry = format!(".entry {}(", k.name);
             assert!(
                 ptx.contains(&entry),
-                "PTX of kernels/{}.cu for {arch} has no `{entry}`:\n{}",
+                "PTX of kernels/{} for {arch} has no `{entry}`:\n{}",
                 k.name,
                 &ptx[..ptx.len().min(2000)]
             );
@@ -55,7 +55,7 @@ fn every_catalogue_kernel_compiles_to_ptx_with_its_entry() {
             assert!(
                 ptx.lines()
                     .any(|l| l.trim() == target || l.trim().starts_with(&format!("{target},"))),
-                "PTX of kernels/{}.cu for {arch} does not declare `{target}`",
+                "PTX of kernels/{} for {arch} does not declare `{target}`",
                 k.name
             );
             assert!(!ptx.contains('\0'), "PTX text holds a NUL byte");
@@ -151,7 +151,7 @@ fn cubin_for_a_real_architecture_is_an_elf_image() {
     }
     for k in kernels::CATALOGUE {
         let cubin = nvrtc::compile_cubin(&source(k.cuda, k.name), "sm_90")
-            .unwrap_or_else(|e| panic!("kernels/{}.cu to CUBIN: {e}", k.name));
+            .unwrap_or_else(|e| panic!("kernels/{} (CUDA) to CUBIN: {e}", k.name));
         assert!(cubin.starts_with(b"\x7fELF"), "{}: not an ELF image", k.name);
         let name = k.name.as_bytes();
         assert!(
@@ -205,17 +205,28 @@ fn jacobi_ptx_rounds_like_the_other_backends() {
     }
     // The stencil is bitwise equal across backends only if NVRTC neither fuses
     // (no multiply feeds an add) nor flushes or approximates: plain
-    // round-to-nearest adds and one multiply by 0.25.
+    // round-to-nearest adds and one multiply by 0.25. (The one other f32 multiply
+    // is the row estimate g * (1 / width), which integer steps then correct exactly.)
     let src = kernels::sources("jacobi").expect("jacobi sources");
     let ptx = nvrtc::compile(&source(src.cuda, src.name), "sm_90").expect("jacobi compiles");
     assert!(!ptx.contains("fma."), "jacobi PTX fuses a multiply-add:\n{ptx}");
     assert!(!ptx.contains(".ftz"), "jacobi PTX flushes denormals:\n{ptx}");
     let adds = ptx.matches("add.f32").count() + ptx.matches("add.rn.f32").count();
     assert_eq!(adds, 3, "three f32 adds expected:\n{ptx}");
+    let quarter = |op: &str| {
+        ptx.lines()
+            .filter(|l| l.contains(op) && l.contains("0f3E800000"))
+            .count()
+    };
+    assert_eq!(
+        quarter("mul.f32") + quarter("mul.rn.f32"),
+        1,
+        "one multiply by 0.25 expected:\n{ptx}"
+    );
     assert_eq!(
         ptx.matches("mul.f32").count() + ptx.matches("mul.rn.f32").count(),
-        1,
-        "{ptx}"
+        2,
+        "the stencil's multiply and the row estimate's, nothing else:\n{ptx}"
     );
 }
 

@@ -306,7 +306,7 @@ pub fn run(args: &crate::Args) -> Result<(), Box<dyn std::error::Error>> {
             let tiled = nbody_with_opencl(kernels::sources("nbody")?.opencl, &[])?;
             let gt = measure(dev, &tiled, &pos, eps2, reps.min(3))?;
             println!(
-                "GPU-shaped tiled kernel (kernels/nbody.cl): {gt:.1} GFLOP/s, {:.2}x the reference",
+                "GPU-shaped tiled kernel (kernels/nbody.c): {gt:.1} GFLOP/s, {:.2}x the reference",
                 gt / soa
             );
             bench_line(

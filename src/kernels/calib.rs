@@ -41,7 +41,7 @@ pub fn fma_peak() -> Result<Kernel> {
         })
         // Items are expensive: small launches still spread over the pool.
         .cpu_grain(256);
-    // SAFETY: audited built-in sources (kernels/fma_peak.{cu,cl}): they declare
+    // SAFETY: audited built-in sources (kernels/fma_peak.c): they declare
     // this signature and write `out[i]` only for `i < count`, its checked extent.
     let builder = unsafe { builder.cuda(src.cuda, "fma_peak").opencl(src.opencl, "fma_peak") };
     let builder = match src.opencl_host_cpu {
@@ -68,7 +68,7 @@ pub fn stream_triad() -> Result<Kernel> {
         .param(Param::Offset)
         .param(Param::Count)
         .cost(2.0, 12.0);
-    // SAFETY: audited built-in sources (kernels/stream_triad.{cu,cl}): they declare
+    // SAFETY: audited built-in sources (kernels/stream_triad.c): they declare
     // this signature and touch element `i` of each buffer only for `i < count`,
     // the checked extent of all three.
     let builder = unsafe {

@@ -203,7 +203,7 @@ fn check_sizes(args: &ScalarArgs<'_>, n: usize, k: usize) -> std::result::Result
 
 fn with_sources(builder: KernelBuilder, name: &str) -> Result<KernelBuilder> {
     let src = super::sources(name)?;
-    // SAFETY: audited built-in sources (kernels/gemm_*.{cu,cl}): they declare this
+    // SAFETY: audited built-in sources (kernels/gemm_*.c): they declare this
     // signature; they read `a` only below `count × k` and write `c` only below
     // `count × n` (row < count, column < n, inner index < k), the checked extents of
     // the split buffers; they read `b` only below `k × n`, its checked extent; `n`

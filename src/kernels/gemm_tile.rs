@@ -30,7 +30,7 @@ pub fn gemm_tile() -> Result<Kernel> {
         .param(Param::Count)
         .extent_from("a", &["t", "t"], 1)
         .extent_from("b", &["t", "t"], 1);
-    // SAFETY: audited built-in sources (kernels/gemm_tile.{cu,cl}): they read
+    // SAFETY: audited built-in sources (kernels/gemm_tile.c): they read
     // a[i·t + k] and b[k·t + j] with i, j, k < t (`t²` elements, the checked extent
     // of both) and touch c[e] for e < count only (the checked extent of c), as long
     // as offset + count ≤ t², which the CPU version checks too and split launches

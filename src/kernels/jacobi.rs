@@ -64,7 +64,7 @@ pub fn jacobi() -> Result<Kernel> {
         // Per element: three adds and a scale; compulsory traffic one float in
         // and one out (neighbours come from cache).
         .cost(4.0, 8.0);
-    // Audited built-in sources (kernels/jacobi.{cu,cl}): they declare this
+    // Audited built-in sources (kernels/jacobi.c): they declare this
     // signature, read `in[j]` only for `j < in_len` (each neighbour index is
     // tested against 0 and `in_len` before it is read; `in_len` is the checked
     // extent of `in`) and write `out[i]` only for `i < count` (the checked

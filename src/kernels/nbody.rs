@@ -13,7 +13,7 @@
 //! the self-interaction then contributes exactly 0 (r = 0). One interaction counts
 //! as [`FLOPS_PER_INTERACTION`] = 20 flops.
 //!
-//! * CUDA (`kernels/nbody.cu`) and OpenCL (`kernels/nbody.cl`) stage
+//! * CUDA and OpenCL (one portable source, `kernels/nbody.c`) stage
 //!   [`NBODY_TILE`] bodies at a time in static shared/local memory. They are
 //!   correct for any block size, grid and `n`; blocks of up to
 //!   [`NBODY_MAX_BLOCK`] threads are the intended use ([`nbody_launch_config`]).
@@ -169,7 +169,7 @@ pub fn nbody_with_cpu_path(path: NbodyCpuPath) -> Result<Kernel> {
                 bytes: 16.0 * n / count + 16.0,
             }
         });
-    // Audited built-in sources (kernels/nbody.cu, kernels/nbody.cl): they
+    // Audited built-in sources (kernels/nbody.c): they
     // declare this signature, read `pos` only below `n` float4s (its checked
     // extent), write `acc[i]` only for `i < count` (its checked extent), and use
     // only their static shared/local tile.

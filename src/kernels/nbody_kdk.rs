@@ -32,7 +32,7 @@ pub fn nbody_kdk() -> Result<Kernel> {
         .param(Param::scalar::<f32>("drift"))
         .param(Param::Offset)
         .param(Param::Count);
-    // SAFETY: audited built-in sources (kernels/nbody_kdk.{cu,cl}): they declare
+    // SAFETY: audited built-in sources (kernels/nbody_kdk.c): they declare
     // this signature and touch elements 4i..4i+3 of pos and acc and 3i..3i+2 of vel
     // only for i < count, the checked extents (Split::Elementwise).
     let builder = unsafe { builder.cuda(src.cuda, "nbody_kdk").opencl(src.opencl, "nbody_kdk") };

@@ -8,7 +8,7 @@ use crate::kernel::{Kernel, Param};
 pub fn noop() -> Result<Kernel> {
     let src = super::sources("noop")?;
     let builder = Kernel::builder("noop").param(Param::Offset).param(Param::Count);
-    // SAFETY: audited built-in sources (kernels/noop.{cu,cl}): empty bodies with
+    // SAFETY: audited built-in sources (kernels/noop.c): empty bodies with
     // this signature.
     let builder = unsafe { builder.cuda(src.cuda, "noop").opencl(src.opencl, "noop") };
     builder.cpu(|_ctx: &CpuCtx<'_>| {}).build()

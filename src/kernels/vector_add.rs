@@ -19,7 +19,7 @@ pub fn vector_add() -> Result<Kernel> {
         .param(Param::Count)
         // One add; two floats read, one written.
         .cost(1.0, 12.0);
-    // SAFETY: audited built-in sources (kernels/vector_add.{cu,cl}): they declare
+    // SAFETY: audited built-in sources (kernels/vector_add.c): they declare
     // this signature and touch element `i` of each buffer only for `i < count`,
     // the checked extent of all three.
     let builder = unsafe { builder.cuda(src.cuda, "vector_add").opencl(src.opencl, "vector_add") };

@@ -11,11 +11,12 @@
 // Border elements (first or last grid row or column) keep their value
 // (Dirichlet boundary): out = in. Interior elements get the mean of their four
 // neighbours, summed in the fixed order ((N + S) + E) + W and scaled by 0.25f,
-// exactly as the CUDA and CPU versions do, so every backend gives the same bits.
+// exactly as the CPU version does, so every backend gives the same bits (a
+// multiply after the sum leaves nothing to contract into a multiply-add).
 // Reads stay inside in[0, in_len): an element whose neighbours are missing from
 // `in` (the launch check refuses such arguments) is written as NaN.
 //
-// Written for CPU OpenCL devices too: every work-item takes the same path
+// Shaped for CPU OpenCL devices too: every work-item takes the same path
 // (selects, and loads under a condition), so PoCL's work-group vectorizer turns
 // the work-items into SIMD lanes. The row and column come from a float
 // reciprocal estimate of g / width (converted with saturation, so never out of
@@ -23,21 +24,21 @@
 // (its error is then at most 0.375): grids of up to 2^21 rows (and widths below
 // 2^30) take it; taller ones divide (a branch on arguments only, the same for
 // every work-item). Whatever the row and column, loads are bounded by `inside`.
-__kernel void jacobi(__global const float* restrict in,
-                     __global float* restrict out,
-                     const uint width,
-                     const uint lead,
-                     const uint in_len,
-                     const uint row0,
-                     const uint rows,
-                     const uint offset,
-                     const uint count) {
-    uint i = get_global_id(0);
+KERNEL void jacobi(GLOBAL const float* RESTRICT in,
+                   GLOBAL float* RESTRICT out,
+                   const uint width,
+                   const uint lead,
+                   const uint in_len,
+                   const uint row0,
+                   const uint rows,
+                   const uint offset,
+                   const uint count) {
+    uint i = GLOBAL_ID(0);
     if (i < count && width != 0) {
         uint g = offset + i;
         uint q, c;
         if (rows <= (1u << 21) && width < (1u << 30)) {
-            q = convert_uint_sat_rtz((float)g * (1.0f / (float)width));
+            q = F2U_SAT_RTZ((float)g * (1.0f / (float)width));
             int rem = (int)(g - q * width);
             q = rem < 0 ? q - 1u : q;
             rem = rem < 0 ? rem + (int)width : rem;
@@ -62,7 +63,7 @@ __kernel void jacobi(__global const float* restrict in,
             float centre = in[j];
             v = border ? centre : 0.25f * (((n + s) + e) + w);
         } else {
-            v = (j < in_len && border) ? in[j] : NAN;
+            v = (j < in_len && border) ? in[j] : as_float(0x7fc00000u);
         }
         out[i] = v;
     }

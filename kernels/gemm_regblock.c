@@ -1,6 +1,6 @@
 // Register-blocked SGEMM: C = A·B, row-major f32. Each work-group computes 64 × 64
 // tiles of C with 256 work-items, each holding a 4 × 4 block of outputs in
-// registers, so every value read from local memory feeds four multiply-adds.
+// registers, so every value read from local (shared) memory feeds four multiply-adds.
 // A (transposed) and B are staged 16 columns / rows at a time in local memory.
 // Splittable over rows of C: a is the chunk's `count` rows of A (count × k), c the
 // chunk's `count` rows of C (count × n), b all of B (k × n); `offset` is unused.
@@ -13,20 +13,20 @@
 #define GEMM_T 4
 #define GEMM_VT 256
 
-__kernel void gemm_regblock(__global const float* restrict a,
-                            __global const float* restrict b,
-                            __global float* restrict c,
-                            const uint n,
-                            const uint k,
-                            const uint offset,
-                            const uint count) {
+KERNEL void gemm_regblock(GLOBAL const float* RESTRICT a,
+                          GLOBAL const float* RESTRICT b,
+                          GLOBAL float* RESTRICT c,
+                          const uint n,
+                          const uint k,
+                          const uint offset,
+                          const uint count) {
     (void)offset;
-    __local float as[GEMM_BK][GEMM_BM + 4];
-    __local float bs_[GEMM_BK][GEMM_BN];
-    uint bs = get_local_size(0) * get_local_size(1) * get_local_size(2);
-    uint tid = get_local_id(0) + get_local_size(0) * (get_local_id(1) + get_local_size(1) * get_local_id(2));
-    ulong blk = get_group_id(0) + (ulong)get_num_groups(0) * (get_group_id(1) + (ulong)get_num_groups(1) * get_group_id(2));
-    ulong blocks = (ulong)get_num_groups(0) * get_num_groups(1) * get_num_groups(2);
+    LOCAL float as[GEMM_BK][GEMM_BM + 4];
+    LOCAL float bs_[GEMM_BK][GEMM_BN];
+    uint bs = LOCAL_SIZE(0) * LOCAL_SIZE(1) * LOCAL_SIZE(2);
+    uint tid = LOCAL_ID(0) + LOCAL_SIZE(0) * (LOCAL_ID(1) + LOCAL_SIZE(1) * LOCAL_ID(2));
+    ulong blk = GROUP_ID(0) + (ulong)NUM_GROUPS(0) * (GROUP_ID(1) + (ulong)NUM_GROUPS(1) * GROUP_ID(2));
+    ulong blocks = (ulong)NUM_GROUPS(0) * NUM_GROUPS(1) * NUM_GROUPS(2);
     ulong tiles_x = (n + GEMM_BN - 1) / GEMM_BN;
     ulong tiles = tiles_x * (((ulong)count + GEMM_BM - 1) / GEMM_BM);
     for (ulong t = blk; t < tiles; t += blocks) {
@@ -38,7 +38,9 @@ __kernel void gemm_regblock(__global const float* restrict a,
             uint ty = (v / 16) % 16;
             uint tx = v % 16;
             float acc[GEMM_T][GEMM_T];
+#pragma unroll
             for (int i = 0; i < GEMM_T; ++i)
+#pragma unroll
                 for (int j = 0; j < GEMM_T; ++j) acc[i][j] = 0.0f;
             for (ulong p0 = 0; p0 < k; p0 += GEMM_BK) {
                 for (uint i = tid; i < GEMM_BM * GEMM_BK; i += bs) {
@@ -51,19 +53,26 @@ __kernel void gemm_regblock(__global const float* restrict a,
                     ulong bp = p0 + r, bc = col0 + q;
                     bs_[r][q] = (bp < k && bc < n) ? b[bp * n + bc] : 0.0f;
                 }
-                barrier(CLK_LOCAL_MEM_FENCE);
+                BARRIER();
+#pragma unroll
                 for (int q = 0; q < GEMM_BK; ++q) {
                     float av[GEMM_T], bv[GEMM_T];
+#pragma unroll
                     for (int i = 0; i < GEMM_T; ++i) av[i] = as[q][ty + 16 * i];
+#pragma unroll
                     for (int j = 0; j < GEMM_T; ++j) bv[j] = bs_[q][tx + 16 * j];
+#pragma unroll
                     for (int i = 0; i < GEMM_T; ++i)
-                        for (int j = 0; j < GEMM_T; ++j) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+#pragma unroll
+                        for (int j = 0; j < GEMM_T; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
                 }
-                barrier(CLK_LOCAL_MEM_FENCE);
+                BARRIER();
             }
             if (v < GEMM_VT) {
+#pragma unroll
                 for (int i = 0; i < GEMM_T; ++i) {
                     ulong row = row0 + ty + 16 * i;
+#pragma unroll
                     for (int j = 0; j < GEMM_T; ++j) {
                         ulong col = col0 + tx + 16 * j;
                         if (row < count && col < n) c[row * n + col] = acc[i][j];
