@@ -190,6 +190,8 @@ mod device;
 pub mod distributed;
 mod error;
 mod event;
+#[cfg(doctest)]
+mod guide;
 mod host_buffer;
 mod kernel;
 mod kernel_info;
