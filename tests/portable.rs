@@ -391,13 +391,15 @@ fn run_case(dev: &Device, kernel: &Kernel, case: &Case) -> Vec<Vec<f32>> {
 }
 
 /// Every built-in kernel is one portable source, and that source runs on every
-/// OpenCL device (host-CPU variants set aside) with the result of the CPU device.
+/// OpenCL and CUDA device (host-CPU variants set aside) with the result of the CPU
+/// device.
 #[test]
-fn every_builtin_portable_source_runs_on_opencl() {
+fn every_builtin_portable_source_runs_on_every_device() {
     let rt = runtime();
     let cpu = devices_of(&rt, BackendKind::Cpu);
-    let ocl = devices_of(&rt, BackendKind::OpenCl);
-    let mut rng = common::Rng::fresh("every_builtin_portable_source_runs_on_opencl");
+    let mut ocl = devices_of(&rt, BackendKind::OpenCl);
+    ocl.extend(devices_of(&rt, BackendKind::Cuda));
+    let mut rng = common::Rng::fresh("every_builtin_portable_source_runs_on_every_device");
     let mut ran = 0;
     for src in kernels::CATALOGUE {
         assert!(
@@ -428,5 +430,5 @@ fn every_builtin_portable_source_runs_on_opencl() {
             }
         }
     }
-    println!("{ran} portable built-in runs on OpenCL");
+    println!("{ran} portable built-in runs on OpenCL and CUDA devices");
 }
