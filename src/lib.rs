@@ -177,7 +177,9 @@
 //!   keeping first-launch JIT costs (PoCL compiles per work-group size at the
 //!   first enqueue) out of the performance model.
 
-#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod authoring;
 mod backend;
@@ -187,6 +189,7 @@ mod cpu_ctx;
 pub mod cpu_group;
 mod device;
 #[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
 pub mod distributed;
 mod error;
 mod event;
@@ -199,6 +202,7 @@ pub mod kernels;
 mod launch;
 pub mod nbody;
 #[cfg(feature = "cuda")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
 pub mod nvrtc;
 pub mod portable;
 pub mod profile;
