@@ -84,11 +84,15 @@
 //!   given for a read-only parameter is passed read-only. A kernel's own scalar
 //!   rules ([`KernelBuilder::check_scalars`]) run there too.
 //! * **The one `unsafe` promise is the kernel author's:** device code (CUDA C,
-//!   OpenCL C) is opaque to the library, so [`KernelBuilder::cuda`],
-//!   [`KernelBuilder::opencl`] and [`KernelBuilder::opencl_host_cpu`] (a
-//!   CPU-shaped OpenCL source that devices computing on host cores build instead)
-//!   are `unsafe fn`s whose caller promises that the
-//!   entry point declares the signature and stays inside the declared extents.
+//!   OpenCL C) is opaque to the library, so every way of giving it device code
+//!   is an `unsafe fn` whose caller promises that the entry point declares the
+//!   signature and stays inside the declared extents: [`KernelBuilder::cuda`],
+//!   [`KernelBuilder::opencl`], [`KernelBuilder::opencl_host_cpu`] (a CPU-shaped
+//!   OpenCL source that devices computing on host cores build instead),
+//!   [`KernelBuilder::portable`] (one source for both dialects), and
+//!   [`Program::cuda`] / [`Program::opencl`] (one source with several entry
+//!   points, the promise made once for every kernel built from it). These are
+//!   the crate's only public `unsafe fn`s.
 //!   One promise per kernel, made where it is built, is easier to audit than
 //!   one per launch (cudarc instead makes every launch `unsafe`). The built-in
 //!   kernels in [`kernels`] are audited and safe to build. CPU implementations
