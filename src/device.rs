@@ -121,6 +121,27 @@ impl Drop for DeviceInner {
 
 /// A device: a cheap clonable handle. The device is torn down when the last
 /// handle (and every buffer on it) is dropped, or explicitly with [`Device::close`].
+///
+/// The blocking stages: upload, launch, read back.
+///
+/// ```
+/// use offload::{Arg, BackendKind, LaunchConfig, Runtime, kernels};
+///
+/// # fn main() -> offload::Result<()> {
+/// let rt = Runtime::builder().backends(&[BackendKind::Cpu]).build()?;
+/// let dev = rt.device("cpu")?;
+/// let k = kernels::vector_add()?;
+/// let n = 4096;
+/// let a = dev.upload(&vec![1.0f32; n])?;            // host -> device
+/// let b = dev.upload(&vec![2.0f32; n])?;
+/// let mut c = dev.alloc::<f32>(n)?;
+/// let cfg = LaunchConfig::for_items(n, dev.info()); // checked against the device's limits
+/// let args = [Arg::input(&a), Arg::input(&b), Arg::output(&mut c), 0u32.into(), (n as u32).into()];
+/// dev.launch(&k, &cfg, &args)?;                     // checked against the signature and extents
+/// assert_eq!(c.to_vec()?, vec![3.0; n]);            // device -> host
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Device {
     pub(crate) inner: Arc<DeviceInner>,

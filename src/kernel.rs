@@ -402,7 +402,37 @@ impl fmt::Debug for Kernel {
 static NEXT_KERNEL_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Kernel {
-    /// Start describing a kernel.
+    /// Start describing a kernel: its signature, then one implementation per
+    /// backend. A kernel with only a CPU implementation runs on the CPU device;
+    /// device sources ([`KernelBuilder::portable`], [`KernelBuilder::cuda`],
+    /// [`KernelBuilder::opencl`]) add the other backends.
+    ///
+    /// ```
+    /// use offload::{Arg, BackendKind, Kernel, Param, Runtime};
+    ///
+    /// # fn main() -> offload::Result<()> {
+    /// // y[i] = a * y[i] over items [offset, offset + count).
+    /// let scale = Kernel::builder("scale")
+    ///     .param(Param::inout::<f32>("y"))
+    ///     .param(Param::scalar::<f32>("a"))
+    ///     .param(Param::Offset)
+    ///     .param(Param::Count)
+    ///     .cpu(|ctx| {
+    ///         let a: f32 = ctx.scalar(1);
+    ///         for y in ctx.output::<f32>(0).iter_mut() {
+    ///             *y *= a;
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// let rt = Runtime::builder().backends(&[BackendKind::Cpu]).build()?;
+    /// let dev = rt.device("cpu")?;
+    /// let mut y = dev.upload(&vec![1.5f32; 1000])?;
+    /// // Offset and Count filled in; `2.0f32`, not `2.0` (an f64, refused).
+    /// dev.launch_items(&scale, 1000, vec![Arg::output(&mut y), 2.0f32.into()])?;
+    /// assert!(y.to_vec()?.iter().all(|v| *v == 3.0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder(name: &str) -> KernelBuilder {
         KernelBuilder {
             name: name.to_string(),

@@ -84,11 +84,15 @@
 //!   given for a read-only parameter is passed read-only. A kernel's own scalar
 //!   rules ([`KernelBuilder::check_scalars`]) run there too.
 //! * **The one `unsafe` promise is the kernel author's:** device code (CUDA C,
-//!   OpenCL C) is opaque to the library, so [`KernelBuilder::cuda`],
-//!   [`KernelBuilder::opencl`] and [`KernelBuilder::opencl_host_cpu`] (a
-//!   CPU-shaped OpenCL source that devices computing on host cores build instead)
-//!   are `unsafe fn`s whose caller promises that the
-//!   entry point declares the signature and stays inside the declared extents.
+//!   OpenCL C) is opaque to the library, so every way of giving it device code
+//!   is an `unsafe fn` whose caller promises that the entry point declares the
+//!   signature and stays inside the declared extents: [`KernelBuilder::cuda`],
+//!   [`KernelBuilder::opencl`], [`KernelBuilder::opencl_host_cpu`] (a CPU-shaped
+//!   OpenCL source that devices computing on host cores build instead),
+//!   [`KernelBuilder::portable`] (one source for both dialects), and
+//!   [`Program::cuda`] / [`Program::opencl`] (one source with several entry
+//!   points, the promise made once for every kernel built from it). These are
+//!   the crate's only public `unsafe fn`s.
 //!   One promise per kernel, made where it is built, is easier to audit than
 //!   one per launch (cudarc instead makes every launch `unsafe`). The built-in
 //!   kernels in [`kernels`] are audited and safe to build. CPU implementations
@@ -177,7 +181,9 @@
 //!   keeping first-launch JIT costs (PoCL compiles per work-group size at the
 //!   first enqueue) out of the performance model.
 
-#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod authoring;
 mod backend;
@@ -187,6 +193,7 @@ mod cpu_ctx;
 pub mod cpu_group;
 mod device;
 #[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
 pub mod distributed;
 mod error;
 mod event;
@@ -199,6 +206,7 @@ pub mod kernels;
 mod launch;
 pub mod nbody;
 #[cfg(feature = "cuda")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
 pub mod nvrtc;
 pub mod portable;
 pub mod profile;

@@ -118,10 +118,12 @@ impl KernelBuilder {
         let file = format!("{entry}.c");
         let cuda = cuda_source(code, &file);
         let opencl = opencl_source(code, &file);
-        // SAFETY: the caller makes the promise of `cuda` and `opencl` for this entry
-        // point (this function's own contract); the prelude adds only macros,
-        // typedefs and inline helpers that touch no memory of their own.
-        unsafe { self.cuda(cuda, entry).opencl(opencl, entry) }
+        // SAFETY: the caller makes the promise of `cuda` for this entry point (this
+        // function's own contract); the prelude adds only macros, typedefs and
+        // inline helpers that touch no memory of their own.
+        let built = unsafe { self.cuda(cuda, entry) };
+        // SAFETY: as above, for the OpenCL dialect of the same source.
+        unsafe { built.opencl(opencl, entry) }
     }
 }
 

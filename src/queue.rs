@@ -91,6 +91,28 @@ impl Drop for QueueInner {
 
 /// An in-order command stream on one device. Cheap to clone (clones share the
 /// stream).
+///
+/// Commands return at once with an [`Event`]; a command waits for the commands
+/// of any queue that use the same buffer before it, and for events given to
+/// [`Queue::wait_for`].
+///
+/// ```
+/// use offload::{BackendKind, HostBuffer, Runtime};
+///
+/// # fn main() -> offload::Result<()> {
+/// let rt = Runtime::builder().backends(&[BackendKind::Cpu]).build()?;
+/// let dev = rt.device("cpu")?;
+/// let (q1, q2) = (dev.queue()?, dev.queue()?);
+/// let src = dev.alloc::<u32>(256)?;
+/// let dst = dev.alloc::<u32>(256)?;
+/// let filled = q1.fill(&src, 7)?;
+/// q2.wait_for(&filled);                                       // explicit order across queues
+/// q2.copy(&src, &dst)?;
+/// let out = q2.read(&dst, HostBuffer::new(&dev, 256)?)?.wait()?; // the only host wait
+/// assert!(out.iter().all(|v| *v == 7));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Queue {
     pub(crate) inner: Arc<QueueInner>,

@@ -120,6 +120,24 @@ impl RuntimeBuilder {
 }
 
 /// Every device of every compiled-in backend on this machine.
+///
+/// ```
+/// use offload::{BackendKind, Runtime};
+///
+/// # fn main() -> offload::Result<()> {
+/// // `Runtime::new()` probes every backend; this one probes only the CPU backend.
+/// let rt = Runtime::builder().backends(&[BackendKind::Cpu]).cpu_threads(2).build()?;
+/// for dev in rt.devices() {
+///     println!("{}: {} ({} compute units)", dev.label(), dev.info().name, dev.info().compute_units);
+/// }
+/// for u in rt.unavailable() {
+///     println!("{} unavailable: {}", u.backend.name(), u.reason);
+/// }
+/// let cpu = rt.device("cpu")?; // a selector, as in `OFFLOAD_DEVICE`
+/// assert_eq!(cpu.backend(), BackendKind::Cpu);
+/// rt.close() // teardown (also on drop)
+/// # }
+/// ```
 pub struct Runtime {
     number: u64,
     devices: Vec<Device>,

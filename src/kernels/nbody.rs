@@ -371,6 +371,9 @@ mod avx512 {
 
     use super::{I_BLOCK, J_TILE, Soa};
 
+    // `load32` and `store32` move one block of bodies.
+    const _: () = assert!(I_BLOCK == 32);
+
     /// Accelerations of every body in `s` against sources `pos[..n]`.
     ///
     /// `s`'s slices must all have the same length, a multiple of [`I_BLOCK`];
@@ -387,8 +390,7 @@ mod avx512 {
         // The refined reciprocal square root below is 2/√r², so the sums carry a
         // factor 8 that is removed once, after the last tile.
         let eighth = _mm512_set1_ps(0.125);
-        let (xi, yi, zi) = (s.xi.as_ptr(), s.yi.as_ptr(), s.zi.as_ptr());
-        let (ax, ay, az) = (s.ax.as_mut_ptr(), s.ay.as_mut_ptr(), s.az.as_mut_ptr());
+        let Soa { xi, yi, zi, ax, ay, az } = s;
         let p = pos.as_ptr();
         let mut j0 = 0;
         while j0 < n {
@@ -396,39 +398,28 @@ mod avx512 {
             let scale = if j1 == n { eighth } else { _mm512_set1_ps(1.0) };
             let mut i = 0;
             while i + I_BLOCK <= len {
-                // SAFETY: `i + 32 <= len` for every slice of `s` (all have length
-                // `len`); unaligned loads have no alignment requirement.
-                let (x0, x1, y0, y1, z0, z1) = unsafe {
+                let block = i..i + I_BLOCK;
+                let (x0, x1) = load32(&xi[block.clone()]);
+                let (y0, y1) = load32(&yi[block.clone()]);
+                let (z0, z1) = load32(&zi[block.clone()]);
+                let zero = _mm512_setzero_ps();
+                let ((mut ax0, mut ax1), (mut ay0, mut ay1), (mut az0, mut az1)) = if j0 > 0 {
+                    // These sums were stored by the previous tile.
                     (
-                        _mm512_loadu_ps(xi.add(i)),
-                        _mm512_loadu_ps(xi.add(i + 16)),
-                        _mm512_loadu_ps(yi.add(i)),
-                        _mm512_loadu_ps(yi.add(i + 16)),
-                        _mm512_loadu_ps(zi.add(i)),
-                        _mm512_loadu_ps(zi.add(i + 16)),
+                        load32(&ax[block.clone()]),
+                        load32(&ay[block.clone()]),
+                        load32(&az[block.clone()]),
                     )
+                } else {
+                    ((zero, zero), (zero, zero), (zero, zero))
                 };
-                let mut a = [_mm512_setzero_ps(); 6];
-                if j0 > 0 {
-                    // SAFETY: as above; these sums were stored by the previous tile.
-                    unsafe {
-                        a = [
-                            _mm512_loadu_ps(ax.add(i)),
-                            _mm512_loadu_ps(ax.add(i + 16)),
-                            _mm512_loadu_ps(ay.add(i)),
-                            _mm512_loadu_ps(ay.add(i + 16)),
-                            _mm512_loadu_ps(az.add(i)),
-                            _mm512_loadu_ps(az.add(i + 16)),
-                        ];
-                    }
-                }
-                let [mut ax0, mut ax1, mut ay0, mut ay1, mut az0, mut az1] = a;
                 for j in j0..j1 {
-                    // SAFETY: j < n and `pos` holds at least 4 n floats.
-                    let (bx, by, bz, bm) = unsafe {
-                        let b = p.add(4 * j);
-                        (*b, *b.add(1), *b.add(2), *b.add(3))
-                    };
+                    // SAFETY: j < n and `pos` holds at least 4 n floats (this
+                    // function's contract), so offset 4 j stays inside `pos`.
+                    let b = unsafe { p.add(4 * j) };
+                    // SAFETY: `b` is followed by 4 readable floats of `pos` (above);
+                    // `[f32; 4]` has the alignment of `f32`.
+                    let [bx, by, bz, bm] = unsafe { b.cast::<[f32; 4]>().read() };
                     let (bx, by, bz, bm) = (
                         _mm512_set1_ps(bx),
                         _mm512_set1_ps(by),
@@ -438,19 +429,45 @@ mod avx512 {
                     interact(bx, by, bz, bm, x0, y0, z0, eps2v, three, &mut ax0, &mut ay0, &mut az0);
                     interact(bx, by, bz, bm, x1, y1, z1, eps2v, three, &mut ax1, &mut ay1, &mut az1);
                 }
-                // SAFETY: as for the loads above; `s.a*` are exclusive borrows.
-                unsafe {
-                    _mm512_storeu_ps(ax.add(i), _mm512_mul_ps(ax0, scale));
-                    _mm512_storeu_ps(ax.add(i + 16), _mm512_mul_ps(ax1, scale));
-                    _mm512_storeu_ps(ay.add(i), _mm512_mul_ps(ay0, scale));
-                    _mm512_storeu_ps(ay.add(i + 16), _mm512_mul_ps(ay1, scale));
-                    _mm512_storeu_ps(az.add(i), _mm512_mul_ps(az0, scale));
-                    _mm512_storeu_ps(az.add(i + 16), _mm512_mul_ps(az1, scale));
-                }
+                store32(
+                    &mut ax[block.clone()],
+                    _mm512_mul_ps(ax0, scale),
+                    _mm512_mul_ps(ax1, scale),
+                );
+                store32(
+                    &mut ay[block.clone()],
+                    _mm512_mul_ps(ay0, scale),
+                    _mm512_mul_ps(ay1, scale),
+                );
+                store32(&mut az[block], _mm512_mul_ps(az0, scale), _mm512_mul_ps(az1, scale));
                 i += I_BLOCK;
             }
             j0 = j1;
         }
+    }
+
+    /// The two 16-float halves of `v[..32]` (bounds-checked).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn load32(v: &[f32]) -> (__m512, __m512) {
+        let (lo, hi) = v[..32].split_at(16);
+        // SAFETY: `lo` holds 16 readable floats; unaligned loads need no alignment.
+        let a = unsafe { _mm512_loadu_ps(lo.as_ptr()) };
+        // SAFETY: as above, for `hi`.
+        let b = unsafe { _mm512_loadu_ps(hi.as_ptr()) };
+        (a, b)
+    }
+
+    /// Store `a` and `b` into the two 16-float halves of `v[..32]` (bounds-checked).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn store32(v: &mut [f32], a: __m512, b: __m512) {
+        let (lo, hi) = v[..32].split_at_mut(16);
+        // SAFETY: `lo` is an exclusive borrow of 16 floats; unaligned stores need no
+        // alignment.
+        unsafe { _mm512_storeu_ps(lo.as_mut_ptr(), a) };
+        // SAFETY: as above, for `hi`.
+        unsafe { _mm512_storeu_ps(hi.as_mut_ptr(), b) };
     }
 
     /// One source against 16 bodies: 15 vector operations plus `vrsqrt14ps`.

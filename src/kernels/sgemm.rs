@@ -525,12 +525,17 @@ mod x86 {
         let mut bv = [_mm512_setzero_ps(); NV];
         for p in 0..kc {
             for (j, v) in bv.iter_mut().enumerate() {
-                // SAFETY: p < kc, j < NV: inside the kc · NV · 16 floats of `b`.
-                *v = unsafe { _mm512_loadu_ps(b.add((p * NV + j) * 16)) };
+                // SAFETY: p < kc, j < NV: the offset stays inside the kc · NV · 16
+                // floats of `b`.
+                let at = unsafe { b.add((p * NV + j) * 16) };
+                // SAFETY: `at` and the 15 floats after it lie in `b` (above).
+                *v = unsafe { _mm512_loadu_ps(at) };
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                // SAFETY: p < kc, i < MR: inside the kc · MR floats of `a`.
-                let av = _mm512_set1_ps(unsafe { *a.add(p * MR + i) });
+                // SAFETY: p < kc, i < MR: the offset stays inside the kc · MR floats of `a`.
+                let at = unsafe { a.add(p * MR + i) };
+                // SAFETY: `at` points to a readable float of `a` (above).
+                let av = _mm512_set1_ps(unsafe { *at });
                 for (x, v) in row.iter_mut().zip(&bv) {
                     *x = _mm512_fmadd_ps(av, *v, *x);
                 }
@@ -571,12 +576,17 @@ mod x86 {
         let mut bv = [_mm256_setzero_ps(); NV];
         for p in 0..kc {
             for (j, v) in bv.iter_mut().enumerate() {
-                // SAFETY: p < kc, j < NV: inside the kc · NV · 8 floats of `b`.
-                *v = unsafe { _mm256_loadu_ps(b.add((p * NV + j) * 8)) };
+                // SAFETY: p < kc, j < NV: the offset stays inside the kc · NV · 8
+                // floats of `b`.
+                let at = unsafe { b.add((p * NV + j) * 8) };
+                // SAFETY: `at` and the 7 floats after it lie in `b` (above).
+                *v = unsafe { _mm256_loadu_ps(at) };
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                // SAFETY: p < kc, i < MR: inside the kc · MR floats of `a`.
-                let av = _mm256_set1_ps(unsafe { *a.add(p * MR + i) });
+                // SAFETY: p < kc, i < MR: the offset stays inside the kc · MR floats of `a`.
+                let at = unsafe { a.add(p * MR + i) };
+                // SAFETY: `at` points to a readable float of `a` (above).
+                let av = _mm256_set1_ps(unsafe { *at });
                 for (x, v) in row.iter_mut().zip(&bv) {
                     *x = _mm256_fmadd_ps(av, *v, *x);
                 }

@@ -589,6 +589,29 @@ impl Profiler {
 }
 
 /// A set of stage records, ready to report or export.
+///
+/// ```
+/// use offload::{BackendKind, Runtime, kernels, profile::Stage};
+///
+/// # fn main() -> offload::Result<()> {
+/// let rt = Runtime::builder().backends(&[BackendKind::Cpu]).build()?;
+/// let dev = rt.device("cpu")?;
+/// let n = 1 << 16;
+/// let (a, b) = (dev.upload(&vec![1.0f32; n])?, dev.upload(&vec![2.0f32; n])?);
+/// let mut c = dev.alloc::<f32>(n)?;
+/// dev.launch_items(&kernels::vector_add()?, n, vec![(&a).into(), (&b).into(), (&mut c).into()])?;
+/// c.to_vec()?;
+/// let profile = rt.profile(); // a snapshot of everything recorded so far
+/// let report = profile.report();
+/// let cpu = report.devices.iter().find(|d| d.device == dev.label()).expect("recorded");
+/// assert_eq!(cpu.h2d_bytes, 2 * 4 * n as u64);
+/// assert_eq!(cpu.launches, 1);
+/// println!("kernel {} ns, transfers {} ns", cpu.ns(Stage::Kernel), cpu.transfer_ns());
+/// println!("{report}"); // per-device stages, transfer share, Amdahl line
+/// // profile.write_chrome_trace("trace.json")?; profile.write_svg_timeline("timeline.svg")?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Profile {
     /// Records in completion order (the first [`Profile::record_cap`] of them).

@@ -221,6 +221,24 @@ impl<'a> HostArg<'a> {
 }
 
 /// Splits launches across a set of devices. See the [module docs](self).
+///
+/// ```
+/// use offload::{BackendKind, Runtime, kernels};
+/// use offload::schedule::{HostArg, Scheduler};
+///
+/// # fn main() -> offload::Result<()> {
+/// let rt = Runtime::builder().backends(&[BackendKind::Cpu]).build()?;
+/// let n = 50_000;
+/// let (a, b) = (vec![1.0f32; n], vec![2.0f32; n]);
+/// let mut c = vec![0.0f32; n];
+/// // Every device of the runtime; the model stays in memory (no cache file).
+/// let mut s = Scheduler::new(rt.devices())?.in_memory_model();
+/// let report = s.run(&kernels::vector_add()?, n, &mut [HostArg::input(&a), HostArg::input(&b), HostArg::output(&mut c)])?;
+/// assert!(c.iter().all(|v| *v == 3.0));
+/// println!("{report}"); // who computed what, idle time, exclusions
+/// # Ok(())
+/// # }
+/// ```
 pub struct Scheduler {
     devices: Vec<Device>,
     labels: Vec<String>,

@@ -229,6 +229,30 @@ pub(crate) struct GraphInner {
 /// A task graph over a set of devices: managed [`Data`], [`Task`]s submitted
 /// in program order and run as their dependencies allow, placed by predicted
 /// cost. See the [module docs](crate::task).
+///
+/// A split task over row bands, then a task pinned to one device:
+///
+/// ```
+/// use offload::{BackendKind, Runtime, kernels, task::{Task, TaskGraph}};
+///
+/// # fn main() -> offload::Result<()> {
+/// let rt = Runtime::builder().backends(&[BackendKind::Cpu]).build()?;
+/// let graph = TaskGraph::new(rt.devices())?;
+/// let n = 8192;
+/// let x = graph.data("x", &vec![1.0f32; n])?;
+/// let y = graph.data("y", &vec![2.0f32; n])?;
+/// let z = graph.data("z", &vec![0.0f32; n])?;
+/// let add = kernels::vector_add()?;
+/// // z = x + y, cut into chunks over every device of the graph.
+/// graph.submit(Task::new(&add).read(&x).read(&y).write(&z).items(n).split())?;
+/// // y = x + z on the first device, after the split task (it reads z).
+/// let last = graph.submit(Task::new(&add).read(&x).read(&z).write(&y).items(n).on(&rt.devices()[0]))?;
+/// last.wait()?;
+/// assert_eq!(y.acquire()?, vec![4.0; n]);
+/// assert_eq!(graph.report().tasks.len(), 2);
+/// # Ok(())
+/// # }
+/// ```
 pub struct TaskGraph {
     pub(crate) inner: Arc<GraphInner>,
     workers: Vec<JoinHandle<()>>,
