@@ -393,6 +393,7 @@ fn main() -> Result<(), Failure> {
             );
             continue;
         }
+        // ANCHOR: rung
         d.build(&kern)?;
         let da = d.upload(&a)?;
         let db = d.upload(&b)?;
@@ -421,6 +422,7 @@ fn main() -> Result<(), Failure> {
         }
         times.sort_by(|x, y| x.total_cmp(y));
         let secs = times[times.len() / 2];
+        // ANCHOR_END: rung
         let c = dc.to_vec()?;
         table.push(Row {
             rung: rung.name(),

@@ -162,6 +162,7 @@ fn main() -> Result<(), Failure> {
         )?);
         b
     };
+    // ANCHOR: run
     let report = match &mut resident {
         Some(r) => r.run(|s| bar.set_position(s as u64))?,
         None => {
@@ -171,6 +172,7 @@ fn main() -> Result<(), Failure> {
         }
     };
     bar.finish_and_clear();
+    // ANCHOR_END: run
 
     println!(
         "{} steps in {:.3} s ({:.3} s computing accelerations, transfers included)",
