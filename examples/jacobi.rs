@@ -149,6 +149,7 @@ fn submit_sweeps(
     n: usize,
     iters: usize,
 ) -> offload::Result<()> {
+    // ANCHOR: sweeps
     for it in 0..iters {
         let (src, dst) = if it.is_multiple_of(2) { (us, vs) } else { (vs, us) };
         for (b, (s, d)) in src.iter().zip(dst).enumerate() {
@@ -166,6 +167,7 @@ fn submit_sweeps(
             )?;
         }
     }
+    // ANCHOR_END: sweeps
     Ok(())
 }
 
@@ -254,6 +256,7 @@ fn main() -> Result<ExitCode, Failure> {
     let u0 = initial(n);
     let window = rt.profiler().now_ns();
     let t0 = Instant::now();
+    // ANCHOR: graph
     let graph = TaskGraph::builder(&devices)
         .placement(placement)
         .allow_shared_cores(args.shared_cores)
@@ -267,6 +270,7 @@ fn main() -> Result<ExitCode, Failure> {
     };
     let (us, vs) = (u.partition(how)?, v.partition(how)?);
     submit_sweeps(&graph, &k, &us, &vs, n, args.iters)?;
+    // ANCHOR_END: graph
     let result = if args.iters.is_multiple_of(2) { &u } else { &v };
     let got = result.acquire()?;
     let wall = t0.elapsed().as_secs_f64();
@@ -397,6 +401,7 @@ mod distributed {
             parts,
             halo: 1,
         };
+        // ANCHOR: distributed
         let u = c.data("u", &u0, how)?;
         let v = c.data("v", &u0, how)?;
         let k = kernels::jacobi()?;
@@ -421,12 +426,15 @@ mod distributed {
                 )?;
             }
         }
+        // ANCHOR_END: distributed
         c.sync()?;
         let wall = t0.elapsed().as_secs_f64();
+        // ANCHOR: netstats
         let stats = c.net_stats();
         let rank = c.rank();
         let neighbours = (rank > 0) as u64 + (rank + 1 < c.size()) as u64;
         let halo = neighbours * (n * 4) as u64;
+        // ANCHOR_END: netstats
         let sweeps = args.iters as u64 - 1;
         println!(
             "rank {rank}: {} sweeps in {:.3} s; sent {} bytes = {:.1} per exchanging sweep (halo rows to {neighbours} \
@@ -448,8 +456,10 @@ mod distributed {
             )
             .into());
         }
+        // ANCHOR: gather
         let got = c.gather(if args.iters.is_multiple_of(2) { &u } else { &v })?;
         let profile = c.gather_profile()?;
+        // ANCHOR_END: gather
         if rank != 0 {
             return Ok(ExitCode::SUCCESS);
         }

@@ -120,6 +120,7 @@ fn run(
     let ins: [Buffer<f32>; 2] = [dev.alloc(chunk)?, dev.alloc(chunk)?];
     let mut outs: [Buffer<f32>; 2] = [dev.alloc(chunk)?, dev.alloc(chunk)?];
     let mut pending = Vec::new();
+    // ANCHOR: chunks
     for (i, part) in input.chunks(chunk).enumerate() {
         let slot = i % 2;
         let n = part.len();
@@ -140,6 +141,7 @@ fn run(
         let down = q.down.read(&outs[slot], HostBuffer::new(dev, chunk)?)?;
         pending.push((up, down, n));
     }
+    // ANCHOR_END: chunks
     let mut result = Vec::with_capacity(pending.len());
     for (up, down, _) in pending {
         up.wait()?;
@@ -179,12 +181,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     run(&dev, &one, &k, &input[..chunk.min(args.n)], chunk, args.iters)?;
 
     // Serialized: every stage on one queue.
+    // ANCHOR: serial
     let q = dev.queue()?;
     let serial = Stages {
         up: q.clone(),
         compute: q.clone(),
         down: q,
     };
+    // ANCHOR_END: serial
     let t = Instant::now();
     run(&dev, &serial, &k, &input, chunk, args.iters)?;
     let t_serial = t.elapsed();
