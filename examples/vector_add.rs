@@ -75,6 +75,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
             run_split(&devices, &k, &a, &b, &mut c, args.shared_cores)?;
         }
     } else {
+        // ANCHOR: stages
         let dev = &devices[0];
         println!("device {} ({})", dev.label(), dev.info().name);
         dev.build(&k)?;
@@ -101,6 +102,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         dc.read(&mut c)?;
         drop((da, db, dc));
+        // ANCHOR_END: stages
     }
 
     let bad = a.iter().zip(&b).zip(&c).position(|((x, y), z)| x + y != *z);
