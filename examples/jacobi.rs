@@ -35,7 +35,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use offload::task::{Partition, Placement, Task, TaskGraph};
+use offload::task::{Partition, Placement, TaskGraph};
 use offload::{Runtime, kernels};
 
 /// Placement policy of the task graph.
@@ -153,18 +153,7 @@ fn submit_sweeps(
     for it in 0..iters {
         let (src, dst) = if it.is_multiple_of(2) { (us, vs) } else { (vs, us) };
         for (b, (s, d)) in src.iter().zip(dst).enumerate() {
-            graph.submit(
-                Task::new(k)
-                    .read(s)
-                    .write(d)
-                    .scalar(n as u32)
-                    .scalar((d.range().start - s.read_range().start) as u32)
-                    .scalar(s.read_range().len() as u32)
-                    .scalar((d.range().start / n) as u32)
-                    .scalar(n as u32)
-                    .items(d.len())
-                    .name(&format!("sweep {it} band {b}")),
-            )?;
+            graph.submit(kernels::jacobi_task(k, s, d, n, n)?.name(&format!("sweep {it} band {b}")))?;
         }
     }
     // ANCHOR_END: sweeps

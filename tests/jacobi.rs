@@ -8,7 +8,7 @@ mod common;
 
 use common::Rng;
 use offload::schedule::{HostArg, PerfModel, Policy, Scheduler};
-use offload::task::{Partition, Placement, Task, TaskGraph};
+use offload::task::{Partition, Placement, TaskGraph};
 use offload::{Arg, Device, Error, LaunchConfig, kernels};
 
 /// One sweep of a `rows × width` grid, written independently of the crate:
@@ -278,18 +278,7 @@ fn row_bands_on_a_task_graph_match_the_reference_under_both_placements() {
             for (s, d) in src.iter().zip(dst) {
                 assert_eq!(s.range(), d.range());
                 assert_eq!(d.range().start % n, 0, "bands are whole rows: {d:?}");
-                g.submit(
-                    Task::new(&k)
-                        .read(s)
-                        .write(d)
-                        .scalar(n as u32)
-                        .scalar((d.range().start - s.read_range().start) as u32)
-                        .scalar(s.read_range().len() as u32)
-                        .scalar((d.range().start / n) as u32)
-                        .scalar(n as u32)
-                        .items(d.len()),
-                )
-                .unwrap();
+                g.submit(kernels::jacobi_task(&k, s, d, n, n).unwrap()).unwrap();
             }
         }
         let result = if iters.is_multiple_of(2) { &u } else { &v };
@@ -305,4 +294,35 @@ fn row_bands_on_a_task_graph_match_the_reference_under_both_placements() {
         assert!(r.failures.is_empty() && r.dropped.is_empty(), "{r}");
         println!("{placement:?}\n{r}");
     }
+}
+
+/// `kernels::jacobi_task` refuses bands it cannot describe: a zero width, and a
+/// written band that starts before the range its source reads.
+#[test]
+fn jacobi_task_refuses_bands_it_cannot_describe() {
+    let rt = common::runtime();
+    let g = TaskGraph::new(rt.devices()).unwrap();
+    let k = kernels::jacobi().unwrap();
+    let n = 16;
+    let u = g.data("u", &vec![0.0f32; n * n]).unwrap();
+    let v = g.data("v", &vec![0.0f32; n * n]).unwrap();
+    let how = Partition::Rows {
+        row_len: n,
+        parts: 2,
+        halo: 1,
+    };
+    let (us, vs) = (u.partition(how).unwrap(), v.partition(how).unwrap());
+    let err = kernels::jacobi_task(&k, &us[0], &vs[0], 0, n).map(|_| ()).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    // Band 0 written from band 1's read range, which starts after band 0.
+    let err = kernels::jacobi_task(&k, &us[1], &vs[0], n, n).map(|_| ()).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("does not start inside the read range"),
+        "{err}"
+    );
+    // The matching bands give a task.
+    g.submit(kernels::jacobi_task(&k, &us[0], &vs[0], n, n).unwrap())
+        .unwrap();
+    g.wait_all().unwrap();
 }

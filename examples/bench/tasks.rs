@@ -47,7 +47,7 @@
 use std::time::Instant;
 
 use offload::schedule::{FaultPlan, HostArg, PerfModel, Scheduler, SplitReport, inject_faults};
-use offload::task::{Data, GraphReport, Partition, Placement, Task, TaskGraph};
+use offload::task::{GraphReport, Partition, Placement, Task, TaskGraph};
 use offload::{Access, Arg, BackendKind, CpuCtx, Device, Kernel, LaunchConfig, Param, Runtime, Split, kernels};
 
 use crate::common::{bench_line, cpu1, median, pocl_or_cpu1, rerun_with_one_pocl_thread, verdict};
@@ -155,19 +155,6 @@ fn warm_up(dev: &Device, k: &Kernel) -> offload::Result<()> {
     )
 }
 
-/// One sweep of band `d` (written) from band `s` (read, with halos) of an `n`-wide grid.
-fn sweep_task(k: &Kernel, s: &Data<f32>, d: &Data<f32>, n: usize) -> Task {
-    Task::new(k)
-        .read(s)
-        .write(d)
-        .scalar(n as u32)
-        .scalar((d.range().start - s.read_range().start) as u32)
-        .scalar(s.read_range().len() as u32)
-        .scalar((d.range().start / n) as u32)
-        .scalar(n as u32)
-        .items(d.len())
-}
-
 /// `iters` sweeps of `u0` on a task graph over `devs`, bands placed by dmda
 /// or, with `owners`, band `b` pinned to device `owners[b]`; the result, the
 /// report and the seconds from registration to the acquired result.
@@ -199,7 +186,7 @@ fn jacobi_graph(
     for it in 0..iters {
         let (src, dst) = if it.is_multiple_of(2) { (&us, &vs) } else { (&vs, &us) };
         for (b, (s, d)) in src.iter().zip(dst).enumerate() {
-            let t = sweep_task(k, s, d, n);
+            let t = kernels::jacobi_task(k, s, d, n, n)?;
             g.submit(match owners {
                 Some(o) => t.on(&devs[o[b]]),
                 None => t,
@@ -241,7 +228,7 @@ fn warm_model(devs: &[Device], k: &Kernel, u0: &[f32], n: usize, parts: usize) -
         for dev in devs {
             let (src, dst) = if it.is_multiple_of(2) { (&us, &vs) } else { (&vs, &us) };
             for (s, d) in src.iter().zip(dst) {
-                g.submit(sweep_task(k, s, d, n).on(dev))?;
+                g.submit(kernels::jacobi_task(k, s, d, n, n)?.on(dev))?;
             }
             it += 1;
         }

@@ -4,7 +4,8 @@
 
 use crate::cpu_ctx::CpuCtx;
 use crate::error::{Error, Result};
-use crate::kernel::{Access, Kernel, Param, ScalarArgs, Split};
+use crate::kernel::{Access, Kernel, Param, Scalar, ScalarArgs, Split};
+use crate::task::{Data, Task};
 
 /// Parameter indices of [`jacobi`] (the CPU version reads its arguments by position).
 const IN: usize = 0;
@@ -14,6 +15,31 @@ const LEAD: usize = 3;
 const IN_LEN: usize = 4;
 const ROW0: usize = 5;
 const ROWS: usize = 6;
+
+/// The task of one sweep over a band of rows: `dst` (written) from `src` (read,
+/// with its halo rows), both children of a [`crate::task::Partition::Rows`]
+/// partition of a grid `width` columns wide and `rows` rows tall. It fills the
+/// [`jacobi`] kernel's scalars from the bands' ranges (`lead` = where `dst`
+/// starts inside `src`'s read range, `in_len` = that range's length, `row0` =
+/// `dst`'s first row), each refused with [`Error::ScalarRange`] rather than
+/// truncated when above `u32::MAX`.
+pub fn jacobi_task(kernel: &Kernel, src: &Data<f32>, dst: &Data<f32>, width: usize, rows: usize) -> Result<Task> {
+    let (read, owned) = (src.read_range(), dst.range());
+    if width == 0 || owned.start < read.start {
+        return Err(Error::InvalidInput(format!(
+            "jacobi_task: band {owned:?} does not start inside the read range {read:?} (width {width})"
+        )));
+    }
+    Ok(Task::new(kernel)
+        .read(src)
+        .write(dst)
+        .scalar(Scalar::u32_from("width", width)?)
+        .scalar(Scalar::u32_from("lead", owned.start - read.start)?)
+        .scalar(Scalar::u32_from("in_len", read.len())?)
+        .scalar(Scalar::u32_from("row0", owned.start / width)?)
+        .scalar(Scalar::u32_from("rows", rows)?)
+        .items(dst.len()))
+}
 
 /// `jacobi(in, out, width, lead, in_len, row0, rows, offset, count)`: one
 /// Jacobi-2D sweep over a band of a `rows × width` row-major grid.

@@ -23,7 +23,7 @@ pub use calib::{FMA_CHAINS, fma_peak, stream_triad};
 pub use catalogue::{CATALOGUE, KernelSources};
 pub use gemm::{GemmRung, gemm, gemm_naive, gemm_packed, gemm_regblock, gemm_tiled};
 pub use gemm_tile::gemm_tile;
-pub use jacobi::{jacobi, jacobi_host};
+pub use jacobi::{jacobi, jacobi_host, jacobi_task};
 pub use nbody::{
     FLOPS_PER_INTERACTION, NBODY_CPU_ENV, NBODY_MAX_BLOCK, NBODY_TILE, NbodyCpuPath, nbody, nbody_block, nbody_host,
     nbody_launch_config, nbody_with_cpu_path,

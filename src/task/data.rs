@@ -230,7 +230,7 @@ fn gcd(a: usize, b: usize) -> usize {
 /// One Jacobi sweep over row bands with one halo row (the README's example):
 ///
 /// ```
-/// use offload::task::{Partition, Task, TaskGraph};
+/// use offload::task::{Partition, TaskGraph};
 /// let rt = offload::Runtime::builder().backends(&[offload::BackendKind::Cpu]).build()?;
 /// let n = 64;
 /// let grid: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32).collect();
@@ -241,11 +241,9 @@ fn gcd(a: usize, b: usize) -> usize {
 /// let (us, vs) = (u.partition(rows)?, v.partition(rows)?);
 /// let k = offload::kernels::jacobi()?;
 /// for (src, dst) in us.iter().zip(&vs) {
-///     let lead = (dst.range().start - src.read_range().start) as u32;
-///     graph.submit(Task::new(&k).read(src).write(dst)
-///         .scalar(n as u32).scalar(lead).scalar(src.read_range().len() as u32)
-///         .scalar((dst.range().start / n) as u32).scalar(n as u32)
-///         .items(dst.len()))?;
+///     // Reads `src` (its band and halo rows), writes `dst`; the kernel's scalars
+///     // (width, where `dst` starts in `src`, ...) come from the two ranges.
+///     graph.submit(offload::kernels::jacobi_task(&k, src, dst, n, n)?)?;
 /// }
 /// let result = v.acquire()?;
 /// // An interior cell is the mean of its four neighbours.
