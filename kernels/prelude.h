@@ -119,28 +119,22 @@ static __device__ __forceinline__ int as_int(float f) { return __float_as_int(f)
 #define ATOMIC_CAS_I32(p, cmp, v) atomic_cmpxchg((p), (int)(cmp), (int)(v))
 #define ATOMIC_CAS_U32(p, cmp, v) atomic_cmpxchg((p), (uint)(cmp), (uint)(v))
 
-static inline float offload_atomic_add_f32_global(volatile __global float* p, float v) {
-    volatile __global uint* u = (volatile __global uint*)p;
-    uint old = *u;
-    uint seen;
-    do {
-        seen = old;
-        old = atomic_cmpxchg(u, seen, as_uint(as_float(seen) + v));
-    } while (old != seen);
-    return as_float(old);
-}
-static inline float offload_atomic_add_f32_local(volatile __local float* p, float v) {
-    volatile __local uint* u = (volatile __local uint*)p;
-    uint old = *u;
-    uint seen;
-    do {
-        seen = old;
-        old = atomic_cmpxchg(u, seen, as_uint(as_float(seen) + v));
-    } while (old != seen);
-    return as_float(old);
-}
-#define ATOMIC_ADD_F32(p, v) offload_atomic_add_f32_global((p), (float)(v))
-#define LOCAL_ATOMIC_ADD_F32(p, v) offload_atomic_add_f32_local((p), (float)(v))
+// Float atomic add as a compare-and-swap loop on the bits, once per address space.
+#define OFFLOAD_ATOMIC_ADD_F32(SPACE)                                                  \
+    static inline float offload_atomic_add_f32_##SPACE(volatile SPACE float* p, float v) { \
+        volatile SPACE uint* u = (volatile SPACE uint*)p;                              \
+        uint old = *u;                                                                 \
+        uint seen;                                                                     \
+        do {                                                                           \
+            seen = old;                                                                \
+            old = atomic_cmpxchg(u, seen, as_uint(as_float(seen) + v));                \
+        } while (old != seen);                                                         \
+        return as_float(old);                                                          \
+    }
+OFFLOAD_ATOMIC_ADD_F32(__global)
+OFFLOAD_ATOMIC_ADD_F32(__local)
+#define ATOMIC_ADD_F32(p, v) offload_atomic_add_f32___global((p), (float)(v))
+#define LOCAL_ATOMIC_ADD_F32(p, v) offload_atomic_add_f32___local((p), (float)(v))
 #define ATOMIC_ADD_F64(p, v) ATOMIC_ADD_F64_is_not_available_in_the_OpenCL_dialect(p, v)
 
 static inline float offload_fadd_rn(float a, float b) { return a + b; }
